@@ -1,0 +1,36 @@
+//! The `autopilot` binary: parse arguments, set up logging, run, map the outcome to an exit
+//! code. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use autopilot::cli::Cli;
+use autopilot::error::{exit_code_for, redact};
+
+fn main() -> ExitCode {
+    let cli = match Cli::parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return ExitCode::from(code),
+    };
+    if let Err(err) = autopilot::logging::init(&cli.global) {
+        eprintln!("error: {}", redact(&format!("{err:#}")));
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: starting the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(autopilot::run(cli)) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(err) => {
+            eprintln!("error: {}", redact(&format!("{err:#}")).replace('\n', " "));
+            ExitCode::from(exit_code_for(&err))
+        }
+    }
+}
