@@ -185,7 +185,7 @@ CREATE TABLE IF NOT EXISTS public.kanban_cards (
     rationale text,
     priority text NOT NULL DEFAULT 'medium' CHECK (priority IN ('low', 'medium', 'high')),
     state text NOT NULL DEFAULT 'suggested'
-        CHECK (state IN ('suggested', 'in_review', 'approved', 'executing', 'done', 'blocked', 'rejected')),
+        CHECK (state IN ('scheduled', 'suggested', 'in_review', 'approved', 'executing', 'done', 'blocked', 'rejected')),
     action_payload jsonb NOT NULL DEFAULT '{}'::jsonb,
     due_at timestamptz,
     executed_at timestamptz,

@@ -1,10 +1,273 @@
-//! Alerts (SPEC §7): the rules evaluated after each cycle and `autopilot ack-alert`.
+//! Alerts (SPEC §7): the rules evaluated per tenant at the end of each cycle, and
+//! `autopilot ack-alert`.
+//!
+//! Deduplication lives in the database (`raise_agent_alert` and the unique index on open
+//! alerts per tenant and type): while an alert of a type is unacknowledged, the same
+//! condition only counts another occurrence on it.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
 
 use crate::cli::AckAlertArgs;
+use crate::error::AppError;
 use crate::Context;
 
-pub async fn run_ack(_ctx: &Context, _args: &AckAlertArgs) -> Result<u8> {
-    Err(crate::error::AppError::failed("ack-alert is not implemented yet"))
+pub const CYCLE_FAILURE_RATE: &str = "cycle_failure_rate";
+pub const LOW_ENGAGEMENT_COMPLIANCE: &str = "low_engagement_compliance";
+pub const HIGH_BLOCK_RATE: &str = "high_block_rate";
+pub const SLOW_CYCLES: &str = "slow_cycles";
+pub const POLICY_BLOCK_SPIKE: &str = "policy_block_spike";
+pub const EMAIL_PROVIDER_FAILURE: &str = "email_provider_failure";
+pub const INVALID_SETTINGS: &str = "invalid_agent_settings";
+
+const RAISE: &str = "SELECT alert_id, opened FROM public.raise_agent_alert($1, $2, $3, $4, $5, $6)";
+
+/// Figures of the last 24 hours the rules look at (finished runs plus the current one).
+const WINDOW_FIGURES: &str = "
+SELECT count(*) FILTER (WHERE status IN ('completed', 'failed', 'timeout'))          AS finished,
+       count(*) FILTER (WHERE status IN ('failed', 'timeout'))                       AS failed,
+       COALESCE(sum(actions_planned), 0)::bigint                                     AS planned,
+       COALESCE(sum(actions_blocked), 0)::bigint                                     AS blocked,
+       COALESCE(avg(duration_ms) FILTER (WHERE duration_ms IS NOT NULL), 0)::float8  AS avg_ms
+FROM public.agent_autonomous_runs
+WHERE tenant_id = $1 AND started_at > $2 - interval '24 hours'";
+
+const POLICY_BLOCKS_LAST_HOUR: &str = "SELECT count(*) FROM public.agent_policy_violations
+WHERE tenant_id = $1 AND blocked AND created_at > $2 - interval '1 hour' AND created_at <= $2";
+
+const PROVIDER_FAILURES_15_MIN: &str = "SELECT count(*) FROM public.email_provider_failures
+WHERE tenant_id = $1 AND created_at > $2 - interval '15 minutes' AND created_at <= $2";
+
+/// Raise (or count another occurrence of) an alert. Returns true when a new alert opened.
+pub async fn raise(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    alert_type: &str,
+    severity: &str,
+    message: &str,
+    metadata: serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let row = c
+        .query_one(RAISE, &[&tenant, &alert_type, &severity, &message, &metadata, &now])
+        .await
+        .with_context(|| format!("raising alert {alert_type}"))?;
+    Ok(row.get(1))
+}
+
+/// Inputs of the rules that the cycle already knows.
+#[derive(Debug, Clone, Copy)]
+pub struct CycleFacts {
+    /// Engagement compliance after this cycle (percent).
+    pub compliance_rate: f64,
+}
+
+/// Evaluate every rule of SPEC §7 for a tenant; returns the alert types that opened.
+pub async fn evaluate_rules(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    facts: Option<CycleFacts>,
+    now: DateTime<Utc>,
+) -> Result<Vec<&'static str>> {
+    let mut opened = Vec::new();
+    let f = c.query_one(WINDOW_FIGURES, &[&tenant, &now]).await.context("reading 24-hour run figures")?;
+    let finished: i64 = f.get(0);
+    let failed: i64 = f.get(1);
+    let planned: i64 = f.get(2);
+    let blocked: i64 = f.get(3);
+    let avg_ms: f64 = f.get(4);
+
+    // (fires, type, severity, message, metadata) per rule.
+    fn fire(
+        cond: bool,
+        t: &'static str,
+        sev: &'static str,
+        msg: String,
+        meta: serde_json::Value,
+    ) -> Option<(&'static str, &'static str, String, serde_json::Value)> {
+        cond.then_some((t, sev, msg, meta))
+    }
+    let mut candidates = Vec::new();
+    if finished > 0 {
+        let rate = failed as f64 * 100.0 / finished as f64;
+        candidates.push(fire(
+            rate > 20.0,
+            CYCLE_FAILURE_RATE,
+            "critical",
+            format!("{failed} of {finished} cycles in the last 24 h failed ({rate:.0} %, threshold 20 %)"),
+            json!({"failed": failed, "finished": finished, "rate": rate}),
+        ));
+    }
+    if let Some(facts) = facts {
+        candidates.push(fire(
+            facts.compliance_rate < 80.0,
+            LOW_ENGAGEMENT_COMPLIANCE,
+            "warning",
+            format!("engagement compliance is {:.1} % (threshold 80 %)", facts.compliance_rate),
+            json!({"compliance_rate": facts.compliance_rate}),
+        ));
+    }
+    if planned > 0 {
+        let share = blocked as f64 * 100.0 / planned as f64;
+        candidates.push(fire(
+            share > 30.0,
+            HIGH_BLOCK_RATE,
+            "warning",
+            format!("{blocked} of {planned} planned actions in the last 24 h were blocked ({share:.0} %, threshold 30 %)"),
+            json!({"blocked": blocked, "planned": planned, "share": share}),
+        ));
+    }
+    candidates.push(fire(
+        avg_ms > 300_000.0,
+        SLOW_CYCLES,
+        "warning",
+        format!("average cycle took {:.0} s in the last 24 h (threshold 300 s)", avg_ms / 1000.0),
+        json!({"avg_duration_ms": avg_ms}),
+    ));
+    let blocks: i64 = c.query_one(POLICY_BLOCKS_LAST_HOUR, &[&tenant, &now]).await?.get(0);
+    candidates.push(fire(
+        blocks >= 10,
+        POLICY_BLOCK_SPIKE,
+        "warning",
+        format!("{blocks} actions were blocked by policies in the last hour (threshold 10)"),
+        json!({"blocks_last_hour": blocks}),
+    ));
+    let failures: i64 = c.query_one(PROVIDER_FAILURES_15_MIN, &[&tenant, &now]).await?.get(0);
+    candidates.push(fire(
+        failures >= 5,
+        EMAIL_PROVIDER_FAILURE,
+        "critical",
+        format!("{failures} e-mail provider failures in the last 15 minutes; sending paused"),
+        json!({"failures_15_min": failures}),
+    ));
+    for (t, sev, msg, meta) in candidates.into_iter().flatten() {
+        if raise(c, tenant, t, sev, &msg, meta, now).await? {
+            opened.push(t);
+        }
+    }
+    Ok(opened)
+}
+
+/// Only the failure-rate rule: evaluated after a cycle that failed before Reflect.
+pub async fn evaluate_failure_rate(c: &impl GenericClient, tenant: Uuid, now: DateTime<Utc>) -> Result<bool> {
+    let f = c.query_one(WINDOW_FIGURES, &[&tenant, &now]).await?;
+    let finished: i64 = f.get(0);
+    let failed: i64 = f.get(1);
+    if finished == 0 {
+        return Ok(false);
+    }
+    let rate = failed as f64 * 100.0 / finished as f64;
+    if rate <= 20.0 {
+        return Ok(false);
+    }
+    raise(
+        c,
+        tenant,
+        CYCLE_FAILURE_RATE,
+        "critical",
+        &format!("{failed} of {finished} cycles in the last 24 h failed ({rate:.0} %, threshold 20 %)"),
+        json!({"failed": failed, "finished": finished, "rate": rate}),
+        now,
+    )
+    .await
+}
+
+// ack-alert -------------------------------------------------------------------------------
+
+const LOCK_ALERTS: &str =
+    "SELECT id, tenant_id, acknowledged FROM public.agent_alerts WHERE id = ANY($1) FOR UPDATE";
+const PROFILE_TENANT: &str = "SELECT tenant_id FROM public.profiles WHERE id = $1";
+const TENANT_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM public.tenants WHERE id = $1)";
+const ACK_BY_IDS: &str = "UPDATE public.agent_alerts
+SET acknowledged = true, acknowledged_at = $2, acknowledged_by = $3
+WHERE id = ANY($1) AND NOT acknowledged";
+const ACK_ALL: &str = "UPDATE public.agent_alerts
+SET acknowledged = true, acknowledged_at = $2, acknowledged_by = $3
+WHERE tenant_id = $1 AND NOT acknowledged
+  AND ($4::text IS NULL OR alert_type = $4)
+  AND ($5::text IS NULL OR severity = $5)";
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct AckReport {
+    pub acknowledged: u64,
+    pub already_acknowledged: u64,
+}
+
+pub async fn run_ack(ctx: &Context, args: &AckAlertArgs) -> Result<u8> {
+    let pool = ctx.db.pool(1)?;
+    let mut conn = crate::db::get(&pool, &ctx.db).await?;
+    let now = ctx.now();
+    let tx = conn.transaction().await?;
+
+    let by_tenant: Option<Uuid> = match args.by {
+        Some(p) => match tx.query_opt(PROFILE_TENANT, &[&p]).await? {
+            Some(row) => Some(row.get(0)),
+            None => return Err(AppError::usage(format!("unknown profile {p} (--by)"))),
+        },
+        None => None,
+    };
+
+    let report = if args.all {
+        let tenant = args.tenant.expect("clap requires --tenant with --all");
+        let exists: bool = tx.query_one(TENANT_EXISTS, &[&tenant]).await?.get(0);
+        if !exists {
+            return Err(AppError::usage(format!("unknown tenant {tenant}")));
+        }
+        if let Some(bt) = by_tenant {
+            if bt != tenant {
+                return Err(AppError::usage(format!(
+                    "profile {} (--by) does not belong to tenant {tenant}",
+                    args.by.unwrap()
+                )));
+            }
+        }
+        let severity = args.severity.map(|s| s.as_str());
+        let n = tx
+            .execute(ACK_ALL, &[&tenant, &now, &args.by, &args.alert_type, &severity])
+            .await
+            .context("acknowledging alerts")?;
+        AckReport { acknowledged: n, already_acknowledged: 0 }
+    } else {
+        let mut ids = args.alert_ids.clone();
+        ids.sort();
+        ids.dedup();
+        let rows = tx.query(LOCK_ALERTS, &[&ids]).await.context("reading alerts")?;
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !rows.iter().any(|r| r.get::<_, Uuid>(0) == **id))
+            .map(|id| id.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(AppError::failed(format!(
+                "alert {} not found; no alert was acknowledged",
+                missing.join(", ")
+            )));
+        }
+        if let (Some(bt), Some(by)) = (by_tenant, args.by) {
+            if let Some(r) = rows.iter().find(|r| r.get::<_, Uuid>(1) != bt) {
+                return Err(AppError::usage(format!(
+                    "profile {by} (--by) does not belong to the tenant of alert {}",
+                    r.get::<_, Uuid>(0)
+                )));
+            }
+        }
+        let already = rows.iter().filter(|r| r.get::<_, bool>(2)).count() as u64;
+        let n = tx.execute(ACK_BY_IDS, &[&ids, &now, &args.by]).await.context("acknowledging alerts")?;
+        AckReport { acknowledged: n, already_acknowledged: already }
+    };
+    tx.commit().await.context("committing acknowledgements")?;
+
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "acknowledged {} alert(s); {} already acknowledged",
+            report.acknowledged, report.already_acknowledged
+        );
+    }
+    Ok(0)
 }
