@@ -176,9 +176,7 @@ impl DbSettings {
             config.connect_timeout(Duration::from_secs(secs));
         }
         if config.get_application_name().is_none() {
-            config.application_name(
-                &env_nonempty("PGAPPNAME").unwrap_or_else(|| "autopilot".to_string()),
-            );
+            config.application_name(env_nonempty("PGAPPNAME").unwrap_or_else(|| "autopilot".to_string()));
         }
         config.keepalives(true);
 

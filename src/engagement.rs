@@ -1,10 +1,584 @@
 //! Engagement clocks (SPEC §4) and `autopilot check-engagement`.
+//!
+//! Owns: creating the missing clock of every contact, refreshing priority scores, the
+//! per-tenant compliance report, and the follow-up data the cycle drafts cards from
+//! (overdue contacts not yet covered by an open card or a suppression, the wording of the
+//! follow-up e-mail, and the set-based insert of the cards that allows at most one open
+//! card per contact).
+//!
+//! Every query takes the current time as a parameter (`now`), never SQL `now()`, so the
+//! cycle, the command and the tests all see one consistent instant and can replay time.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
 
 use crate::cli::CheckEngagementArgs;
 use crate::Context;
 
-pub async fn run(_ctx: &Context, _args: &CheckEngagementArgs) -> Result<u8> {
-    Err(crate::error::AppError::failed("check-engagement is not implemented yet"))
+/// States in which a card is "open": the unique index `kanban_cards_one_open_agent_card_idx`
+/// allows one such agent card per tenant, type and target.
+pub const OPEN_CARD_STATES: [&str; 4] = ["suggested", "in_review", "approved", "executing"];
+
+/// Create the clock of every contact of the tenant that has none. A new clock names the
+/// contact's client, takes the tenant's interval and is due at once (`next_touch_due = now`):
+/// a contact nobody has touched yet is owed a touch.
+const ENSURE_CLOCKS_SQL: &str = "
+INSERT INTO public.engagement_clocks AS ec
+    (tenant_id, client_id, contact_id, next_touch_due, engagement_interval_days,
+     priority_score, created_at, updated_at)
+SELECT ct.tenant_id, ct.client_id, ct.id, $2::timestamptz, iv.days,
+       public.engagement_priority(0, ct.is_primary, ct.title), $2::timestamptz, $2::timestamptz
+FROM public.contacts ct
+CROSS JOIN (SELECT public.tenant_engagement_interval_days($1) AS days) iv
+WHERE ct.tenant_id = $1
+  AND NOT EXISTS (SELECT 1 FROM public.engagement_clocks e WHERE e.contact_id = ct.id)
+ON CONFLICT (contact_id) WHERE contact_id IS NOT NULL DO NOTHING";
+
+/// Recompute every clock's score for `now`; rows whose score is unchanged are not written
+/// (an hourly refresh of thousands of clocks would otherwise rewrite them all).
+/// Client-level clocks have no contact: only the overdue days count.
+const REFRESH_SCORES_SQL: &str = "
+UPDATE public.engagement_clocks ec
+SET priority_score = s.score, updated_at = $2
+FROM (
+    SELECT e.id,
+           public.engagement_priority(public.engagement_days_overdue(e.next_touch_due, $2),
+                                      ct.is_primary, ct.title) AS score
+    FROM public.engagement_clocks e
+    LEFT JOIN public.contacts ct ON ct.id = e.contact_id AND ct.tenant_id = e.tenant_id
+    WHERE e.tenant_id = $1
+) s
+WHERE ec.id = s.id AND ec.tenant_id = $1 AND ec.priority_score IS DISTINCT FROM s.score";
+
+/// Compliance figures, rounded in SQL (numeric) so 2/3 reads 66.67 and not 66.66999….
+const SUMMARY_SQL: &str = "
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE e.next_touch_due > $2) AS compliant,
+       count(*) FILTER (WHERE e.next_touch_due <= $2) AS overdue,
+       CASE WHEN count(*) = 0 THEN 100::float8
+            ELSE round(100.0 * count(*) FILTER (WHERE e.next_touch_due > $2) / count(*), 2)::float8
+       END AS compliance_rate,
+       coalesce(round(avg(public.engagement_days_overdue(e.next_touch_due, $2))
+                      FILTER (WHERE e.next_touch_due <= $2), 2), 0)::float8 AS avg_days_overdue
+FROM public.engagement_clocks e
+WHERE e.tenant_id = $1";
+
+/// The top violations, in the order `get_engagement_violations_at` defines (ordinality keeps
+/// it explicit instead of relying on a set-returning function's output order).
+const VIOLATIONS_SQL: &str = "
+SELECT v.clock_id, v.client_id, v.contact_id, v.days_overdue,
+       v.priority_score::float8 AS priority_score, v.next_touch_due
+FROM public.get_engagement_violations_at($1, $2) WITH ORDINALITY AS v
+ORDER BY v.ordinality
+LIMIT $3";
+
+/// Overdue contact clocks worth a follow-up: not already covered by an open agent e-mail
+/// card, and neither the contact nor its address suppressed (addresses compare
+/// case-insensitively, as `email_suppressions_tenant_lower_email_idx` expects). Contacts
+/// without an address are kept so the caller can name them as blockers.
+const OVERDUE_FOLLOWUPS_SQL: &str = "
+SELECT v.clock_id, v.contact_id, coalesce(ct.client_id, v.client_id) AS client_id,
+       nullif(btrim(ct.email), '') AS email, ct.first_name, ct.last_name, ct.title,
+       cl.company_name, v.days_overdue, v.priority_score::float8 AS priority_score
+FROM public.get_engagement_violations_at($1, $2) WITH ORDINALITY AS v
+JOIN public.contacts ct ON ct.id = v.contact_id AND ct.tenant_id = $1
+LEFT JOIN public.clients cl ON cl.id = coalesce(ct.client_id, v.client_id) AND cl.tenant_id = $1
+WHERE NOT EXISTS (
+        SELECT 1 FROM public.kanban_cards k
+        WHERE k.tenant_id = $1 AND k.type = 'send_email' AND k.agent_target = v.contact_id
+          AND k.state IN ('suggested', 'in_review', 'approved', 'executing'))
+  AND NOT EXISTS (
+        SELECT 1 FROM public.email_suppressions s
+        WHERE s.tenant_id = $1
+          AND (s.contact_id = v.contact_id
+               OR lower(s.email) = lower(nullif(btrim(ct.email), ''))))
+ORDER BY v.ordinality
+LIMIT $3";
+
+/// One `send_email` card per draft from parallel arrays. The conflict target is the partial
+/// unique index of open agent cards, so a contact that already has an open card (from an
+/// earlier cycle, or twice in this batch) gets no second one (defect 10).
+const INSERT_FOLLOWUP_CARDS_SQL: &str = "
+INSERT INTO public.kanban_cards
+    (tenant_id, run_id, client_id, contact_id, agent_target, type, title, description,
+     rationale, priority, state, action_payload)
+SELECT $1, $2, d.client_id, d.contact_id, d.contact_id, 'send_email', d.title, d.description,
+       d.rationale, d.priority, 'suggested', d.payload
+FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::jsonb[])
+     AS d(contact_id, client_id, title, description, rationale, priority, payload)
+ON CONFLICT (tenant_id, type, agent_target)
+    WHERE agent_target IS NOT NULL AND state IN ('suggested', 'in_review', 'approved', 'executing')
+DO NOTHING";
+
+const ALL_TENANTS_SQL: &str = "SELECT id, name FROM public.tenants ORDER BY id";
+const SOME_TENANTS_SQL: &str = "SELECT id, name FROM public.tenants WHERE id = ANY($1) ORDER BY id";
+
+/// Create the missing clock of every contact of `tenant`. Returns the clocks created.
+pub async fn ensure_clocks(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    c.execute(ENSURE_CLOCKS_SQL, &[&tenant, &now])
+        .await
+        .with_context(|| format!("creating the missing engagement clocks of tenant {tenant}"))
+}
+
+/// Recompute the priority score of the tenant's clocks for `now`. Returns the rows changed.
+pub async fn refresh_scores(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    c.execute(REFRESH_SCORES_SQL, &[&tenant, &now])
+        .await
+        .with_context(|| format!("refreshing the engagement scores of tenant {tenant}"))
+}
+
+/// One overdue clock as reported by `check-engagement`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Violation {
+    pub clock_id: Uuid,
+    pub client_id: Option<Uuid>,
+    pub contact_id: Option<Uuid>,
+    pub days_overdue: i32,
+    pub priority_score: f64,
+    pub next_touch_due: DateTime<Utc>,
+}
+
+/// A tenant's engagement compliance (the `tenants[]` element of the JSON report).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TenantEngagement {
+    pub tenant_id: Uuid,
+    /// Filled by the caller that created clocks; [`tenant_report`] leaves it 0.
+    pub clocks_created: u64,
+    pub total: i64,
+    pub compliant: i64,
+    pub overdue: i64,
+    /// 100 × compliant / total, 2 decimals; 100 when the tenant has no clocks.
+    pub compliance_rate: f64,
+    /// Mean days overdue of the overdue clocks, 2 decimals; 0 when none is overdue.
+    pub avg_days_overdue: f64,
+    pub violations: Vec<Violation>,
+}
+
+/// Compliance figures of `tenant` at `now` and its top `limit` violations.
+pub async fn tenant_report(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    limit: i64,
+    now: DateTime<Utc>,
+) -> Result<TenantEngagement> {
+    let s = c
+        .query_one(SUMMARY_SQL, &[&tenant, &now])
+        .await
+        .with_context(|| format!("summarising the engagement of tenant {tenant}"))?;
+    let rows = c
+        .query(VIOLATIONS_SQL, &[&tenant, &now, &limit.max(0)])
+        .await
+        .with_context(|| format!("listing the engagement violations of tenant {tenant}"))?;
+    let violations = rows
+        .iter()
+        .map(|r| Violation {
+            clock_id: r.get("clock_id"),
+            client_id: r.get("client_id"),
+            contact_id: r.get("contact_id"),
+            days_overdue: r.get("days_overdue"),
+            priority_score: r.get("priority_score"),
+            next_touch_due: r.get("next_touch_due"),
+        })
+        .collect();
+    Ok(TenantEngagement {
+        tenant_id: tenant,
+        clocks_created: 0,
+        total: s.get("total"),
+        compliant: s.get("compliant"),
+        overdue: s.get("overdue"),
+        compliance_rate: s.get("compliance_rate"),
+        avg_days_overdue: s.get("avg_days_overdue"),
+        violations,
+    })
+}
+
+/// An overdue contact the agent may write to (or, without `email`, must name as a blocker).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FollowUp {
+    pub clock_id: Uuid,
+    pub contact_id: Uuid,
+    pub client_id: Option<Uuid>,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub title: Option<String>,
+    pub company_name: Option<String>,
+    pub days_overdue: i32,
+    pub priority_score: f64,
+}
+
+impl FollowUp {
+    /// "Pat Doe", or whatever part of the name is known, or the address.
+    pub fn display_name(&self) -> String {
+        let name = [self.first_name.as_deref(), self.last_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !name.is_empty() {
+            name
+        } else if let Some(email) = &self.email {
+            email.clone()
+        } else {
+            format!("contact {}", self.contact_id)
+        }
+    }
+}
+
+/// The tenant's overdue contacts still needing a follow-up, in violation order, at most `limit`.
+pub async fn overdue_followups(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<FollowUp>> {
+    let rows = c
+        .query(OVERDUE_FOLLOWUPS_SQL, &[&tenant, &now, &limit.max(0)])
+        .await
+        .with_context(|| format!("listing the overdue contacts of tenant {tenant}"))?;
+    Ok(rows
+        .iter()
+        .map(|r| FollowUp {
+            clock_id: r.get("clock_id"),
+            contact_id: r.get("contact_id"),
+            client_id: r.get("client_id"),
+            email: r.get("email"),
+            first_name: r.get("first_name"),
+            last_name: r.get("last_name"),
+            title: r.get("title"),
+            company_name: r.get("company_name"),
+            days_overdue: r.get("days_overdue"),
+            priority_score: r.get("priority_score"),
+        })
+        .collect())
+}
+
+/// A drafted follow-up e-mail (plain text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Draft {
+    pub subject: String,
+    pub body: String,
+}
+
+/// Overdue bands that decide the wording: below 7 days a check-in, below 30 a value-led
+/// follow-up, from 30 on a re-engagement note.
+pub const GENTLE_BELOW_DAYS: i32 = 7;
+pub const VALUE_BELOW_DAYS: i32 = 30;
+
+/// Draft the follow-up for `f`, signed by `sender_company` (the tenant).
+pub fn draft_followup(f: &FollowUp, sender_company: &str) -> Draft {
+    let first = f
+        .first_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("there");
+    let company = f
+        .company_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("your team");
+    let sender = sender_company.trim();
+    let sender = if sender.is_empty() {
+        "our team"
+    } else {
+        sender
+    };
+    let (subject, middle) = if f.days_overdue < GENTLE_BELOW_DAYS {
+        (
+            format!("Checking in from {sender}"),
+            format!(
+                "I wanted to check in and see how things are going at {company}. \
+                 Is there anything on your pipeline where we can help with appraisals or \
+                 turn times?"
+            ),
+        )
+    } else if f.days_overdue < VALUE_BELOW_DAYS {
+        (
+            format!("A few ideas for {company}"),
+            format!(
+                "I have been thinking about {company}'s upcoming volume and wanted to share how \
+                 we can help: faster turnaround on rush orders, proactive status updates, and a \
+                 single point of contact for revisions. Would a short call this week be useful?"
+            ),
+        )
+    } else {
+        (
+            format!("Reconnecting with {company}"),
+            format!(
+                "It has been a while since we last spoke, and I would like to reconnect. A lot \
+                 has changed on our side, and I would welcome the chance to hear what {company} \
+                 needs today and whether we can support you again."
+            ),
+        )
+    };
+    let body = format!("Hi {first},\n\n{middle}\n\nBest regards,\n{sender}\n");
+    Draft { subject, body }
+}
+
+/// Card priority from the clock's score: a decision-maker or primary contact well overdue
+/// is high; anyone noticeably overdue is medium.
+pub fn card_priority(score: f64) -> &'static str {
+    if score >= 50.0 {
+        "high"
+    } else if score >= 20.0 {
+        "medium"
+    } else {
+        "low"
+    }
+}
+
+/// Insert one suggested `send_email` card per draft (contacts without an address are
+/// skipped: a card needs a recipient). Returns the cards inserted; a contact that already
+/// has an open agent e-mail card gets none.
+pub async fn insert_followup_cards(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    run_id: Uuid,
+    drafts: &[(FollowUp, Draft)],
+) -> Result<u64> {
+    let mut contact_ids = Vec::with_capacity(drafts.len());
+    let mut client_ids: Vec<Option<Uuid>> = Vec::with_capacity(drafts.len());
+    let mut titles = Vec::with_capacity(drafts.len());
+    let mut descriptions = Vec::with_capacity(drafts.len());
+    let mut rationales = Vec::with_capacity(drafts.len());
+    let mut priorities = Vec::with_capacity(drafts.len());
+    let mut payloads = Vec::with_capacity(drafts.len());
+    for (f, d) in drafts {
+        let Some(to) = f.email.as_deref() else {
+            continue;
+        };
+        let name = f.display_name();
+        contact_ids.push(f.contact_id);
+        client_ids.push(f.client_id);
+        titles.push(
+            match f.company_name.as_deref().filter(|s| !s.trim().is_empty()) {
+                Some(company) => format!("Follow up with {name} ({})", company.trim()),
+                None => format!("Follow up with {name}"),
+            },
+        );
+        descriptions.push(d.body.clone());
+        rationales.push(format!(
+            "{name} is {} day{} overdue for a touch (priority {:.2}).",
+            f.days_overdue,
+            if f.days_overdue == 1 { "" } else { "s" },
+            f.priority_score
+        ));
+        priorities.push(card_priority(f.priority_score).to_string());
+        payloads.push(serde_json::json!({
+            "to": to,
+            "subject": d.subject,
+            "body": d.body,
+            "contact_id": f.contact_id,
+            "clock_id": f.clock_id,
+            "days_overdue": f.days_overdue,
+        }));
+    }
+    if contact_ids.is_empty() {
+        return Ok(0);
+    }
+    c.execute(
+        INSERT_FOLLOWUP_CARDS_SQL,
+        &[
+            &tenant,
+            &run_id,
+            &contact_ids,
+            &client_ids,
+            &titles,
+            &descriptions,
+            &rationales,
+            &priorities,
+            &payloads,
+        ],
+    )
+    .await
+    .with_context(|| format!("inserting follow-up cards of tenant {tenant}"))
+}
+
+/// The `check-engagement` JSON document.
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    tenants: &'a [TenantEngagement],
+}
+
+/// `autopilot check-engagement`. Tenants are processed in tenant-id order, each in its own
+/// transaction (clocks created, scores refreshed, report read at one instant).
+pub async fn run(ctx: &Context, args: &CheckEngagementArgs) -> Result<u8> {
+    let now = ctx.now();
+    let pool = ctx.db.pool(2)?;
+    let mut client = crate::db::get(&pool, &ctx.db).await?;
+    let pg: &tokio_postgres::Client = &client;
+    crate::db::require_tenants(pg, &args.tenants).await?;
+
+    let tenants: Vec<(Uuid, Option<String>)> = if args.tenants.is_empty() {
+        client.query(ALL_TENANTS_SQL, &[]).await
+    } else {
+        client.query(SOME_TENANTS_SQL, &[&args.tenants]).await
+    }
+    .context("listing tenants")?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+
+    let limit = i64::from(args.limit);
+    let mut reports = Vec::with_capacity(tenants.len());
+    for (tenant, _) in &tenants {
+        let tx = client
+            .transaction()
+            .await
+            .context("starting a transaction")?;
+        let created = ensure_clocks(&*tx, *tenant, now).await?;
+        refresh_scores(&*tx, *tenant, now).await?;
+        let mut report = tenant_report(&*tx, *tenant, limit, now).await?;
+        tx.commit()
+            .await
+            .with_context(|| format!("committing the engagement refresh of tenant {tenant}"))?;
+        report.clocks_created = created;
+        tracing::info!(tenant = %tenant, created, compliance_rate = report.compliance_rate, "engagement checked");
+        reports.push(report);
+    }
+
+    if args.json {
+        println!("{}", serde_json::to_string(&Report { tenants: &reports })?);
+    } else {
+        print_human(&tenants, &reports);
+    }
+
+    let below = args
+        .fail_under
+        .is_some_and(|pct| reports.iter().any(|r| r.compliance_rate < pct));
+    if below {
+        tracing::warn!(
+            fail_under = args.fail_under,
+            "a tenant's engagement compliance is below the threshold"
+        );
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+fn print_human(tenants: &[(Uuid, Option<String>)], reports: &[TenantEngagement]) {
+    if reports.is_empty() {
+        println!("no tenants");
+        return;
+    }
+    for ((_, name), r) in tenants.iter().zip(reports) {
+        let name = name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        println!(
+            "tenant {}{name}: compliance {:.2}%, {} overdue of {} clocks (avg {:.2} days overdue), {} clocks created",
+            r.tenant_id, r.compliance_rate, r.overdue, r.total, r.avg_days_overdue, r.clocks_created
+        );
+        for v in &r.violations {
+            let target = match (v.contact_id, v.client_id) {
+                (Some(contact), _) => format!("contact {contact}"),
+                (None, Some(client)) => format!("client {client}"),
+                (None, None) => "clock".to_string(),
+            };
+            println!(
+                "    {target}: {} days overdue, priority {:.2}, due {} (clock {})",
+                v.days_overdue,
+                v.priority_score,
+                v.next_touch_due.format("%Y-%m-%d %H:%M UTC"),
+                v.clock_id
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn followup(days: i32) -> FollowUp {
+        FollowUp {
+            clock_id: Uuid::nil(),
+            contact_id: Uuid::nil(),
+            client_id: None,
+            email: Some("pat@acme.test".into()),
+            first_name: Some("Pat".into()),
+            last_name: Some("Doe".into()),
+            title: None,
+            company_name: Some("Acme Lending".into()),
+            days_overdue: days,
+            priority_score: 0.0,
+        }
+    }
+
+    fn band(days: i32) -> &'static str {
+        let d = draft_followup(&followup(days), "Summit AMC");
+        if d.subject.starts_with("Checking in") {
+            "gentle"
+        } else if d.subject.starts_with("A few ideas") {
+            "value"
+        } else if d.subject.starts_with("Reconnecting") {
+            "reengage"
+        } else {
+            panic!("unexpected subject {:?}", d.subject)
+        }
+    }
+
+    #[test]
+    fn under_seven_days_overdue_is_a_gentle_check_in() {
+        assert_eq!(band(0), "gentle");
+        assert_eq!(band(6), "gentle");
+    }
+
+    #[test]
+    fn seven_to_twenty_nine_days_overdue_is_a_value_led_follow_up() {
+        assert_eq!(band(7), "value");
+        assert_eq!(band(29), "value");
+    }
+
+    #[test]
+    fn thirty_days_or_more_overdue_is_a_re_engagement_note() {
+        assert_eq!(band(30), "reengage");
+        assert_eq!(band(400), "reengage");
+    }
+
+    #[test]
+    fn draft_greets_by_first_name_names_the_company_and_signs_with_the_sender() {
+        for days in [1, 10, 45] {
+            let d = draft_followup(&followup(days), "Summit AMC");
+            assert!(d.body.starts_with("Hi Pat,\n\n"), "{}", d.body);
+            assert!(d.body.contains("Acme Lending"), "{}", d.body);
+            assert!(d.body.trim_end().ends_with("Summit AMC"), "{}", d.body);
+            assert!(!d.body.contains('<'), "plain text expected: {}", d.body);
+        }
+    }
+
+    #[test]
+    fn draft_without_name_or_company_still_reads_naturally() {
+        let mut f = followup(3);
+        f.first_name = None;
+        f.company_name = Some("  ".into());
+        let d = draft_followup(&f, "Summit AMC");
+        assert!(d.body.starts_with("Hi there,"), "{}", d.body);
+        assert!(d.body.contains("your team"), "{}", d.body);
+    }
+
+    #[test]
+    fn card_priority_follows_the_score() {
+        assert_eq!(card_priority(85.0), "high");
+        assert_eq!(card_priority(50.0), "high");
+        assert_eq!(card_priority(49.99), "medium");
+        assert_eq!(card_priority(20.0), "medium");
+        assert_eq!(card_priority(19.0), "low");
+    }
 }

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(autopilot::run(cli)) {
-        Ok(code) => ExitCode::from(code as u8),
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("error: {}", redact(&format!("{err:#}")).replace('\n', " "));
             ExitCode::from(exit_code_for(&err))
