@@ -34,13 +34,13 @@ SELECT count(*) FILTER (WHERE status IN ('completed', 'failed', 'timeout'))     
        COALESCE(sum(actions_blocked), 0)::bigint                                     AS blocked,
        COALESCE(avg(duration_ms) FILTER (WHERE duration_ms IS NOT NULL), 0)::float8  AS avg_ms
 FROM public.agent_autonomous_runs
-WHERE tenant_id = $1 AND started_at > $2 - interval '24 hours'";
+WHERE tenant_id = $1 AND started_at > $2::timestamptz - interval '24 hours'";
 
 const POLICY_BLOCKS_LAST_HOUR: &str = "SELECT count(*) FROM public.agent_policy_violations
-WHERE tenant_id = $1 AND blocked AND created_at > $2 - interval '1 hour' AND created_at <= $2";
+WHERE tenant_id = $1 AND blocked AND created_at > $2::timestamptz - interval '1 hour' AND created_at <= $2";
 
 const PROVIDER_FAILURES_15_MIN: &str = "SELECT count(*) FROM public.email_provider_failures
-WHERE tenant_id = $1 AND created_at > $2 - interval '15 minutes' AND created_at <= $2";
+WHERE tenant_id = $1 AND created_at > $2::timestamptz - interval '15 minutes' AND created_at <= $2";
 
 /// Raise (or count another occurrence of) an alert. Returns true when a new alert opened.
 pub async fn raise(

@@ -1,2 +1,1142 @@
-//! E-mail delivery (SPEC §5a): drafting follow-ups, sending approved cards over SMTP at
-//! most once, provider failures and the circuit breaker.
+//! E-mail delivery (SPEC §5a): sending approved `send_email` cards over SMTP at most once,
+//! classifying provider failures, the per-tenant circuit breaker, and bounce suppression.
+//! (Drafting the follow-up cards belongs to `engagement`.)
+//!
+//! Configuration comes from the environment: `SMTP_URL` and `EMAIL_FROM` (both needed;
+//! without them nothing is sent and approved cards wait), optionally `SMTP_TIMEOUT_SECS`
+//! (default 30, fractions allowed).
+//!
+//! `SMTP_URL` forms:
+//! - `smtp://[user:pass@]host[:port]`: plaintext, no TLS at all (port 25). Only for a
+//!   trusted relay next to the agent (a local MTA, a sidecar, the test server).
+//! - `smtp://…?tls=starttls`: STARTTLS required (port 587 unless given);
+//!   `?tls=opportunistic` upgrades when offered and falls back to plaintext.
+//! - `smtps://[user:pass@]host[:port]`: implicit TLS (port 465), certificates verified.
+//!
+//! User and password are percent-decoded; the password is registered for redaction and
+//! never appears in a message.
+//!
+//! At most once. A card is sent only after one statement moved it `approved → executing`
+//! (a claim two senders cannot both win), and it leaves `executing` only once the outcome is
+//! recorded. A crash between the SMTP transaction and that record leaves the card
+//! `executing`; the next run does not send it again blindly but parks it in `blocked`, telling a
+//! human which Message-ID to look for in the mailbox before re-approving. Only cards
+//! untouched for [`STUCK_AFTER_MINUTES`] count as stuck, so a sender never parks a card
+//! another sender is still delivering.
+//!
+//! Policies (SPEC §5) are evaluated per card before the claim; the policy takes one unit of
+//! the hourly quota for an allowed send. When the claim then loses (another sender took
+//! the card) the unit is given back in the same transaction, so concurrent senders together
+//! send exactly the hourly limit, not fewer.
+//!
+//! Failures: each is a row of `email_provider_failures` (auth, rate_limit, 5xx, 4xx,
+//! timeout, connection, other). Transient ones (4xx, timeout, connection) and provider-side
+//! ones (auth, other) put the card back to `approved` for a later cycle; a permanent 5xx
+//! rejection parks it in `blocked` with the reply, and a 5.1.x recipient rejection also
+//! suppresses the address (reason `bounce`). Five failures of a tenant within 15 minutes
+//! open the circuit: sending stops for the cycle and a critical `email_provider_failure`
+//! alert is raised (deduplicated while unacknowledged by `raise_agent_alert`).
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, Utc};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Serialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::db::{check_fence, Fence};
+use crate::error::{redact, register_secret, AppError};
+use crate::policy::{Action, Quota, Violation};
+use crate::settings::TenantSettings;
+
+/// Failures of a tenant within this window that open the circuit breaker.
+pub const CIRCUIT_FAILURES: i64 = 5;
+pub const CIRCUIT_WINDOW_MINUTES: i64 = 15;
+/// A card `executing` for longer than this was left by an interrupted send.
+pub const STUCK_AFTER_MINUTES: i64 = 10;
+/// Recorded as `email_provider_failures.provider`.
+pub const PROVIDER: &str = "smtp";
+const DEFAULT_TIMEOUT_SECS: f64 = 30.0;
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// `smtp://`: plaintext.
+    None,
+    /// `smtp://…?tls=opportunistic`: STARTTLS when offered.
+    Opportunistic,
+    /// `smtp://…?tls=starttls`: STARTTLS required.
+    StartTls,
+    /// `smtps://`: implicit TLS.
+    Tls,
+}
+
+/// Where and as whom to send. The password is kept out of `Debug`.
+#[derive(Clone)]
+pub struct MailerConfig {
+    pub security: SmtpSecurity,
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// `EMAIL_FROM`: the From header and the envelope sender.
+    pub from: Mailbox,
+    /// Limit for one whole SMTP transaction (connect to end of DATA).
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for MailerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailerConfig")
+            .field("security", &self.security)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("from", &self.from.to_string())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+fn nonempty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+impl MailerConfig {
+    /// From `SMTP_URL`, `EMAIL_FROM` and `SMTP_TIMEOUT_SECS`; None when either of the first
+    /// two is missing (sending is off). A malformed value is a usage error naming it.
+    pub fn from_env() -> Result<Option<MailerConfig>> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// As [`MailerConfig::from_env`], reading variables through `var`.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<MailerConfig>> {
+        let url = nonempty(var("SMTP_URL"));
+        let from = nonempty(var("EMAIL_FROM"));
+        let (url, from) = match (url, from) {
+            (Some(u), Some(f)) => (u, f),
+            (Some(u), None) => {
+                // Parsed only to register its password for redaction.
+                let _ = parse_smtp_url(&u);
+                tracing::warn!("SMTP_URL is set but EMAIL_FROM is not: e-mail sending is off");
+                return Ok(None);
+            }
+            (None, Some(_)) => {
+                tracing::warn!("EMAIL_FROM is set but SMTP_URL is not: e-mail sending is off");
+                return Ok(None);
+            }
+            (None, None) => return Ok(None),
+        };
+        let parsed = parse_smtp_url(&url)?;
+        let from: Mailbox = from.parse().map_err(|e| {
+            AppError::usage(format!("invalid EMAIL_FROM: not an e-mail address ({e})"))
+        })?;
+        let timeout = match nonempty(var("SMTP_TIMEOUT_SECS")) {
+            None => Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
+            Some(t) => {
+                let secs: f64 = t
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
+                    .ok_or_else(|| {
+                        AppError::usage(format!(
+                            "invalid SMTP_TIMEOUT_SECS '{t}': expected seconds between 0 and 3600"
+                        ))
+                    })?;
+                Duration::from_secs_f64(secs)
+            }
+        };
+        Ok(Some(MailerConfig {
+            security: parsed.security,
+            host: parsed.host,
+            port: parsed.port,
+            username: parsed.username,
+            password: parsed.password,
+            from,
+            timeout,
+        }))
+    }
+
+    /// The domain of `EMAIL_FROM`, used for Message-IDs.
+    pub fn from_domain(&self) -> &str {
+        self.from.email.domain()
+    }
+}
+
+struct ParsedUrl {
+    security: SmtpSecurity,
+    host: String,
+    port: u16,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().to_string()
+}
+
+/// Parse `SMTP_URL`. Error messages never repeat the URL (it may hold the password).
+fn parse_smtp_url(url: &str) -> Result<ParsedUrl> {
+    let bad = |problem: &str| AppError::usage(format!("invalid SMTP_URL: {problem}"));
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("expected smtp://[user:pass@]host[:port] or smtps://…"))?;
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (username, password) = match userinfo {
+        None => (None, None),
+        Some(u) => {
+            let (user, pass) = match u.split_once(':') {
+                Some((user, pass)) => (decode(user), Some(decode(pass))),
+                None => (decode(u), None),
+            };
+            if let Some(p) = &pass {
+                register_secret(p);
+                register_secret(u.split_once(':').map(|(_, p)| p).unwrap_or(""));
+            }
+            (Some(user).filter(|u| !u.is_empty()), pass.filter(|p| !p.is_empty()))
+        }
+    };
+    let mut security = match scheme.to_ascii_lowercase().as_str() {
+        "smtp" => SmtpSecurity::None,
+        "smtps" => SmtpSecurity::Tls,
+        _ => return Err(bad("the scheme must be smtp:// or smtps://")),
+    };
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("tls", v) if security != SmtpSecurity::Tls => {
+                security = match v {
+                    "starttls" | "required" => SmtpSecurity::StartTls,
+                    "opportunistic" => SmtpSecurity::Opportunistic,
+                    "none" => SmtpSecurity::None,
+                    _ => return Err(bad("tls= must be starttls, opportunistic or none")),
+                }
+            }
+            ("tls", _) => return Err(bad("smtps:// always uses implicit TLS; drop the tls= parameter")),
+            (k, _) => return Err(bad(&format!("unknown parameter '{k}' (known: tls)"))),
+        }
+    }
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(|| bad("unterminated [IPv6] host"))?;
+        (h.to_string(), after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (hostport.to_string(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| bad(&format!("invalid port '{p}'")))?,
+        None => match security {
+            SmtpSecurity::None | SmtpSecurity::Opportunistic => 25,
+            SmtpSecurity::StartTls => 587,
+            SmtpSecurity::Tls => 465,
+        },
+    };
+    Ok(ParsedUrl { security, host, port, username, password })
+}
+
+/// The SMTP transport built from a [`MailerConfig`]. One connection per message (no pool):
+/// an hourly agent sends a handful of messages, and a fresh connection per card keeps one
+/// failure from poisoning the next.
+#[derive(Clone)]
+pub struct Mailer {
+    cfg: MailerConfig,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer").field("cfg", &self.cfg).finish()
+    }
+}
+
+impl Mailer {
+    pub fn new(cfg: MailerConfig) -> Result<Mailer> {
+        let tls_params = || {
+            TlsParameters::new(cfg.host.clone())
+                .map_err(|e| AppError::usage(format!("invalid SMTP_URL: TLS setup for {} failed: {e}", cfg.host)))
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(cfg.host.clone())
+            .port(cfg.port)
+            .timeout(Some(cfg.timeout));
+        builder = match cfg.security {
+            SmtpSecurity::None => builder.tls(Tls::None),
+            SmtpSecurity::Opportunistic => builder.tls(Tls::Opportunistic(tls_params()?)),
+            SmtpSecurity::StartTls => builder.tls(Tls::Required(tls_params()?)),
+            SmtpSecurity::Tls => builder.tls(Tls::Wrapper(tls_params()?)),
+        };
+        if let Some(user) = &cfg.username {
+            builder = builder.credentials(Credentials::new(
+                user.clone(),
+                cfg.password.clone().unwrap_or_default(),
+            ));
+        }
+        let transport = builder.build();
+        Ok(Mailer { cfg, transport })
+    }
+
+    /// [`MailerConfig::from_env`] then [`Mailer::new`]; None when sending is not configured.
+    pub fn from_env() -> Result<Option<Mailer>> {
+        MailerConfig::from_env()?.map(Mailer::new).transpose()
+    }
+
+    pub fn config(&self) -> &MailerConfig {
+        &self.cfg
+    }
+
+    /// One SMTP transaction, bounded by the configured timeout as a whole (lettre's own
+    /// timeout covers only the TCP connect on tokio).
+    pub async fn deliver(&self, message: Message) -> std::result::Result<(), SendFailure> {
+        match tokio::time::timeout(self.cfg.timeout, self.transport.send(message)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(SendFailure::from_smtp(&e)),
+            Err(_) => Err(SendFailure {
+                error_type: ErrorType::Timeout,
+                smtp_code: None,
+                message: format!(
+                    "no answer from {}:{} within {:?}",
+                    self.cfg.host, self.cfg.port, self.cfg.timeout
+                ),
+            }),
+        }
+    }
+}
+
+/// `email_provider_failures.error_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ErrorType {
+    Auth,
+    RateLimit,
+    Permanent5xx,
+    Transient4xx,
+    Timeout,
+    Connection,
+    Other,
+}
+
+impl ErrorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::Auth => "auth",
+            ErrorType::RateLimit => "rate_limit",
+            ErrorType::Permanent5xx => "5xx",
+            ErrorType::Transient4xx => "4xx",
+            ErrorType::Timeout => "timeout",
+            ErrorType::Connection => "connection",
+            ErrorType::Other => "other",
+        }
+    }
+}
+
+/// A failed SMTP transaction, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFailure {
+    pub error_type: ErrorType,
+    pub smtp_code: Option<u16>,
+    /// The server's reply or the transport error, redacted.
+    pub message: String,
+}
+
+/// The enhanced status code (RFC 3463, `x.y.z`) at the start of a reply text.
+fn enhanced_status(text: &str) -> Option<(u8, u16, u16)> {
+    let token = text.split_whitespace().next()?;
+    let mut parts = token.splitn(3, '.');
+    let class: u8 = parts.next()?.parse().ok()?;
+    let subject: u16 = parts.next()?.parse().ok()?;
+    let detail: u16 = parts.next()?.trim_end_matches([',', ';', ':']).parse().ok()?;
+    matches!(class, 2 | 4 | 5).then_some((class, subject, detail))
+}
+
+/// Classify an SMTP reply code and its text.
+pub fn classify_reply(code: u16, text: &str) -> ErrorType {
+    let lower = text.to_lowercase();
+    let enhanced = enhanced_status(text);
+    if matches!(code, 530 | 534 | 535 | 538) {
+        return ErrorType::Auth;
+    }
+    if (400..500).contains(&code) {
+        let rate_text = ["rate", "too many", "throttl", "slow down"].iter().any(|w| lower.contains(w));
+        let policy_status = matches!(enhanced, Some((4, 7, _)));
+        if rate_text || policy_status {
+            return ErrorType::RateLimit;
+        }
+        return ErrorType::Transient4xx;
+    }
+    if (500..600).contains(&code) {
+        return ErrorType::Permanent5xx;
+    }
+    ErrorType::Other
+}
+
+impl SendFailure {
+    fn from_smtp(e: &lettre::transport::smtp::Error) -> SendFailure {
+        let message = redact(&error_chain(e));
+        if let Some(code) = e.status() {
+            let code = u16::from(code);
+            let text = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default();
+            return SendFailure { error_type: classify_reply(code, &text), smtp_code: Some(code), message };
+        }
+        let error_type = if e.is_timeout() {
+            ErrorType::Timeout
+        } else if e.is_response() || e.is_client() {
+            ErrorType::Other
+        } else {
+            // Network, connection, TLS, transport shut down: the provider was not reachable.
+            ErrorType::Connection
+        };
+        SendFailure { error_type, smtp_code: None, message }
+    }
+
+    /// Permanent: resending the same card will fail the same way.
+    pub fn is_permanent(&self) -> bool {
+        self.error_type == ErrorType::Permanent5xx
+    }
+
+    /// A permanent rejection of the recipient (5.1.x: bad mailbox, no such user, …).
+    pub fn is_recipient_rejected(&self) -> bool {
+        self.is_permanent() && matches!(self.reply_status(), Some((5, 1, _)))
+    }
+
+    fn reply_status(&self) -> Option<(u8, u16, u16)> {
+        // The message is "permanent error (550): 5.1.1 …": the reply text follows the colon.
+        let text = self.message.split_once("): ").map(|(_, t)| t).unwrap_or(&self.message);
+        enhanced_status(text)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// An approved `send_email` card, its payload validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CardToSend {
+    pub id: Uuid,
+    pub client_id: Option<Uuid>,
+    pub contact_id: Option<Uuid>,
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+    pub payload: Value,
+}
+
+impl CardToSend {
+    /// From a card's `action_payload` (`to`, `subject`, `body`); the error says what is wrong.
+    pub fn from_payload(
+        id: Uuid,
+        client_id: Option<Uuid>,
+        contact_id: Option<Uuid>,
+        payload: Value,
+    ) -> std::result::Result<CardToSend, String> {
+        let field = |k: &str| payload.get(k).and_then(Value::as_str).map(str::trim).unwrap_or("").to_string();
+        let to = field("to");
+        let subject = field("subject");
+        let body = payload.get("body").and_then(Value::as_str).unwrap_or("").to_string();
+        if to.is_empty() {
+            return Err("payload has no recipient ('to')".into());
+        }
+        if to.parse::<Address>().is_err() {
+            return Err(format!("payload 'to' is not an e-mail address: {to}"));
+        }
+        if subject.is_empty() {
+            return Err("payload has no 'subject'".into());
+        }
+        if body.trim().is_empty() {
+            return Err("payload has no 'body'".into());
+        }
+        Ok(CardToSend { id, client_id, contact_id, to, subject, body, payload })
+    }
+}
+
+/// The deterministic Message-ID of a card's e-mail (with the angle brackets).
+pub fn message_id_for(card_id: Uuid, domain: &str) -> String {
+    format!("<card-{card_id}@{domain}>")
+}
+
+const HTML_TAGS: &[&str] = &[
+    "html", "body", "head", "p", "br", "div", "span", "a", "b", "i", "u", "em", "strong", "table", "tr", "td",
+    "th", "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6", "img", "hr", "blockquote", "pre", "font",
+];
+
+/// Whether a body is HTML: it contains a known HTML tag (`<p>`, `<br/>`, `</div>`, …).
+pub fn looks_like_html(body: &str) -> bool {
+    let lower = body.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = lower[i..].find('<') {
+        let start = i + pos + 1;
+        let mut j = start;
+        if j < bytes.len() && (bytes[j] == b'/' || bytes[j] == b'!') {
+            if lower[j..].starts_with("!doctype html") {
+                return true;
+            }
+            j += 1;
+        }
+        let name_end = lower[j..]
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .map(|e| j + e)
+            .unwrap_or(lower.len());
+        let name = &lower[j..name_end];
+        let terminator_ok = lower[name_end..].starts_with(['>', ' ', '/', '\t', '\n']);
+        if !name.is_empty() && terminator_ok && HTML_TAGS.contains(&name) {
+            return true;
+        }
+        i = start;
+    }
+    false
+}
+
+/// A readable plain-text rendering of an HTML body (the text/plain alternative).
+pub fn html_to_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    let mut skip_until: Option<&str> = None;
+    while let Some(lt) = rest.find('<') {
+        if skip_until.is_none() {
+            out.push_str(&rest[..lt]);
+        }
+        let after = &rest[lt + 1..];
+        let Some(gt) = after.find('>') else {
+            if skip_until.is_none() {
+                out.push_str(&rest[lt..]);
+            }
+            rest = "";
+            break;
+        };
+        let tag = after[..gt].trim().to_ascii_lowercase();
+        rest = &after[gt + 1..];
+        let closing = tag.starts_with('/');
+        let name: String = tag
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        if let Some(end) = skip_until {
+            if closing && name == end {
+                skip_until = None;
+            }
+            continue;
+        }
+        match (name.as_str(), closing) {
+            ("script", false) => skip_until = Some("script"),
+            ("style", false) => skip_until = Some("style"),
+            ("head", false) => skip_until = Some("head"),
+            ("br", _) => out.push('\n'),
+            ("li", false) => out.push_str("\n- "),
+            ("p" | "div" | "tr" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "ul" | "ol" | "blockquote" | "table", _) => {
+                out.push_str("\n\n")
+            }
+            ("hr", _) => out.push_str("\n----\n"),
+            _ => {}
+        }
+    }
+    if skip_until.is_none() {
+        out.push_str(rest);
+    }
+    let decoded = out
+        .replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&");
+    // Collapse runs of blank lines and trailing spaces.
+    let mut text = String::new();
+    let mut blank = 0;
+    for line in decoded.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")) {
+        if line.is_empty() {
+            blank += 1;
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(if blank > 0 { "\n\n" } else { "\n" });
+        }
+        blank = 0;
+        text.push_str(&line);
+    }
+    text
+}
+
+/// The `List-Unsubscribe` value for the tenant's settings, if any.
+pub fn list_unsubscribe(settings: &TenantSettings) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(url) = &settings.unsubscribe_url {
+        parts.push(format!("<{url}>"));
+    }
+    if let Some(addr) = &settings.unsubscribe_mailto {
+        parts.push(format!("<mailto:{addr}>"));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// Build the message for a card: From, To, Subject, Date, the card's Message-ID, the body
+/// (HTML with a plain-text alternative), and List-Unsubscribe when configured.
+pub fn build_message(
+    cfg: &MailerConfig,
+    card: &CardToSend,
+    settings: &TenantSettings,
+    now: DateTime<Utc>,
+) -> Result<Message> {
+    let to: Mailbox = card
+        .to
+        .parse()
+        .with_context(|| format!("card {}: recipient is not an e-mail address", card.id))?;
+    // A header value must not contain line breaks.
+    let subject = card.subject.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut builder = Message::builder()
+        .from(cfg.from.clone())
+        .to(to)
+        .subject(subject)
+        .date(SystemTime::from(now))
+        .message_id(Some(message_id_for(card.id, cfg.from_domain())));
+    if let Some(value) = list_unsubscribe(settings) {
+        builder = builder.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe"), value));
+        if settings.unsubscribe_url.is_some() {
+            builder = builder.raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                "List-Unsubscribe=One-Click".to_string(),
+            ));
+        }
+    }
+    let message = if looks_like_html(&card.body) {
+        builder.multipart(MultiPart::alternative_plain_html(html_to_text(&card.body), card.body.clone()))
+    } else {
+        builder.header(ContentType::TEXT_PLAIN).body(card.body.clone())
+    };
+    message.with_context(|| format!("card {}: building the message", card.id))
+}
+
+/// What one call of [`send_approved`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SendReport {
+    /// Cards considered (approved `send_email` cards loaded, up to the limit).
+    pub actions_planned: u64,
+    /// SMTP transactions started (successful claims).
+    pub attempted: u64,
+    pub sent: u64,
+    /// Cards moved to `blocked` by a policy (see `blocks`).
+    pub blocked: u64,
+    /// Cards left `approved` because the hourly quota was used up.
+    pub deferred_rate_limited: u64,
+    /// Failed SMTP transactions (each one an `email_provider_failures` row).
+    pub failed: u64,
+    /// Cards whose payload cannot be sent (no or bad `to`, no subject or body): `blocked`.
+    pub invalid: u64,
+    /// Sending is not configured (SMTP_URL/EMAIL_FROM): approved cards wait.
+    pub provider_missing: bool,
+    /// Too many recent provider failures: sending stopped for this cycle.
+    pub circuit_open: bool,
+    /// Cards found `executing` from an interrupted send, parked in `blocked`.
+    pub recovered_stuck: u64,
+    /// Every recorded policy violation, by card (a rate-limit block included).
+    pub blocks: Vec<(Uuid, Violation)>,
+}
+
+const RECOVER_STUCK: &str = "UPDATE public.kanban_cards
+   SET state = 'blocked',
+       blocked_reason = 'found executing after an interrupted send; check the mailbox for Message-ID '
+                        || coalesce(message_id, '(unknown)') || ' before re-approving',
+       updated_at = $2
+ WHERE tenant_id = $1 AND type = 'send_email' AND state = 'executing' AND updated_at < $3
+ RETURNING id";
+
+const LOAD_APPROVED: &str = "SELECT id, client_id, contact_id, action_payload
+  FROM public.kanban_cards
+ WHERE tenant_id = $1 AND type = 'send_email' AND state = 'approved'
+ ORDER BY created_at, id
+ LIMIT $2";
+
+const RECENT_FAILURES: &str = "SELECT count(*) FROM public.email_provider_failures
+ WHERE tenant_id = $1 AND created_at > $2 AND created_at <= $3";
+
+const CLAIM: &str = "UPDATE public.kanban_cards
+   SET state = 'executing', message_id = $2, updated_at = $3
+ WHERE id = $1 AND state = 'approved'
+ RETURNING id";
+
+/// A quota unit taken for a card another sender claimed first goes back (same UTC hour
+/// window as `rate_limit_take`).
+const GIVE_BACK_QUOTA: &str = "UPDATE public.agent_rate_limits
+   SET action_count = action_count - 1
+ WHERE tenant_id = $1 AND action_type = $2
+   AND window_start = date_trunc('hour', $3::timestamptz, 'UTC') AND action_count > 0";
+
+// A card parked meanwhile as stuck was in fact sent: `done` is the truth.
+const MARK_DONE: &str = "UPDATE public.kanban_cards
+   SET state = 'done', executed_at = $2, updated_at = $2, blocked_reason = NULL
+ WHERE id = $1 AND state IN ('executing', 'blocked')";
+
+const TOUCH_CLOCK: &str = "SELECT public.touch_engagement_clock($1, $2, $3, 'email', NULL, $4)";
+
+const BLOCK_CARD: &str = "UPDATE public.kanban_cards
+   SET state = 'blocked', blocked_reason = $2, updated_at = $3
+ WHERE id = $1 AND state IN ('approved', 'executing')";
+
+const RETURN_TO_APPROVED: &str = "UPDATE public.kanban_cards
+   SET state = 'approved', updated_at = $2
+ WHERE id = $1 AND state = 'executing'";
+
+const INSERT_FAILURE: &str = "INSERT INTO public.email_provider_failures
+  (tenant_id, error_type, error_message, smtp_code, card_id, provider, created_at)
+  VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+const SUPPRESS_BOUNCE: &str = "INSERT INTO public.email_suppressions (tenant_id, email, reason, created_at)
+SELECT $1, lower($2), 'bounce', $3
+ WHERE NOT EXISTS (SELECT 1 FROM public.email_suppressions s
+                    WHERE s.tenant_id = $1 AND lower(s.email) = lower($2))";
+
+const RAISE_ALERT: &str =
+    "SELECT * FROM public.raise_agent_alert($1, 'email_provider_failure', 'critical', $2, $3, $4)";
+
+const FAILURES_LAST_HOUR: &str = "SELECT count(*) FROM public.email_provider_failures
+ WHERE tenant_id = $1 AND created_at > $2::timestamptz - interval '1 hour' AND created_at <= $2";
+
+/// Provider failures of the tenant in the hour before `now` (the cycle's React phase).
+pub async fn provider_failures_last_hour(
+    c: &impl tokio_postgres::GenericClient,
+    tenant: Uuid,
+    now: DateTime<Utc>,
+) -> Result<i64> {
+    Ok(c.query_one(FAILURES_LAST_HOUR, &[&tenant, &now])
+        .await
+        .context("counting e-mail provider failures")?
+        .get(0))
+}
+
+async fn recent_failures(c: &tokio_postgres::Client, tenant: Uuid, now: DateTime<Utc>) -> Result<i64> {
+    let since = now - chrono::Duration::minutes(CIRCUIT_WINDOW_MINUTES);
+    Ok(c.query_one(RECENT_FAILURES, &[&tenant, &since, &now])
+        .await
+        .context("counting recent e-mail provider failures")?
+        .get(0))
+}
+
+async fn raise_circuit_alert(
+    c: &mut tokio_postgres::Client,
+    tenant: Uuid,
+    run_id: Option<Uuid>,
+    fence: Option<&Fence>,
+    failures: i64,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let message = format!(
+        "{failures} e-mail provider failures within {CIRCUIT_WINDOW_MINUTES} minutes: sending is paused; check the SMTP provider"
+    );
+    let metadata = json!({
+        "failures": failures,
+        "window_minutes": CIRCUIT_WINDOW_MINUTES,
+        "threshold": CIRCUIT_FAILURES,
+        "provider": PROVIDER,
+        "run_id": run_id,
+    });
+    let tx = c.transaction().await.context("starting the alert transaction")?;
+    check_fence(fence, &tx).await?;
+    tx.query(RAISE_ALERT, &[&tenant, &message, &metadata, &now])
+        .await
+        .context("raising the e-mail provider alert")?;
+    tx.commit().await.context("committing the alert")?;
+    Ok(())
+}
+
+/// Send the tenant's approved `send_email` cards (oldest first, at most `limit`), each at
+/// most once. See the module documentation for the flow and the failure handling.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_approved(
+    c: &mut tokio_postgres::Client,
+    tenant: Uuid,
+    run_id: Option<Uuid>,
+    fence: Option<&Fence>,
+    settings: &TenantSettings,
+    mailer: Option<&Mailer>,
+    limit: i64,
+    now: DateTime<Utc>,
+) -> Result<SendReport> {
+    let mut report = SendReport::default();
+
+    // a. Cards left executing by an interrupted send: park them for a human, never resend.
+    {
+        let stuck_before = now - chrono::Duration::minutes(STUCK_AFTER_MINUTES);
+        let tx = c.transaction().await.context("starting the recovery transaction")?;
+        check_fence(fence, &tx).await?;
+        let rows = tx
+            .query(RECOVER_STUCK, &[&tenant, &now, &stuck_before])
+            .await
+            .context("parking cards left executing")?;
+        tx.commit().await.context("committing the recovery")?;
+        report.recovered_stuck = rows.len() as u64;
+        for r in &rows {
+            let id: Uuid = r.get(0);
+            tracing::warn!(%tenant, card = %id, "send_email card found executing after an interrupted send: blocked for review");
+        }
+    }
+
+    // b. No provider: approved cards wait; the caller names the missing provider.
+    let Some(mailer) = mailer else {
+        report.provider_missing = true;
+        return Ok(report);
+    };
+
+    // c. Circuit breaker.
+    let failures = recent_failures(c, tenant, now).await?;
+    if failures >= CIRCUIT_FAILURES {
+        report.circuit_open = true;
+        raise_circuit_alert(c, tenant, run_id, fence, failures, now).await?;
+        return Ok(report);
+    }
+
+    // d. The cards.
+    let rows = c
+        .query(LOAD_APPROVED, &[&tenant, &limit.max(0)])
+        .await
+        .context("loading approved send_email cards")?;
+    report.actions_planned = rows.len() as u64;
+    let domain = mailer.config().from_domain().to_string();
+
+    for (index, row) in rows.iter().enumerate() {
+        let id: Uuid = row.get(0);
+        let client_id: Option<Uuid> = row.get(1);
+        let contact_id: Option<Uuid> = row.get(2);
+        let payload: Value = row.get(3);
+
+        let card = match CardToSend::from_payload(id, client_id, contact_id, payload) {
+            Ok(card) => card,
+            Err(problem) => {
+                let tx = c.transaction().await.context("starting a card transaction")?;
+                check_fence(fence, &tx).await?;
+                tx.execute(BLOCK_CARD, &[&id, &format!("cannot send: {problem}"), &now])
+                    .await
+                    .context("blocking an invalid send_email card")?;
+                tx.commit().await.context("committing the blocked card")?;
+                report.invalid += 1;
+                continue;
+            }
+        };
+
+        let mut action = Action::new("send_email", card.payload.clone());
+        action.recipient_email = Some(card.to.clone());
+        action.recipient_contact = card.contact_id;
+        action.quota = Some(Quota::EmailSend);
+        // Outside any transaction: the suppression check fails closed on a query error,
+        // which would abort a surrounding transaction.
+        let verdict = crate::policy::evaluate(&*c, tenant, settings, &action, now).await?;
+
+        if let Some(block) = verdict {
+            let tx = c.transaction().await.context("starting a card transaction")?;
+            check_fence(fence, &tx).await?;
+            crate::policy::record(&tx, tenant, run_id, &action, &block, now).await?;
+            if block.violation != Violation::RateLimit {
+                tx.execute(BLOCK_CARD, &[&id, &block.reason, &now])
+                    .await
+                    .context("blocking a send_email card")?;
+            }
+            tx.commit().await.context("committing the policy block")?;
+            report.blocks.push((id, block.violation));
+            if block.violation == Violation::RateLimit {
+                // The rest would be refused too: they stay approved for the next hour.
+                report.deferred_rate_limited = (rows.len() - index) as u64;
+                break;
+            }
+            report.blocked += 1;
+            continue;
+        }
+
+        // Claim: approved → executing in one statement; only the winner sends.
+        let message_id = message_id_for(id, &domain);
+        let claimed = {
+            let tx = c.transaction().await.context("starting the claim transaction")?;
+            check_fence(fence, &tx).await?;
+            let won = tx
+                .query_opt(CLAIM, &[&id, &message_id, &now])
+                .await
+                .context("claiming a send_email card")?
+                .is_some();
+            if !won {
+                tx.execute(GIVE_BACK_QUOTA, &[&tenant, &Quota::EmailSend.action_type(), &now])
+                    .await
+                    .context("giving back an unused e-mail quota unit")?;
+            }
+            tx.commit().await.context("committing the claim")?;
+            won
+        };
+        if !claimed {
+            continue;
+        }
+        report.attempted += 1;
+
+        let outcome = match build_message(mailer.config(), &card, settings, now) {
+            Ok(message) => mailer.deliver(message).await,
+            Err(e) => Err(SendFailure {
+                error_type: ErrorType::Other,
+                smtp_code: None,
+                message: redact(&format!("{e:#}")),
+            }),
+        };
+
+        match outcome {
+            Ok(()) => {
+                let tx = c.transaction().await.context("starting the sent transaction")?;
+                check_fence(fence, &tx).await?;
+                tx.execute(MARK_DONE, &[&id, &now]).await.context("marking a sent card done")?;
+                if card.contact_id.is_some() || card.client_id.is_some() {
+                    // touched_by NULL: the agent made this touch (defect 9).
+                    tx.query_one(TOUCH_CLOCK, &[&tenant, &card.client_id, &card.contact_id, &now])
+                        .await
+                        .context("resetting the engagement clock after a send")?;
+                }
+                tx.commit().await.context("committing the sent card")?;
+                report.sent += 1;
+                tracing::info!(%tenant, card = %id, message_id = %message_id, "e-mail sent");
+            }
+            Err(failure) => {
+                report.failed += 1;
+                tracing::warn!(%tenant, card = %id, error_type = failure.error_type.as_str(),
+                    smtp_code = ?failure.smtp_code, error = %failure.message, "e-mail send failed");
+                let tx = c.transaction().await.context("starting the failure transaction")?;
+                check_fence(fence, &tx).await?;
+                let code = failure.smtp_code.map(i32::from);
+                tx.execute(
+                    INSERT_FAILURE,
+                    &[&tenant, &failure.error_type.as_str(), &failure.message, &code, &id, &PROVIDER, &now],
+                )
+                .await
+                .context("recording an e-mail provider failure")?;
+                if failure.is_permanent() {
+                    let reason = format!("the mail server refused the message permanently: {}", failure.message);
+                    tx.execute(BLOCK_CARD, &[&id, &reason, &now]).await.context("blocking a rejected card")?;
+                    if failure.is_recipient_rejected() {
+                        tx.execute(SUPPRESS_BOUNCE, &[&tenant, &card.to, &now])
+                            .await
+                            .context("suppressing a bounced address")?;
+                    }
+                } else {
+                    tx.execute(RETURN_TO_APPROVED, &[&id, &now])
+                        .await
+                        .context("returning a card to approved after a transient failure")?;
+                }
+                tx.commit().await.context("committing the failure")?;
+
+                let failures = recent_failures(c, tenant, now).await?;
+                if failures >= CIRCUIT_FAILURES {
+                    report.circuit_open = true;
+                    raise_circuit_alert(c, tenant, run_id, fence, failures, now).await?;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let owned: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| owned.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
+    }
+
+    fn cfg() -> MailerConfig {
+        MailerConfig::from_vars(vars(&[("SMTP_URL", "smtp://127.0.0.1:2525"), ("EMAIL_FROM", "Agent <agent@amc.example>")]))
+            .unwrap()
+            .unwrap()
+    }
+
+    fn card(body: &str) -> CardToSend {
+        CardToSend::from_payload(
+            Uuid::parse_str("7d3c6f0e-1b2a-4c5d-8e9f-0a1b2c3d4e5f").unwrap(),
+            None,
+            None,
+            json!({"to": "pat@client.example", "subject": "Checking in", "body": body}),
+        )
+        .unwrap()
+    }
+
+    fn rendered(m: &Message) -> String {
+        String::from_utf8(m.formatted()).unwrap()
+    }
+
+    #[test]
+    fn missing_url_or_from_means_no_provider() {
+        assert!(MailerConfig::from_vars(vars(&[])).unwrap().is_none());
+        assert!(MailerConfig::from_vars(vars(&[("SMTP_URL", "smtp://h")])).unwrap().is_none());
+        assert!(MailerConfig::from_vars(vars(&[("EMAIL_FROM", "a@b.example")])).unwrap().is_none());
+    }
+
+    #[test]
+    fn smtp_url_forms_and_default_ports() {
+        let c = |url: &str| {
+            MailerConfig::from_vars(vars(&[("SMTP_URL", url), ("EMAIL_FROM", "a@b.example")])).unwrap().unwrap()
+        };
+        let plain = c("smtp://mail.example");
+        assert_eq!((plain.security, plain.port, plain.username.clone()), (SmtpSecurity::None, 25, None));
+        let tls = c("smtps://u%40x:p%3Ass@mail.example");
+        assert_eq!((tls.security, tls.port), (SmtpSecurity::Tls, 465));
+        assert_eq!(tls.username.as_deref(), Some("u@x"));
+        assert_eq!(tls.password.as_deref(), Some("p:ss"));
+        let st = c("smtp://mail.example:2587?tls=starttls");
+        assert_eq!((st.security, st.port), (SmtpSecurity::StartTls, 2587));
+        assert_eq!(c("smtp://[::1]:26").host, "::1");
+        assert_eq!(c("smtp://h/").port, 25);
+    }
+
+    #[test]
+    fn malformed_smtp_url_is_a_usage_error_without_the_password() {
+        for url in ["http://u:hunter22@h", "smtp://u:hunter22@h:notaport", "smtp://u:hunter22@", "smtp://u:hunter22@h?x=1"] {
+            let e = MailerConfig::from_vars(vars(&[("SMTP_URL", url), ("EMAIL_FROM", "a@b.example")])).unwrap_err();
+            assert_eq!(crate::error::exit_code_for(&e), 2, "{url}");
+            let text = e.to_string();
+            assert!(text.contains("SMTP_URL"), "{text}");
+            assert!(!text.contains("hunter22"), "{text}");
+        }
+        let cfg = MailerConfig::from_vars(vars(&[("SMTP_URL", "smtp://u:hunter22@h"), ("EMAIL_FROM", "a@b.example")]))
+            .unwrap()
+            .unwrap();
+        assert!(!format!("{cfg:?}").contains("hunter22"));
+        assert_eq!(redact("login hunter22 failed"), "login *** failed");
+    }
+
+    #[test]
+    fn malformed_email_from_and_timeout_are_usage_errors() {
+        let e = MailerConfig::from_vars(vars(&[("SMTP_URL", "smtp://h"), ("EMAIL_FROM", "not an address")])).unwrap_err();
+        assert_eq!(crate::error::exit_code_for(&e), 2);
+        assert!(e.to_string().contains("EMAIL_FROM"));
+        let e = MailerConfig::from_vars(vars(&[
+            ("SMTP_URL", "smtp://h"),
+            ("EMAIL_FROM", "a@b.example"),
+            ("SMTP_TIMEOUT_SECS", "-1"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("SMTP_TIMEOUT_SECS"));
+        let ok = MailerConfig::from_vars(vars(&[
+            ("SMTP_URL", "smtp://h"),
+            ("EMAIL_FROM", "a@b.example"),
+            ("SMTP_TIMEOUT_SECS", "0.5"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(ok.timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn tls_transports_can_be_built() {
+        for url in ["smtps://u:p@mail.example", "smtp://mail.example?tls=starttls", "smtp://mail.example?tls=opportunistic"] {
+            let cfg = MailerConfig::from_vars(vars(&[("SMTP_URL", url), ("EMAIL_FROM", "a@b.example")])).unwrap().unwrap();
+            Mailer::new(cfg).unwrap();
+        }
+    }
+
+    #[test]
+    fn message_has_the_headers_a_mailbox_provider_expects() {
+        let now = Utc.with_ymd_and_hms(2025, 3, 4, 10, 30, 0).unwrap();
+        let m = build_message(&cfg(), &card("Hello Pat,\njust checking in."), &TenantSettings::default(), now).unwrap();
+        let text = rendered(&m);
+        assert!(text.contains("From: Agent <agent@amc.example>\r\n"), "{text}");
+        assert!(text.contains("To: pat@client.example\r\n"), "{text}");
+        assert!(text.contains("Subject: Checking in\r\n"), "{text}");
+        assert!(text.contains("Date: Tue, 04 Mar 2025 10:30:00 +0000\r\n"), "{text}");
+        assert!(text.contains("Message-ID: <card-7d3c6f0e-1b2a-4c5d-8e9f-0a1b2c3d4e5f@amc.example>\r\n"), "{text}");
+        assert!(text.contains("Content-Type: text/plain; charset=utf-8"), "{text}");
+        assert!(!text.contains("List-Unsubscribe"), "{text}");
+    }
+
+    #[test]
+    fn list_unsubscribe_headers_follow_the_settings() {
+        let now = Utc::now();
+        let both = TenantSettings {
+            unsubscribe_url: Some("https://amc.example/u?t=1".into()),
+            unsubscribe_mailto: Some("unsub@amc.example".into()),
+            ..TenantSettings::default()
+        };
+        let text = rendered(&build_message(&cfg(), &card("hi"), &both, now).unwrap());
+        assert!(text.contains("List-Unsubscribe: <https://amc.example/u?t=1>, <mailto:unsub@amc.example>\r\n"), "{text}");
+        assert!(text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"), "{text}");
+        let mailto_only = TenantSettings { unsubscribe_mailto: Some("unsub@amc.example".into()), ..TenantSettings::default() };
+        let text = rendered(&build_message(&cfg(), &card("hi"), &mailto_only, now).unwrap());
+        assert!(text.contains("List-Unsubscribe: <mailto:unsub@amc.example>\r\n"), "{text}");
+        assert!(!text.contains("List-Unsubscribe-Post"), "{text}");
+    }
+
+    #[test]
+    fn html_body_gets_a_plain_text_alternative() {
+        let html = "<html><body><p>Hello&nbsp;Pat,</p><p>Our <b>new</b> rates are out.<br>Best, AMC</p></body></html>";
+        let text = rendered(&build_message(&cfg(), &card(html), &TenantSettings::default(), Utc::now()).unwrap());
+        assert!(text.contains("Content-Type: multipart/alternative"), "{text}");
+        assert!(text.contains("Content-Type: text/plain; charset=utf-8"), "{text}");
+        assert!(text.contains("Content-Type: text/html; charset=utf-8"), "{text}");
+        assert_eq!(html_to_text(html), "Hello Pat,\n\nOur new rates are out.\nBest, AMC");
+    }
+
+    #[test]
+    fn html_detection_ignores_angle_brackets_in_prose() {
+        assert!(looks_like_html("<p>Hi</p>"));
+        assert!(looks_like_html("Hi<br/>there"));
+        assert!(looks_like_html("<!DOCTYPE html><html></html>"));
+        assert!(!looks_like_html("Fees < 500 and > 200, reply to <pat@x.example>"));
+        assert!(!looks_like_html("plain text"));
+    }
+
+    #[test]
+    fn replies_are_classified() {
+        assert_eq!(classify_reply(535, "5.7.8 Authentication credentials invalid"), ErrorType::Auth);
+        assert_eq!(classify_reply(530, "5.7.0 Authentication required"), ErrorType::Auth);
+        assert_eq!(classify_reply(421, "4.7.0 Too many connections, slow down"), ErrorType::RateLimit);
+        assert_eq!(classify_reply(450, "4.2.1 Rate limit exceeded"), ErrorType::RateLimit);
+        assert_eq!(classify_reply(451, "4.7.1 Try again later"), ErrorType::RateLimit);
+        assert_eq!(classify_reply(450, "4.2.1 Mailbox busy"), ErrorType::Transient4xx);
+        assert_eq!(classify_reply(421, "Service not available"), ErrorType::Transient4xx);
+        assert_eq!(classify_reply(550, "5.1.1 no such user"), ErrorType::Permanent5xx);
+    }
+
+    #[test]
+    fn recipient_rejection_is_recognised_from_the_enhanced_status() {
+        let f = |msg: &str| SendFailure { error_type: ErrorType::Permanent5xx, smtp_code: Some(550), message: msg.into() };
+        assert!(f("permanent error (550): 5.1.1 no such user").is_recipient_rejected());
+        assert!(!f("permanent error (554): 5.7.1 rejected as spam").is_recipient_rejected());
+        let transient = SendFailure { error_type: ErrorType::Transient4xx, smtp_code: Some(450), message: "transient error (450): 4.1.1 x".into() };
+        assert!(!transient.is_recipient_rejected());
+    }
+
+    #[test]
+    fn payload_problems_are_named() {
+        let id = Uuid::new_v4();
+        assert!(CardToSend::from_payload(id, None, None, json!({"subject": "s", "body": "b"})).unwrap_err().contains("to"));
+        assert!(CardToSend::from_payload(id, None, None, json!({"to": "nope", "subject": "s", "body": "b"})).unwrap_err().contains("not an e-mail"));
+        assert!(CardToSend::from_payload(id, None, None, json!({"to": "a@b.example", "body": "b"})).unwrap_err().contains("subject"));
+    }
+}

@@ -28,7 +28,10 @@ pub fn base_url() -> String {
 pub fn url_for(db: &str) -> String {
     let base = base_url();
     let (prefix, rest) = base.rsplit_once('/').expect("database URL with a path");
-    let query = rest.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    let query = rest
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
     format!("{prefix}/{db}{query}")
 }
 
@@ -57,7 +60,10 @@ async fn build_template() -> String {
     let name = format!("autopilot_tpl_{}", migrations_fingerprint());
     let admin = connect(&base_url()).await;
     // Serialize template builds of concurrent test processes.
-    admin.execute("SELECT pg_advisory_lock(727274)", &[]).await.unwrap();
+    admin
+        .execute("SELECT pg_advisory_lock(727274)", &[])
+        .await
+        .unwrap();
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await
@@ -65,8 +71,14 @@ async fn build_template() -> String {
         .is_some();
     if !exists {
         let building = format!("{name}_building");
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {building}")).await.unwrap();
-        admin.batch_execute(&format!("CREATE DATABASE {building}")).await.unwrap();
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {building}"))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {building}"))
+            .await
+            .unwrap();
         let out = std::process::Command::new(BIN)
             .args(["-q", "migrate"])
             .env("DATABASE_URL", url_for(&building))
@@ -83,7 +95,10 @@ async fn build_template() -> String {
             .await
             .unwrap();
     }
-    admin.execute("SELECT pg_advisory_unlock(727274)", &[]).await.unwrap();
+    admin
+        .execute("SELECT pg_advisory_unlock(727274)", &[])
+        .await
+        .unwrap();
     name
 }
 
@@ -203,7 +218,10 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs outside async context guarantees; use a thread with its own runtime.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 if let Ok((c, conn)) = tokio_postgres::connect(&base_url(), NoTls).await {
                     tokio::spawn(async move {

@@ -1,0 +1,1051 @@
+//! `process-orders` and the order queue (SPEC §6): every rule of the validation matrix on a
+//! real PostgreSQL, auto-fixes, idempotent re-validation, queueing of orders the trigger
+//! missed, claiming under real concurrency, stale claims, tenant isolation, the command's
+//! output and exit codes, and the review targets the cycle turns into cards.
+
+mod common;
+
+use autopilot::orders::{self, process_tenant, review_targets, OrdersReport, STALE_CLAIM_SECS};
+use chrono::{DateTime, Duration, Utc};
+use common::*;
+use rust_decimal::Decimal;
+use serde_json::Value;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+struct Setup {
+    db: TestDb,
+    c: Client,
+    tenant: Uuid,
+    client: Uuid,
+}
+
+async fn setup() -> Setup {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let tenant = tenant(&c, "Acme AMC", true).await;
+    let client = client_row(&c, tenant, "Lender One").await;
+    Setup {
+        db,
+        c,
+        tenant,
+        client,
+    }
+}
+
+/// Run the tenant's queue through the library entry point the cycle uses.
+async fn process_at(s: &Setup, now: DateTime<Utc>) -> OrdersReport {
+    let mut conn = s.db.client().await;
+    process_tenant(&mut conn, s.tenant, 500, None, now)
+        .await
+        .expect("process_tenant")
+}
+
+async fn process(s: &Setup) -> OrdersReport {
+    process_at(s, Utc::now()).await
+}
+
+/// A complete valid order with `sql_set` applied (`UPDATE orders SET <sql_set>`).
+async fn order_with(s: &Setup, sql_set: &str) -> Uuid {
+    let id = order(&s.c, s.tenant, s.client).await;
+    if !sql_set.is_empty() {
+        s.c.execute(
+            &format!("UPDATE orders SET {sql_set} WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .unwrap();
+    }
+    id
+}
+
+async fn set_client(s: &Setup, sql_set: &str) {
+    s.c.execute(
+        &format!("UPDATE clients SET {sql_set} WHERE id = $1"),
+        &[&s.client],
+    )
+    .await
+    .unwrap();
+}
+
+#[derive(Debug)]
+struct Entry {
+    status: String,
+    pricing_valid: Option<bool>,
+    credit_valid: Option<bool>,
+    requirements_valid: Option<bool>,
+    auto_fixes: Value,
+    attempts: i32,
+    processed: bool,
+}
+
+async fn entry(c: &Client, order: Uuid) -> Entry {
+    let r = c
+        .query_one(
+            "SELECT status, pricing_valid, credit_valid, requirements_valid, auto_fixes, attempts,
+                    processed_at IS NOT NULL
+             FROM order_processing_queue WHERE order_id = $1",
+            &[&order],
+        )
+        .await
+        .unwrap();
+    Entry {
+        status: r.get(0),
+        pricing_valid: r.get(1),
+        credit_valid: r.get(2),
+        requirements_valid: r.get(3),
+        auto_fixes: r.get(4),
+        attempts: r.get(5),
+        processed: r.get(6),
+    }
+}
+
+/// The order's open findings as (code, severity, exception_type, field), sorted by code.
+async fn open_findings(c: &Client, order: Uuid) -> Vec<(String, String, String, Option<String>)> {
+    c.query(
+        "SELECT code, severity, exception_type, field FROM order_processing_exceptions
+         WHERE order_id = $1 AND NOT resolved ORDER BY code",
+        &[&order],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+fn f(
+    code: &str,
+    severity: &str,
+    ty: &str,
+    field: &str,
+) -> (String, String, String, Option<String>) {
+    (code.into(), severity.into(), ty.into(), Some(field.into()))
+}
+
+fn dec(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+// --- validation matrix -----------------------------------------------------------------
+
+#[tokio::test]
+async fn complete_order_is_validated_without_findings() {
+    let s = setup().await;
+    let o = order_with(&s, "").await;
+    let r = process(&s).await;
+    assert_eq!(
+        r,
+        OrdersReport {
+            processed: 1,
+            validated: 1,
+            ..Default::default()
+        }
+    );
+    let e = entry(&s.c, o).await;
+    assert_eq!(e.status, "validated");
+    assert_eq!(
+        (e.pricing_valid, e.credit_valid, e.requirements_valid),
+        (Some(true), Some(true), Some(true))
+    );
+    assert!(e.processed);
+    assert_eq!(e.attempts, 1);
+    assert!(open_findings(&s.c, o).await.is_empty());
+}
+
+#[tokio::test]
+async fn total_below_fee_is_raised_to_the_fee_and_recorded() {
+    let s = setup().await;
+    let o = order_with(&s, "total_amount = 400").await;
+    let r = process(&s).await;
+    assert_eq!(r.auto_fixes, 1);
+    assert_eq!(r.validated, 1);
+    let total: Decimal =
+        s.c.query_one("SELECT total_amount FROM orders WHERE id = $1", &[&o])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(total, dec("450.00"));
+    assert_eq!(
+        entry(&s.c, o).await.auto_fixes,
+        serde_json::json!([{"field": "total_amount", "from": "400.00", "to": "450.00", "rule": "total_below_fee"}])
+    );
+}
+
+#[tokio::test]
+async fn negative_tech_fee_is_set_to_zero_and_recorded() {
+    let s = setup().await;
+    let o = order_with(&s, "tech_fee = -10").await;
+    let r = process(&s).await;
+    assert_eq!((r.auto_fixes, r.validated), (1, 1));
+    let tech: Decimal =
+        s.c.query_one("SELECT tech_fee FROM orders WHERE id = $1", &[&o])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(tech, Decimal::ZERO);
+    assert_eq!(
+        entry(&s.c, o).await.auto_fixes,
+        serde_json::json!([{"field": "tech_fee", "from": "-10.00", "to": "0.00", "rule": "negative_tech_fee"}])
+    );
+}
+
+#[tokio::test]
+async fn zero_or_missing_fee_is_a_pricing_error() {
+    let s = setup().await;
+    let zero = order_with(&s, "fee_amount = 0").await;
+    let missing = order_with(&s, "fee_amount = NULL").await;
+    let r = process(&s).await;
+    assert_eq!((r.processed, r.exception), (2, 2));
+    for o in [zero, missing] {
+        let e = entry(&s.c, o).await;
+        assert_eq!(e.status, "exception");
+        assert_eq!(
+            (e.pricing_valid, e.credit_valid, e.requirements_valid),
+            (Some(false), Some(true), Some(true))
+        );
+        assert_eq!(
+            open_findings(&s.c, o).await,
+            vec![f(
+                orders::CODE_FEE_NOT_POSITIVE,
+                "error",
+                "pricing",
+                "fee_amount"
+            )]
+        );
+    }
+}
+
+#[tokio::test]
+async fn fee_outside_the_product_range_is_a_pricing_warning_and_its_bounds_are_not() {
+    let s = setup().await;
+    let product: Uuid =
+        s.c.query_one(
+            "INSERT INTO products (tenant_id, name, price, min_price, max_price)
+             VALUES ($1, 'Full appraisal', 450, 400, 500) RETURNING id",
+            &[&s.tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let below = order_with(&s, "fee_amount = 399.99, total_amount = 450").await;
+    let above = order_with(&s, "fee_amount = 500.01, total_amount = 550").await;
+    let at_min = order_with(&s, "fee_amount = 400, total_amount = 450").await;
+    let at_max = order_with(&s, "fee_amount = 500, total_amount = 550").await;
+    s.c.execute(
+        "UPDATE orders SET product_id = $1 WHERE tenant_id = $2",
+        &[&product, &s.tenant],
+    )
+    .await
+    .unwrap();
+    let r = process(&s).await;
+    assert_eq!((r.validated, r.exception), (4, 0));
+    for o in [below, above] {
+        let e = entry(&s.c, o).await;
+        assert_eq!(
+            (e.status.as_str(), e.pricing_valid),
+            ("validated", Some(true))
+        );
+        assert_eq!(
+            open_findings(&s.c, o).await,
+            vec![f(
+                orders::CODE_FEE_OUTSIDE_RANGE,
+                "warning",
+                "pricing",
+                "fee_amount"
+            )]
+        );
+    }
+    for o in [at_min, at_max] {
+        assert!(open_findings(&s.c, o).await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn billed_order_without_client_is_a_credit_error() {
+    let s = setup().await;
+    let o = order_with(&s, "payment_method = 'bill', client_id = NULL").await;
+    process(&s).await;
+    let e = entry(&s.c, o).await;
+    assert_eq!(
+        (e.status.as_str(), e.credit_valid),
+        ("exception", Some(false))
+    );
+    assert_eq!(
+        open_findings(&s.c, o).await,
+        vec![f(
+            orders::CODE_CLIENT_MISSING,
+            "error",
+            "credit",
+            "client_id"
+        )]
+    );
+}
+
+#[tokio::test]
+async fn billed_order_of_an_inactive_client_is_critical() {
+    let s = setup().await;
+    set_client(&s, "is_active = false, credit_limit = 10000").await;
+    let o = order_with(&s, "payment_method = 'bill'").await;
+    process(&s).await;
+    let e = entry(&s.c, o).await;
+    assert_eq!(
+        (e.status.as_str(), e.credit_valid),
+        ("exception", Some(false))
+    );
+    assert_eq!(
+        open_findings(&s.c, o).await,
+        vec![f(
+            orders::CODE_CLIENT_INACTIVE,
+            "critical",
+            "credit",
+            "client_id"
+        )]
+    );
+}
+
+#[tokio::test]
+async fn billed_total_above_available_credit_is_a_credit_error() {
+    let s = setup().await;
+    set_client(&s, "credit_limit = 1000, balance = 525").await;
+    // 475.01 > 1000 - 525 = 475: one cent over the available credit.
+    let o = order_with(&s, "payment_method = 'bill', total_amount = 475.01").await;
+    process(&s).await;
+    let e = entry(&s.c, o).await;
+    assert_eq!(
+        (e.status.as_str(), e.credit_valid),
+        ("exception", Some(false))
+    );
+    assert_eq!(
+        open_findings(&s.c, o).await,
+        vec![f(
+            orders::CODE_CREDIT_EXCEEDED,
+            "error",
+            "credit",
+            "total_amount"
+        )]
+    );
+}
+
+#[tokio::test]
+async fn billed_total_exactly_equal_to_available_credit_is_allowed() {
+    let s = setup().await;
+    set_client(&s, "credit_limit = 1000, balance = 525").await;
+    let o = order_with(&s, "payment_method = 'bill'").await; // total 475 = 1000 - 525
+    process(&s).await;
+    let e = entry(&s.c, o).await;
+    assert_eq!(
+        (e.status.as_str(), e.credit_valid),
+        ("validated", Some(true))
+    );
+    // At the limit the use is 100 %: only the utilisation warning.
+    assert_eq!(
+        open_findings(&s.c, o).await,
+        vec![f(
+            orders::CODE_CREDIT_HIGH_USE,
+            "warning",
+            "credit",
+            "total_amount"
+        )]
+    );
+}
+
+#[tokio::test]
+async fn credit_use_above_eighty_percent_is_a_warning_and_exactly_eighty_is_not() {
+    let s = setup().await;
+    set_client(&s, "credit_limit = 1000, balance = 325").await;
+    // 325 + 475 = 800 = 80 % exactly.
+    let at = order_with(&s, "payment_method = 'bill'").await;
+    // 325 + 475.01 = 800.01 > 80 %.
+    let above = order_with(&s, "payment_method = 'bill', total_amount = 475.01").await;
+    let r = process(&s).await;
+    assert_eq!((r.validated, r.exception), (2, 0));
+    assert!(open_findings(&s.c, at).await.is_empty());
+    assert_eq!(
+        open_findings(&s.c, above).await,
+        vec![f(
+            orders::CODE_CREDIT_HIGH_USE,
+            "warning",
+            "credit",
+            "total_amount"
+        )]
+    );
+    assert_eq!(entry(&s.c, above).await.credit_valid, Some(true));
+}
+
+#[tokio::test]
+async fn orders_not_paid_by_bill_skip_the_credit_checks() {
+    let s = setup().await;
+    set_client(&s, "is_active = false, credit_limit = 0, balance = 99999").await;
+    let o = order_with(&s, "payment_method = 'card'").await;
+    process(&s).await;
+    let e = entry(&s.c, o).await;
+    assert_eq!(
+        (e.status.as_str(), e.credit_valid),
+        ("validated", Some(true))
+    );
+    assert!(open_findings(&s.c, o).await.is_empty());
+}
+
+#[tokio::test]
+async fn missing_property_address_is_a_requirements_error() {
+    let s = setup().await;
+    let o = order_with(&s, "property_address = '  '").await;
+    process(&s).await;
+    let e = entry(&s.c, o).await;
+    assert_eq!(
+        (e.status.as_str(), e.requirements_valid),
+        ("exception", Some(false))
+    );
+    assert_eq!(
+        open_findings(&s.c, o).await,
+        vec![f(
+            orders::CODE_ADDRESS_MISSING,
+            "error",
+            "requirements",
+            "property_address"
+        )]
+    );
+}
+
+#[tokio::test]
+async fn borrower_without_email_and_phone_is_an_error_and_one_of_them_is_enough() {
+    let s = setup().await;
+    let neither = order_with(&s, "borrower_email = NULL, borrower_phone = ''").await;
+    let phone_only = order_with(&s, "borrower_email = NULL").await;
+    let email_only = order_with(&s, "borrower_phone = NULL").await;
+    let r = process(&s).await;
+    assert_eq!((r.validated, r.exception), (2, 1));
+    let e = entry(&s.c, neither).await;
+    assert_eq!(
+        (e.status.as_str(), e.requirements_valid),
+        ("exception", Some(false))
+    );
+    assert_eq!(
+        open_findings(&s.c, neither).await,
+        vec![f(
+            orders::CODE_BORROWER_CONTACT_MISSING,
+            "error",
+            "requirements",
+            "borrower_email"
+        )]
+    );
+    assert!(open_findings(&s.c, phone_only).await.is_empty());
+    assert!(open_findings(&s.c, email_only).await.is_empty());
+}
+
+#[tokio::test]
+async fn each_missing_optional_field_is_one_warning_and_the_order_stays_valid() {
+    let s = setup().await;
+    let o = order_with(
+        &s,
+        "property_city = NULL, property_state = '', property_zip = NULL, borrower_name = NULL,
+         property_contact_phone = NULL",
+    )
+    .await;
+    let r = process(&s).await;
+    assert_eq!(r.validated, 1);
+    let e = entry(&s.c, o).await;
+    assert_eq!(
+        (e.status.as_str(), e.requirements_valid),
+        ("validated", Some(true))
+    );
+    assert_eq!(
+        open_findings(&s.c, o).await,
+        vec![
+            f(
+                orders::CODE_BORROWER_NAME_MISSING,
+                "warning",
+                "requirements",
+                "borrower_name"
+            ),
+            f(
+                orders::CODE_CITY_MISSING,
+                "warning",
+                "requirements",
+                "property_city"
+            ),
+            f(
+                orders::CODE_CONTACT_PHONE_MISSING,
+                "warning",
+                "requirements",
+                "property_contact_phone"
+            ),
+            f(
+                orders::CODE_STATE_MISSING,
+                "warning",
+                "requirements",
+                "property_state"
+            ),
+            f(
+                orders::CODE_ZIP_MISSING,
+                "warning",
+                "requirements",
+                "property_zip"
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn cancelled_order_is_skipped_without_findings_or_fixes() {
+    let s = setup().await;
+    let o = order_with(
+        &s,
+        "status = 'cancelled', property_address = NULL, total_amount = 1",
+    )
+    .await;
+    let r = process(&s).await;
+    assert_eq!(
+        r,
+        OrdersReport {
+            processed: 1,
+            skipped: 1,
+            ..Default::default()
+        }
+    );
+    let e = entry(&s.c, o).await;
+    assert_eq!(e.status, "skipped");
+    assert!(e.processed);
+    assert_eq!(
+        count(&s.c, "SELECT count(*) FROM order_processing_exceptions").await,
+        0
+    );
+    let total: Decimal =
+        s.c.query_one("SELECT total_amount FROM orders WHERE id = $1", &[&o])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(total, dec("1.00"));
+}
+
+// --- re-validation ---------------------------------------------------------------------
+
+async fn requeue(c: &Client, order: Uuid) {
+    c.execute(
+        "UPDATE order_processing_queue SET status = 'pending' WHERE order_id = $1",
+        &[&order],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn revalidating_an_order_creates_no_duplicate_exception() {
+    let s = setup().await;
+    let o = order_with(
+        &s,
+        "property_address = NULL, borrower_name = NULL, fee_amount = -1",
+    )
+    .await;
+    process(&s).await;
+    let ids_before: Vec<Uuid> =
+        s.c.query(
+            "SELECT id FROM order_processing_exceptions WHERE order_id = $1 ORDER BY id",
+            &[&o],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids_before.len(), 3);
+    requeue(&s.c, o).await;
+    let r = process(&s).await;
+    assert_eq!((r.processed, r.exception), (1, 1));
+    let ids_after: Vec<Uuid> =
+        s.c.query(
+            "SELECT id FROM order_processing_exceptions WHERE order_id = $1 ORDER BY id",
+            &[&o],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids_before, ids_after);
+    assert_eq!(entry(&s.c, o).await.attempts, 2);
+}
+
+#[tokio::test]
+async fn findings_that_no_longer_apply_are_resolved_on_revalidation() {
+    let s = setup().await;
+    let o = order_with(&s, "property_address = NULL, borrower_name = NULL").await;
+    process(&s).await;
+    assert_eq!(entry(&s.c, o).await.status, "exception");
+    s.c.execute(
+        "UPDATE orders SET property_address = '2 Elm St' WHERE id = $1",
+        &[&o],
+    )
+    .await
+    .unwrap();
+    requeue(&s.c, o).await;
+    let now = Utc::now();
+    process_at(&s, now).await;
+    assert_eq!(entry(&s.c, o).await.status, "validated");
+    let rows = s
+        .c
+        .query(
+            "SELECT code, resolved, resolved_at FROM order_processing_exceptions WHERE order_id = $1 ORDER BY code",
+            &[&o],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, bool, Option<DateTime<Utc>>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, orders::CODE_BORROWER_NAME_MISSING);
+    assert!(!got[0].1 && got[0].2.is_none(), "still applies: {got:?}");
+    assert_eq!(got[1].0, orders::CODE_ADDRESS_MISSING);
+    assert!(got[1].1, "no longer applies: {got:?}");
+    let resolved_at = got[1].2.unwrap();
+    assert!(
+        (resolved_at - now).num_milliseconds().abs() < 1,
+        "{resolved_at} vs {now}"
+    );
+}
+
+// --- queueing and claiming -------------------------------------------------------------
+
+#[tokio::test]
+async fn order_inserted_with_the_trigger_disabled_is_still_processed() {
+    let s = setup().await;
+    s.c.batch_execute("ALTER TABLE orders DISABLE TRIGGER orders_queue_new_orders")
+        .await
+        .unwrap();
+    let o = order_with(&s, "").await;
+    let cancelled = order_with(&s, "status = 'cancelled'").await;
+    s.c.batch_execute("ALTER TABLE orders ENABLE TRIGGER orders_queue_new_orders")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&s.c, "SELECT count(*) FROM order_processing_queue").await,
+        0
+    );
+
+    s.db.cmd()
+        .args(["process-orders", "--json"])
+        .assert()
+        .success();
+
+    assert_eq!(entry(&s.c, o).await.status, "validated");
+    let queued_cancelled =
+        s.c.query_opt(
+            "SELECT 1 FROM order_processing_queue WHERE order_id = $1",
+            &[&cancelled],
+        )
+        .await
+        .unwrap();
+    assert!(
+        queued_cancelled.is_none(),
+        "a cancelled order is not queued by process-orders"
+    );
+}
+
+#[tokio::test]
+async fn two_concurrent_processes_validate_each_of_2000_orders_exactly_once() {
+    let s = setup().await;
+    // Every order lacks a borrower name: exactly one warning row per validation.
+    s.c.execute(
+        "INSERT INTO orders (tenant_id, client_id, fee_amount, total_amount, payment_method,
+                             property_address, property_city, property_state, property_zip,
+                             borrower_email, property_contact_phone)
+         SELECT $1, $2, 400 + g % 100, 500, 'card', g || ' Main St', 'Springfield', 'IL', '62701',
+                'b' || g || '@example.com', '555-0101'
+         FROM generate_series(1, 2000) g",
+        &[&s.tenant, &s.client],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count(
+            &s.c,
+            "SELECT count(*) FROM order_processing_queue WHERE status = 'pending'"
+        )
+        .await,
+        2000
+    );
+
+    let run = || {
+        s.db.tokio_cmd()
+            .args(["process-orders", "--batch", "50", "--json"])
+            .output()
+    };
+    let (a, b) = tokio::join!(run(), run());
+    let mut processed = 0;
+    for out in [a.unwrap(), b.unwrap()] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        processed += doc["processed"].as_u64().unwrap();
+    }
+    assert_eq!(
+        processed, 2000,
+        "the two runners' counts add up to each order once"
+    );
+    assert_eq!(
+        count(
+            &s.c,
+            "SELECT count(*) FROM order_processing_queue WHERE status = 'validated'"
+        )
+        .await,
+        2000
+    );
+    assert_eq!(
+        count(
+            &s.c,
+            "SELECT count(*) FROM order_processing_queue WHERE attempts <> 1"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&s.c, "SELECT count(*) FROM order_processing_exceptions").await,
+        2000
+    );
+    assert_eq!(
+        count(&s.c, "SELECT count(DISTINCT order_id) FROM order_processing_exceptions WHERE code = 'requirements.borrower_name_missing'")
+            .await,
+        2000
+    );
+}
+
+#[tokio::test]
+async fn stale_processing_entry_is_reclaimed_and_a_fresh_one_is_not() {
+    let s = setup().await;
+    let stale = order_with(&s, "").await;
+    let fresh = order_with(&s, "").await;
+    let boundary = order_with(&s, "").await;
+    let now = Utc::now();
+    let claim = |order: Uuid, at: DateTime<Utc>| {
+        let c = &s.c;
+        async move {
+            c.execute(
+                "UPDATE order_processing_queue SET status = 'processing', claimed_at = $2, attempts = 1
+                 WHERE order_id = $1",
+                &[&order, &at],
+            )
+            .await
+            .unwrap();
+        }
+    };
+    claim(stale, now - Duration::seconds(STALE_CLAIM_SECS + 1)).await;
+    claim(fresh, now - Duration::seconds(STALE_CLAIM_SECS - 60)).await;
+    claim(boundary, now - Duration::seconds(STALE_CLAIM_SECS)).await;
+
+    let r = process_at(&s, now).await;
+
+    assert_eq!(
+        r,
+        OrdersReport {
+            processed: 1,
+            validated: 1,
+            ..Default::default()
+        }
+    );
+    let e = entry(&s.c, stale).await;
+    assert_eq!((e.status.as_str(), e.attempts), ("validated", 2));
+    for o in [fresh, boundary] {
+        let e = entry(&s.c, o).await;
+        assert_eq!((e.status.as_str(), e.attempts), ("processing", 1), "{o}");
+    }
+    // Later, the once-fresh claim is stale too.
+    let r = process_at(&s, now + Duration::seconds(120)).await;
+    assert_eq!(r.processed, 2);
+}
+
+#[tokio::test]
+async fn a_runner_that_lost_its_lease_writes_nothing() {
+    let s = setup().await;
+    let o = order_with(&s, "total_amount = 1").await;
+    let fence = autopilot::db::Fence {
+        tenant_id: s.tenant,
+        run_id: Uuid::new_v4(),
+    };
+    let mut conn = s.db.client().await;
+    let err = process_tenant(&mut conn, s.tenant, 500, Some(&fence), Utc::now())
+        .await
+        .unwrap_err();
+    assert!(autopilot::db::is_lease_lost_err(&err), "{err:#}");
+    let e = entry(&s.c, o).await;
+    assert_eq!((e.status.as_str(), e.attempts), ("pending", 0));
+}
+
+#[tokio::test]
+async fn a_queue_entry_or_exception_can_never_name_another_tenants_order() {
+    let s = setup().await;
+    let other_tenant = tenant(&s.c, "Other AMC", true).await;
+    let other_client = client_row(&s.c, other_tenant, "Other lender").await;
+    let foreign = order(&s.c, other_tenant, other_client).await;
+    s.c.execute(
+        "DELETE FROM order_processing_queue WHERE order_id = $1",
+        &[&foreign],
+    )
+    .await
+    .unwrap();
+
+    let err =
+        s.c.execute(
+            "INSERT INTO order_processing_queue (tenant_id, order_id) VALUES ($1, $2)",
+            &[&s.tenant, &foreign],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION)
+    );
+    let err = s
+        .c
+        .execute(
+            "INSERT INTO order_processing_exceptions (tenant_id, order_id, exception_type, severity, code, message)
+             VALUES ($1, $2, 'other', 'error', 'x', 'x')",
+            &[&s.tenant, &foreign],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION)
+    );
+}
+
+// --- command ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn json_output_reports_totals_and_each_tenant_with_work() {
+    let s = setup().await;
+    order_with(&s, "").await; // validated
+    order_with(&s, "total_amount = 10, tech_fee = -1").await; // validated, 2 fixes
+    order_with(&s, "property_address = NULL").await; // exception
+    let t2 = tenant(&s.c, "Second AMC", true).await;
+    let c2 = client_row(&s.c, t2, "Lender Two").await;
+    let cancelled = order(&s.c, t2, c2).await;
+    s.c.execute(
+        "UPDATE orders SET status = 'cancelled' WHERE id = $1",
+        &[&cancelled],
+    )
+    .await
+    .unwrap();
+    let _idle = tenant(&s.c, "Idle AMC", true).await;
+
+    let out =
+        s.db.cmd()
+            .args(["process-orders", "--json"])
+            .assert()
+            .success();
+    let doc: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&doc),
+        [
+            "auto_fixes",
+            "exception",
+            "processed",
+            "skipped",
+            "tenants",
+            "validated"
+        ]
+    );
+    assert_eq!(
+        (
+            &doc["processed"],
+            &doc["validated"],
+            &doc["exception"],
+            &doc["skipped"],
+            &doc["auto_fixes"]
+        ),
+        (&4.into(), &2.into(), &1.into(), &1.into(), &2.into())
+    );
+    let tenants = doc["tenants"].as_array().unwrap();
+    assert_eq!(
+        tenants.len(),
+        2,
+        "tenants without work are not listed: {doc}"
+    );
+    let by_id = |id: Uuid| {
+        tenants
+            .iter()
+            .find(|t| t["tenant_id"] == id.to_string())
+            .unwrap()
+            .clone()
+    };
+    let a = by_id(s.tenant);
+    assert_eq!(
+        keys(&a),
+        [
+            "auto_fixes",
+            "exception",
+            "processed",
+            "skipped",
+            "tenant_id",
+            "validated"
+        ]
+    );
+    assert_eq!(
+        (
+            &a["processed"],
+            &a["validated"],
+            &a["exception"],
+            &a["auto_fixes"]
+        ),
+        (&3.into(), &2.into(), &1.into(), &2.into())
+    );
+    let b = by_id(t2);
+    assert_eq!((&b["processed"], &b["skipped"]), (&1.into(), &1.into()));
+
+    // A second run finds nothing to do.
+    let out =
+        s.db.cmd()
+            .args(["process-orders", "--json"])
+            .assert()
+            .success();
+    let doc: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(doc["processed"], 0);
+}
+
+#[tokio::test]
+async fn listed_tenant_only_is_processed_and_reported() {
+    let s = setup().await;
+    let mine = order_with(&s, "").await;
+    let t2 = tenant(&s.c, "Second AMC", true).await;
+    let c2 = client_row(&s.c, t2, "Lender Two").await;
+    let theirs = order(&s.c, t2, c2).await;
+
+    let out =
+        s.db.cmd()
+            .args(["process-orders", "--tenant", &s.tenant.to_string()])
+            .assert()
+            .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(
+        text.contains(&format!("tenant {}: processed 1", s.tenant)),
+        "{text}"
+    );
+    assert!(text.contains("total: processed 1"), "{text}");
+    assert_eq!(entry(&s.c, mine).await.status, "validated");
+    assert_eq!(entry(&s.c, theirs).await.status, "pending");
+}
+
+#[tokio::test]
+async fn unknown_tenant_exits_2_and_writes_nothing() {
+    let s = setup().await;
+    s.c.batch_execute("ALTER TABLE orders DISABLE TRIGGER orders_queue_new_orders")
+        .await
+        .unwrap();
+    order_with(&s, "total_amount = 1").await;
+    s.c.batch_execute("ALTER TABLE orders ENABLE TRIGGER orders_queue_new_orders")
+        .await
+        .unwrap();
+    let queued = order_with(&s, "").await;
+
+    s.db.cmd()
+        .args([
+            "process-orders",
+            "--tenant",
+            &s.tenant.to_string(),
+            "--tenant",
+            &Uuid::new_v4().to_string(),
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("unknown tenant"));
+
+    assert_eq!(
+        count(&s.c, "SELECT count(*) FROM order_processing_queue").await,
+        1
+    );
+    assert_eq!(entry(&s.c, queued).await.status, "pending");
+    assert_eq!(
+        count(&s.c, "SELECT count(*) FROM orders WHERE total_amount = 1").await,
+        1
+    );
+}
+
+// --- review targets --------------------------------------------------------------------
+
+#[tokio::test]
+async fn review_targets_name_each_failing_order_once_until_a_review_card_is_open() {
+    let s = setup().await;
+    let error_order = order_with(&s, "property_address = NULL, borrower_email = NULL, borrower_phone = NULL, borrower_name = NULL").await;
+    let _warning_only = order_with(&s, "borrower_name = NULL").await;
+    process(&s).await;
+    // A critical finding recorded later still comes first.
+    set_client(&s, "is_active = false").await;
+    let critical_order = order_with(&s, "payment_method = 'bill'").await;
+    process(&s).await;
+
+    let targets = review_targets(&s.c, s.tenant, 10).await.unwrap();
+    let got: Vec<(Uuid, &str)> = targets
+        .iter()
+        .map(|t| (t.order_id, t.severity.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(critical_order, "critical"), (error_order, "error")]
+    );
+    assert_eq!(targets[0].code, orders::CODE_CLIENT_INACTIVE);
+    assert_eq!(targets[0].client_id, Some(s.client));
+    let payload = orders::review_card_payload(&targets[1]);
+    assert_eq!(payload["order_id"], error_order.to_string());
+    assert_eq!(payload["exception_id"], targets[1].exception_id.to_string());
+    assert_eq!(review_targets(&s.c, s.tenant, 1).await.unwrap().len(), 1);
+
+    // An open create_task card for the order hides it; a closed one does not.
+    let card: Uuid =
+        s.c.query_one(
+            "INSERT INTO kanban_cards (tenant_id, type, title, state, agent_target, action_payload)
+             VALUES ($1, 'create_task', 'Review', 'suggested', $2, $3) RETURNING id",
+            &[&s.tenant, &error_order, &payload],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let got: Vec<Uuid> = review_targets(&s.c, s.tenant, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.order_id)
+        .collect();
+    assert_eq!(got, vec![critical_order]);
+    s.c.execute(
+        "UPDATE kanban_cards SET state = 'done' WHERE id = $1",
+        &[&card],
+    )
+    .await
+    .unwrap();
+    let got: Vec<Uuid> = review_targets(&s.c, s.tenant, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.order_id)
+        .collect();
+    assert_eq!(got, vec![critical_order, error_order]);
+
+    // Once the order is cancelled and processed again, its findings are resolved.
+    s.c.execute(
+        "UPDATE orders SET status = 'cancelled' WHERE id = $1",
+        &[&error_order],
+    )
+    .await
+    .unwrap();
+    requeue(&s.c, error_order).await;
+    process(&s).await;
+    let got: Vec<Uuid> = review_targets(&s.c, s.tenant, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.order_id)
+        .collect();
+    assert_eq!(got, vec![critical_order]);
+}
