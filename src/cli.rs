@@ -2,6 +2,8 @@
 //! Values are validated here (UUIDs, ranges) so bad input is refused with exit 2 before
 //! anything connects or writes.
 
+use std::path::PathBuf;
+
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
@@ -70,6 +72,15 @@ pub enum Command {
     /// Acknowledge one or more alerts
     #[command(after_help = "Examples:\n  autopilot ack-alert 6f1c…-… --by <profile id>\n  autopilot ack-alert --tenant <uuid> --all --severity warning")]
     AckAlert(AckAlertArgs),
+    /// Show per tenant the last run, the lease, open alerts, compliance and queue depth
+    #[command(after_help = "Examples:\n  autopilot status\n  autopilot status --tenant <uuid> --json\n\nExits 1 when a reported tenant's last run failed or timed out, or a critical alert is open, so it doubles as a health check.")]
+    Status(StatusArgs),
+    /// Delete agent records older than the retention period, in small batches
+    #[command(after_help = "Examples:\n  autopilot prune --older-than 90d --dry-run\n  autopilot prune --older-than 30d --json\n\nNever deletes a running run, the run holding a lease, or a tenant's latest run.")]
+    Prune(PruneArgs),
+    /// Print a shell completion script on stdout
+    #[command(after_help = "Examples:\n  autopilot completions bash > /etc/bash_completion.d/autopilot\n  autopilot completions zsh > \"${fpath[1]}/_autopilot\"")]
+    Completions(CompletionsArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -132,6 +143,51 @@ pub struct RunCycleArgs {
     /// Seconds in-flight tenants get after SIGTERM/SIGINT before they are marked failed.
     #[arg(long, value_name = "SECS", default_value_t = 10, hide = true)]
     pub grace: u64,
+    /// Write Prometheus metrics to this file (atomically) for node_exporter's textfile
+    /// collector; its directory must exist.
+    #[arg(long, value_name = "PATH", env = "AUTOPILOT_METRICS_FILE", value_parser = parse_metrics_path)]
+    pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StatusArgs {
+    /// Only these tenants (repeatable); each must exist. Default: every active tenant with
+    /// the agent enabled.
+    #[arg(long = "tenant", value_name = "UUID")]
+    pub tenants: Vec<Uuid>,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PruneArgs {
+    /// Retention: delete records older than this (e.g. 90d, 12h, 30m).
+    #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = parse_retention)]
+    pub older_than: Retention,
+    /// Count what would be deleted and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rows deleted per statement (each batch is its own short transaction).
+    #[arg(long, value_name = "N", default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..=1_000_000), hide = true)]
+    pub batch: i64,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A retention period as given (`90d`) and its length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub text: String,
+    pub duration: chrono::Duration,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CompletionsArgs {
+    /// The shell to generate completions for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -215,6 +271,49 @@ fn parse_percent(s: &str) -> Result<f64, String> {
         return Err(format!("{v} is not between 0 and 100"));
     }
     Ok(v)
+}
+
+/// `90d`, `12h`, `30m`, `45s` or `2w`: a positive whole number and one unit.
+pub fn parse_retention(s: &str) -> Result<Retention, String> {
+    let bad = || format!("'{s}' is not a duration like 90d, 12h or 30m");
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (digits, unit) = t.split_at(split);
+    let n: i64 = digits.parse().map_err(|_| bad())?;
+    if n <= 0 {
+        return Err(format!("'{s}' must be longer than zero"));
+    }
+    let secs_per_unit: i64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(bad()),
+    };
+    // Bounded so the cutoff stays a valid timestamp (about 1000 years).
+    let secs = n.checked_mul(secs_per_unit).filter(|s| *s <= 1000 * 366 * 86_400).ok_or_else(bad)?;
+    Ok(Retention { text: t.to_string(), duration: chrono::Duration::seconds(secs) })
+}
+
+/// The metrics file's directory must exist (the file is renamed into it), and the path
+/// must not be a directory: refused before anything runs.
+fn parse_metrics_path(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    if s.is_empty() || p.file_name().is_none() {
+        return Err(format!("'{s}' is not a file path"));
+    }
+    if p.is_dir() {
+        return Err(format!("'{s}' is a directory"));
+    }
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("directory '{}' of the metrics file does not exist", dir.display()));
+    }
+    Ok(p)
 }
 
 fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {

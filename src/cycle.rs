@@ -207,6 +207,7 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         } else {
             println!("agent disabled: {reason}; nothing ran");
         }
+        crate::metrics::after_cycle(ctx, args, &report).await;
         return Ok(0);
     }
     let limit = args.max_tenants.map(i64::from).unwrap_or(i64::MAX);
@@ -281,6 +282,7 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         tenants: results,
     };
     print_report(&report, args);
+    crate::metrics::after_cycle(ctx, args, &report).await;
     Ok(if report.failed > 0 || interrupted { 1 } else { 0 })
 }
 
@@ -740,31 +742,30 @@ async fn tenant_cycle(
         }
     }
 
-    let mut send_report = email::SendReport::default();
-    if sends > 0 {
-        send_report = email::send_approved(c, tenant, Some(fence.run_id), Some(&fence), settings, sh.mailer.as_ref(), sends, now)
-            .await
-            .context("sending approved e-mails")?;
-        m.emails_sent += send_report.sent as i32;
-        m.actions_executed += send_report.sent as i32;
-        m.actions_blocked += (send_report.blocked + send_report.deferred_rate_limited) as i32;
-        if send_report.sent > 0 {
-            changes.push(format!("sent {} e-mail(s)", send_report.sent));
-        }
-        if send_report.provider_missing {
-            plan.blockers.push(format!(
-                "no e-mail provider configured (SMTP_URL and EMAIL_FROM): {sends} approved card(s) wait"
-            ));
-        }
-        if send_report.circuit_open {
-            plan.blockers.push("e-mail sending paused: 5 or more provider failures in 15 minutes".to_string());
-        }
-        if send_report.deferred_rate_limited > 0 {
-            plan.blockers.push(format!(
-                "hourly e-mail limit ({}) reached; remaining approved cards wait for the next hour",
-                settings.max_emails_per_hour
-            ));
-        }
+    // Called even with nothing to send: it also parks cards left `executing` by an
+    // interrupted send.
+    let send_report = email::send_approved(c, tenant, Some(fence.run_id), Some(&fence), settings, sh.mailer.as_ref(), sends, now)
+        .await
+        .context("sending approved e-mails")?;
+    m.emails_sent += send_report.sent as i32;
+    m.actions_executed += send_report.sent as i32;
+    m.actions_blocked += (send_report.blocked + send_report.invalid + send_report.deferred_rate_limited.min(1)) as i32;
+    if send_report.sent > 0 {
+        changes.push(format!("sent {} e-mail(s)", send_report.sent));
+    }
+    if send_report.provider_missing && sends > 0 {
+        plan.blockers.push(format!(
+            "no e-mail provider configured (SMTP_URL and EMAIL_FROM): {sends} approved card(s) wait"
+        ));
+    }
+    if send_report.circuit_open {
+        plan.blockers.push("e-mail sending paused: 5 or more provider failures in 15 minutes".to_string());
+    }
+    if send_report.deferred_rate_limited > 0 {
+        plan.blockers.push(format!(
+            "hourly e-mail limit ({}) reached; {} approved card(s) wait for the next hour",
+            settings.max_emails_per_hour, send_report.deferred_rate_limited
+        ));
     }
     if send_report.recovered_stuck > 0 {
         plan.blockers.push(format!(

@@ -315,8 +315,44 @@ impl DbSettings {
     pub fn unavailable(&self, e: &tokio_postgres::Error) -> anyhow::Error {
         // Any failure to establish the session (refused, timed out, TLS, authentication)
         // means the agent cannot reach its database this time: exit 75.
-        let detail = crate::error::redact(&error_text(e));
+        let mut detail = crate::error::redact(&error_text(e));
+        if let Some(hint) = self.tls_hint(e) {
+            detail.push_str(" (");
+            detail.push_str(&hint);
+            detail.push(')');
+        }
         AppError::Unavailable(format!("cannot connect to database {}: {detail}", self.display)).into()
+    }
+
+    /// What a rejected server certificate means for the operator, in their terms
+    /// (rustls only says e.g. "UnknownIssuer").
+    fn tls_hint(&self, e: &tokio_postgres::Error) -> Option<String> {
+        let root = || {
+            self.ssl_root_cert
+                .as_ref()
+                .map(|p| format!("sslrootcert {}", p.display()))
+                .unwrap_or_else(|| "sslrootcert".to_string())
+        };
+        match rustls_error(e)? {
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => Some(format!(
+                "the server's certificate is not signed by the CA in {}",
+                root()
+            )),
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => Some(
+                "sslmode=verify-full: the server's certificate does not name the host connected to; \
+                 connect by a name the certificate lists, or use sslmode=verify-ca"
+                    .to_string(),
+            ),
+            rustls::Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. },
+            ) => Some("the server's certificate has expired".to_string()),
+            rustls::Error::InvalidCertificate(_) => {
+                Some(format!("the server's certificate was rejected; check {}", root()))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -327,6 +363,26 @@ fn url_password(url: &str) -> Option<String> {
     let userinfo = authority.rsplit_once('@')?.0;
     let pw = userinfo.split_once(':')?.1;
     Some(percent_encoding::percent_decode_str(pw).decode_utf8_lossy().to_string())
+}
+
+/// The rustls error behind a failed handshake, if that is what failed (tokio-postgres-rustls
+/// wraps it in an io::Error, whose `source()` skips it, hence `get_ref`).
+fn rustls_error(e: &tokio_postgres::Error) -> Option<&rustls::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        if let Some(r) = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(r);
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// The error with its causes on one line.

@@ -180,7 +180,9 @@ struct ParsedUrl {
 }
 
 fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s).decode_utf8_lossy().to_string()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .to_string()
 }
 
 /// Parse `SMTP_URL`. Error messages never repeat the URL (it may hold the password).
@@ -209,7 +211,10 @@ fn parse_smtp_url(url: &str) -> Result<ParsedUrl> {
                 register_secret(p);
                 register_secret(u.split_once(':').map(|(_, p)| p).unwrap_or(""));
             }
-            (Some(user).filter(|u| !u.is_empty()), pass.filter(|p| !p.is_empty()))
+            (
+                Some(user).filter(|u| !u.is_empty()),
+                pass.filter(|p| !p.is_empty()),
+            )
         }
     };
     let mut security = match scheme.to_ascii_lowercase().as_str() {
@@ -227,12 +232,18 @@ fn parse_smtp_url(url: &str) -> Result<ParsedUrl> {
                     _ => return Err(bad("tls= must be starttls, opportunistic or none")),
                 }
             }
-            ("tls", _) => return Err(bad("smtps:// always uses implicit TLS; drop the tls= parameter")),
+            ("tls", _) => {
+                return Err(bad(
+                    "smtps:// always uses implicit TLS; drop the tls= parameter",
+                ))
+            }
             (k, _) => return Err(bad(&format!("unknown parameter '{k}' (known: tls)"))),
         }
     }
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or_else(|| bad("unterminated [IPv6] host"))?;
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("unterminated [IPv6] host"))?;
         (h.to_string(), after.strip_prefix(':'))
     } else {
         match hostport.rsplit_once(':') {
@@ -255,7 +266,13 @@ fn parse_smtp_url(url: &str) -> Result<ParsedUrl> {
             SmtpSecurity::Tls => 465,
         },
     };
-    Ok(ParsedUrl { security, host, port, username, password })
+    Ok(ParsedUrl {
+        security,
+        host,
+        port,
+        username,
+        password,
+    })
 }
 
 /// The SMTP transport built from a [`MailerConfig`]. One connection per message (no pool):
@@ -276,8 +293,12 @@ impl std::fmt::Debug for Mailer {
 impl Mailer {
     pub fn new(cfg: MailerConfig) -> Result<Mailer> {
         let tls_params = || {
-            TlsParameters::new(cfg.host.clone())
-                .map_err(|e| AppError::usage(format!("invalid SMTP_URL: TLS setup for {} failed: {e}", cfg.host)))
+            TlsParameters::new(cfg.host.clone()).map_err(|e| {
+                AppError::usage(format!(
+                    "invalid SMTP_URL: TLS setup for {} failed: {e}",
+                    cfg.host
+                ))
+            })
         };
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(cfg.host.clone())
             .port(cfg.port)
@@ -366,7 +387,11 @@ fn enhanced_status(text: &str) -> Option<(u8, u16, u16)> {
     let mut parts = token.splitn(3, '.');
     let class: u8 = parts.next()?.parse().ok()?;
     let subject: u16 = parts.next()?.parse().ok()?;
-    let detail: u16 = parts.next()?.trim_end_matches([',', ';', ':']).parse().ok()?;
+    let detail: u16 = parts
+        .next()?
+        .trim_end_matches([',', ';', ':'])
+        .parse()
+        .ok()?;
     matches!(class, 2 | 4 | 5).then_some((class, subject, detail))
 }
 
@@ -378,7 +403,9 @@ pub fn classify_reply(code: u16, text: &str) -> ErrorType {
         return ErrorType::Auth;
     }
     if (400..500).contains(&code) {
-        let rate_text = ["rate", "too many", "throttl", "slow down"].iter().any(|w| lower.contains(w));
+        let rate_text = ["rate", "too many", "throttl", "slow down"]
+            .iter()
+            .any(|w| lower.contains(w));
         let policy_status = matches!(enhanced, Some((4, 7, _)));
         if rate_text || policy_status {
             return ErrorType::RateLimit;
@@ -396,8 +423,14 @@ impl SendFailure {
         let message = redact(&error_chain(e));
         if let Some(code) = e.status() {
             let code = u16::from(code);
-            let text = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default();
-            return SendFailure { error_type: classify_reply(code, &text), smtp_code: Some(code), message };
+            let text = std::error::Error::source(e)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            return SendFailure {
+                error_type: classify_reply(code, &text),
+                smtp_code: Some(code),
+                message,
+            };
         }
         let error_type = if e.is_timeout() {
             ErrorType::Timeout
@@ -407,7 +440,11 @@ impl SendFailure {
             // Network, connection, TLS, transport shut down: the provider was not reachable.
             ErrorType::Connection
         };
-        SendFailure { error_type, smtp_code: None, message }
+        SendFailure {
+            error_type,
+            smtp_code: None,
+            message,
+        }
     }
 
     /// Permanent: resending the same card will fail the same way.
@@ -422,7 +459,11 @@ impl SendFailure {
 
     fn reply_status(&self) -> Option<(u8, u16, u16)> {
         // The message is "permanent error (550): 5.1.1 …": the reply text follows the colon.
-        let text = self.message.split_once("): ").map(|(_, t)| t).unwrap_or(&self.message);
+        let text = self
+            .message
+            .split_once("): ")
+            .map(|(_, t)| t)
+            .unwrap_or(&self.message);
         enhanced_status(text)
     }
 }
@@ -461,10 +502,21 @@ impl CardToSend {
         contact_id: Option<Uuid>,
         payload: Value,
     ) -> std::result::Result<CardToSend, String> {
-        let field = |k: &str| payload.get(k).and_then(Value::as_str).map(str::trim).unwrap_or("").to_string();
+        let field = |k: &str| {
+            payload
+                .get(k)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .unwrap_or("")
+                .to_string()
+        };
         let to = field("to");
         let subject = field("subject");
-        let body = payload.get("body").and_then(Value::as_str).unwrap_or("").to_string();
+        let body = payload
+            .get("body")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if to.is_empty() {
             return Err("payload has no recipient ('to')".into());
         }
@@ -477,7 +529,15 @@ impl CardToSend {
         if body.trim().is_empty() {
             return Err("payload has no 'body'".into());
         }
-        Ok(CardToSend { id, client_id, contact_id, to, subject, body, payload })
+        Ok(CardToSend {
+            id,
+            client_id,
+            contact_id,
+            to,
+            subject,
+            body,
+            payload,
+        })
     }
 }
 
@@ -487,8 +547,37 @@ pub fn message_id_for(card_id: Uuid, domain: &str) -> String {
 }
 
 const HTML_TAGS: &[&str] = &[
-    "html", "body", "head", "p", "br", "div", "span", "a", "b", "i", "u", "em", "strong", "table", "tr", "td",
-    "th", "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6", "img", "hr", "blockquote", "pre", "font",
+    "html",
+    "body",
+    "head",
+    "p",
+    "br",
+    "div",
+    "span",
+    "a",
+    "b",
+    "i",
+    "u",
+    "em",
+    "strong",
+    "table",
+    "tr",
+    "td",
+    "th",
+    "ul",
+    "ol",
+    "li",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "img",
+    "hr",
+    "blockquote",
+    "pre",
+    "font",
 ];
 
 /// Whether a body is HTML: it contains a known HTML tag (`<p>`, `<br/>`, `</div>`, …).
@@ -556,9 +645,11 @@ pub fn html_to_text(html: &str) -> String {
             ("head", false) => skip_until = Some("head"),
             ("br", _) => out.push('\n'),
             ("li", false) => out.push_str("\n- "),
-            ("p" | "div" | "tr" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "ul" | "ol" | "blockquote" | "table", _) => {
-                out.push_str("\n\n")
-            }
+            (
+                "p" | "div" | "tr" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "ul" | "ol"
+                | "blockquote" | "table",
+                _,
+            ) => out.push_str("\n\n"),
             ("hr", _) => out.push_str("\n----\n"),
             _ => {}
         }
@@ -577,7 +668,10 @@ pub fn html_to_text(html: &str) -> String {
     // Collapse runs of blank lines and trailing spaces.
     let mut text = String::new();
     let mut blank = 0;
-    for line in decoded.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")) {
+    for line in decoded
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+    {
         if line.is_empty() {
             blank += 1;
             continue;
@@ -616,7 +710,11 @@ pub fn build_message(
         .parse()
         .with_context(|| format!("card {}: recipient is not an e-mail address", card.id))?;
     // A header value must not contain line breaks.
-    let subject = card.subject.split_whitespace().collect::<Vec<_>>().join(" ");
+    let subject = card
+        .subject
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut builder = Message::builder()
         .from(cfg.from.clone())
         .to(to)
@@ -624,7 +722,10 @@ pub fn build_message(
         .date(SystemTime::from(now))
         .message_id(Some(message_id_for(card.id, cfg.from_domain())));
     if let Some(value) = list_unsubscribe(settings) {
-        builder = builder.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe"), value));
+        builder = builder.raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("List-Unsubscribe"),
+            value,
+        ));
         if settings.unsubscribe_url.is_some() {
             builder = builder.raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
@@ -633,9 +734,14 @@ pub fn build_message(
         }
     }
     let message = if looks_like_html(&card.body) {
-        builder.multipart(MultiPart::alternative_plain_html(html_to_text(&card.body), card.body.clone()))
+        builder.multipart(MultiPart::alternative_plain_html(
+            html_to_text(&card.body),
+            card.body.clone(),
+        ))
     } else {
-        builder.header(ContentType::TEXT_PLAIN).body(card.body.clone())
+        builder
+            .header(ContentType::TEXT_PLAIN)
+            .body(card.body.clone())
     };
     message.with_context(|| format!("card {}: building the message", card.id))
 }
@@ -714,7 +820,8 @@ const INSERT_FAILURE: &str = "INSERT INTO public.email_provider_failures
   (tenant_id, error_type, error_message, smtp_code, card_id, provider, created_at)
   VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
-const SUPPRESS_BOUNCE: &str = "INSERT INTO public.email_suppressions (tenant_id, email, reason, created_at)
+const SUPPRESS_BOUNCE: &str =
+    "INSERT INTO public.email_suppressions (tenant_id, email, reason, created_at)
 SELECT $1, lower($2), 'bounce', $3
  WHERE NOT EXISTS (SELECT 1 FROM public.email_suppressions s
                     WHERE s.tenant_id = $1 AND lower(s.email) = lower($2))";
@@ -737,7 +844,11 @@ pub async fn provider_failures_last_hour(
         .get(0))
 }
 
-async fn recent_failures(c: &tokio_postgres::Client, tenant: Uuid, now: DateTime<Utc>) -> Result<i64> {
+async fn recent_failures(
+    c: &tokio_postgres::Client,
+    tenant: Uuid,
+    now: DateTime<Utc>,
+) -> Result<i64> {
     let since = now - chrono::Duration::minutes(CIRCUIT_WINDOW_MINUTES);
     Ok(c.query_one(RECENT_FAILURES, &[&tenant, &since, &now])
         .await
@@ -763,7 +874,10 @@ async fn raise_circuit_alert(
         "provider": PROVIDER,
         "run_id": run_id,
     });
-    let tx = c.transaction().await.context("starting the alert transaction")?;
+    let tx = c
+        .transaction()
+        .await
+        .context("starting the alert transaction")?;
     check_fence(fence, &tx).await?;
     tx.query(RAISE_ALERT, &[&tenant, &message, &metadata, &now])
         .await
@@ -790,7 +904,10 @@ pub async fn send_approved(
     // a. Cards left executing by an interrupted send: park them for a human, never resend.
     {
         let stuck_before = now - chrono::Duration::minutes(STUCK_AFTER_MINUTES);
-        let tx = c.transaction().await.context("starting the recovery transaction")?;
+        let tx = c
+            .transaction()
+            .await
+            .context("starting the recovery transaction")?;
         check_fence(fence, &tx).await?;
         let rows = tx
             .query(RECOVER_STUCK, &[&tenant, &now, &stuck_before])
@@ -835,7 +952,10 @@ pub async fn send_approved(
         let card = match CardToSend::from_payload(id, client_id, contact_id, payload) {
             Ok(card) => card,
             Err(problem) => {
-                let tx = c.transaction().await.context("starting a card transaction")?;
+                let tx = c
+                    .transaction()
+                    .await
+                    .context("starting a card transaction")?;
                 check_fence(fence, &tx).await?;
                 tx.execute(BLOCK_CARD, &[&id, &format!("cannot send: {problem}"), &now])
                     .await
@@ -855,7 +975,10 @@ pub async fn send_approved(
         let verdict = crate::policy::evaluate(&*c, tenant, settings, &action, now).await?;
 
         if let Some(block) = verdict {
-            let tx = c.transaction().await.context("starting a card transaction")?;
+            let tx = c
+                .transaction()
+                .await
+                .context("starting a card transaction")?;
             check_fence(fence, &tx).await?;
             crate::policy::record(&tx, tenant, run_id, &action, &block, now).await?;
             if block.violation != Violation::RateLimit {
@@ -877,7 +1000,10 @@ pub async fn send_approved(
         // Claim: approved → executing in one statement; only the winner sends.
         let message_id = message_id_for(id, &domain);
         let claimed = {
-            let tx = c.transaction().await.context("starting the claim transaction")?;
+            let tx = c
+                .transaction()
+                .await
+                .context("starting the claim transaction")?;
             check_fence(fence, &tx).await?;
             let won = tx
                 .query_opt(CLAIM, &[&id, &message_id, &now])
@@ -885,9 +1011,12 @@ pub async fn send_approved(
                 .context("claiming a send_email card")?
                 .is_some();
             if !won {
-                tx.execute(GIVE_BACK_QUOTA, &[&tenant, &Quota::EmailSend.action_type(), &now])
-                    .await
-                    .context("giving back an unused e-mail quota unit")?;
+                tx.execute(
+                    GIVE_BACK_QUOTA,
+                    &[&tenant, &Quota::EmailSend.action_type(), &now],
+                )
+                .await
+                .context("giving back an unused e-mail quota unit")?;
             }
             tx.commit().await.context("committing the claim")?;
             won
@@ -908,14 +1037,22 @@ pub async fn send_approved(
 
         match outcome {
             Ok(()) => {
-                let tx = c.transaction().await.context("starting the sent transaction")?;
+                let tx = c
+                    .transaction()
+                    .await
+                    .context("starting the sent transaction")?;
                 check_fence(fence, &tx).await?;
-                tx.execute(MARK_DONE, &[&id, &now]).await.context("marking a sent card done")?;
+                tx.execute(MARK_DONE, &[&id, &now])
+                    .await
+                    .context("marking a sent card done")?;
                 if card.contact_id.is_some() || card.client_id.is_some() {
                     // touched_by NULL: the agent made this touch (defect 9).
-                    tx.query_one(TOUCH_CLOCK, &[&tenant, &card.client_id, &card.contact_id, &now])
-                        .await
-                        .context("resetting the engagement clock after a send")?;
+                    tx.query_one(
+                        TOUCH_CLOCK,
+                        &[&tenant, &card.client_id, &card.contact_id, &now],
+                    )
+                    .await
+                    .context("resetting the engagement clock after a send")?;
                 }
                 tx.commit().await.context("committing the sent card")?;
                 report.sent += 1;
@@ -925,18 +1062,34 @@ pub async fn send_approved(
                 report.failed += 1;
                 tracing::warn!(%tenant, card = %id, error_type = failure.error_type.as_str(),
                     smtp_code = ?failure.smtp_code, error = %failure.message, "e-mail send failed");
-                let tx = c.transaction().await.context("starting the failure transaction")?;
+                let tx = c
+                    .transaction()
+                    .await
+                    .context("starting the failure transaction")?;
                 check_fence(fence, &tx).await?;
                 let code = failure.smtp_code.map(i32::from);
                 tx.execute(
                     INSERT_FAILURE,
-                    &[&tenant, &failure.error_type.as_str(), &failure.message, &code, &id, &PROVIDER, &now],
+                    &[
+                        &tenant,
+                        &failure.error_type.as_str(),
+                        &failure.message,
+                        &code,
+                        &id,
+                        &PROVIDER,
+                        &now,
+                    ],
                 )
                 .await
                 .context("recording an e-mail provider failure")?;
                 if failure.is_permanent() {
-                    let reason = format!("the mail server refused the message permanently: {}", failure.message);
-                    tx.execute(BLOCK_CARD, &[&id, &reason, &now]).await.context("blocking a rejected card")?;
+                    let reason = format!(
+                        "the mail server refused the message permanently: {}",
+                        failure.message
+                    );
+                    tx.execute(BLOCK_CARD, &[&id, &reason, &now])
+                        .await
+                        .context("blocking a rejected card")?;
                     if failure.is_recipient_rejected() {
                         tx.execute(SUPPRESS_BOUNCE, &[&tenant, &card.to, &now])
                             .await
@@ -967,14 +1120,25 @@ mod tests {
     use chrono::TimeZone;
 
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let owned: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        move |k| owned.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| {
+            owned
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        }
     }
 
     fn cfg() -> MailerConfig {
-        MailerConfig::from_vars(vars(&[("SMTP_URL", "smtp://127.0.0.1:2525"), ("EMAIL_FROM", "Agent <agent@amc.example>")]))
-            .unwrap()
-            .unwrap()
+        MailerConfig::from_vars(vars(&[
+            ("SMTP_URL", "smtp://127.0.0.1:2525"),
+            ("EMAIL_FROM", "Agent <agent@amc.example>"),
+        ]))
+        .unwrap()
+        .unwrap()
     }
 
     fn card(body: &str) -> CardToSend {
@@ -994,17 +1158,28 @@ mod tests {
     #[test]
     fn missing_url_or_from_means_no_provider() {
         assert!(MailerConfig::from_vars(vars(&[])).unwrap().is_none());
-        assert!(MailerConfig::from_vars(vars(&[("SMTP_URL", "smtp://h")])).unwrap().is_none());
-        assert!(MailerConfig::from_vars(vars(&[("EMAIL_FROM", "a@b.example")])).unwrap().is_none());
+        assert!(MailerConfig::from_vars(vars(&[("SMTP_URL", "smtp://h")]))
+            .unwrap()
+            .is_none());
+        assert!(
+            MailerConfig::from_vars(vars(&[("EMAIL_FROM", "a@b.example")]))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn smtp_url_forms_and_default_ports() {
         let c = |url: &str| {
-            MailerConfig::from_vars(vars(&[("SMTP_URL", url), ("EMAIL_FROM", "a@b.example")])).unwrap().unwrap()
+            MailerConfig::from_vars(vars(&[("SMTP_URL", url), ("EMAIL_FROM", "a@b.example")]))
+                .unwrap()
+                .unwrap()
         };
         let plain = c("smtp://mail.example");
-        assert_eq!((plain.security, plain.port, plain.username.clone()), (SmtpSecurity::None, 25, None));
+        assert_eq!(
+            (plain.security, plain.port, plain.username.clone()),
+            (SmtpSecurity::None, 25, None)
+        );
         let tls = c("smtps://u%40x:p%3Ass@mail.example");
         assert_eq!((tls.security, tls.port), (SmtpSecurity::Tls, 465));
         assert_eq!(tls.username.as_deref(), Some("u@x"));
@@ -1017,23 +1192,37 @@ mod tests {
 
     #[test]
     fn malformed_smtp_url_is_a_usage_error_without_the_password() {
-        for url in ["http://u:hunter22@h", "smtp://u:hunter22@h:notaport", "smtp://u:hunter22@", "smtp://u:hunter22@h?x=1"] {
-            let e = MailerConfig::from_vars(vars(&[("SMTP_URL", url), ("EMAIL_FROM", "a@b.example")])).unwrap_err();
+        for url in [
+            "http://u:hunter22@h",
+            "smtp://u:hunter22@h:notaport",
+            "smtp://u:hunter22@",
+            "smtp://u:hunter22@h?x=1",
+        ] {
+            let e =
+                MailerConfig::from_vars(vars(&[("SMTP_URL", url), ("EMAIL_FROM", "a@b.example")]))
+                    .unwrap_err();
             assert_eq!(crate::error::exit_code_for(&e), 2, "{url}");
             let text = e.to_string();
             assert!(text.contains("SMTP_URL"), "{text}");
             assert!(!text.contains("hunter22"), "{text}");
         }
-        let cfg = MailerConfig::from_vars(vars(&[("SMTP_URL", "smtp://u:hunter22@h"), ("EMAIL_FROM", "a@b.example")]))
-            .unwrap()
-            .unwrap();
+        let cfg = MailerConfig::from_vars(vars(&[
+            ("SMTP_URL", "smtp://u:hunter22@h"),
+            ("EMAIL_FROM", "a@b.example"),
+        ]))
+        .unwrap()
+        .unwrap();
         assert!(!format!("{cfg:?}").contains("hunter22"));
         assert_eq!(redact("login hunter22 failed"), "login *** failed");
     }
 
     #[test]
     fn malformed_email_from_and_timeout_are_usage_errors() {
-        let e = MailerConfig::from_vars(vars(&[("SMTP_URL", "smtp://h"), ("EMAIL_FROM", "not an address")])).unwrap_err();
+        let e = MailerConfig::from_vars(vars(&[
+            ("SMTP_URL", "smtp://h"),
+            ("EMAIL_FROM", "not an address"),
+        ]))
+        .unwrap_err();
         assert_eq!(crate::error::exit_code_for(&e), 2);
         assert!(e.to_string().contains("EMAIL_FROM"));
         let e = MailerConfig::from_vars(vars(&[
@@ -1055,8 +1244,15 @@ mod tests {
 
     #[test]
     fn tls_transports_can_be_built() {
-        for url in ["smtps://u:p@mail.example", "smtp://mail.example?tls=starttls", "smtp://mail.example?tls=opportunistic"] {
-            let cfg = MailerConfig::from_vars(vars(&[("SMTP_URL", url), ("EMAIL_FROM", "a@b.example")])).unwrap().unwrap();
+        for url in [
+            "smtps://u:p@mail.example",
+            "smtp://mail.example?tls=starttls",
+            "smtp://mail.example?tls=opportunistic",
+        ] {
+            let cfg =
+                MailerConfig::from_vars(vars(&[("SMTP_URL", url), ("EMAIL_FROM", "a@b.example")]))
+                    .unwrap()
+                    .unwrap();
             Mailer::new(cfg).unwrap();
         }
     }
@@ -1064,14 +1260,34 @@ mod tests {
     #[test]
     fn message_has_the_headers_a_mailbox_provider_expects() {
         let now = Utc.with_ymd_and_hms(2025, 3, 4, 10, 30, 0).unwrap();
-        let m = build_message(&cfg(), &card("Hello Pat,\njust checking in."), &TenantSettings::default(), now).unwrap();
+        let m = build_message(
+            &cfg(),
+            &card("Hello Pat,\njust checking in."),
+            &TenantSettings::default(),
+            now,
+        )
+        .unwrap();
         let text = rendered(&m);
-        assert!(text.contains("From: Agent <agent@amc.example>\r\n"), "{text}");
+        assert!(
+            text.contains("From: Agent <agent@amc.example>\r\n"),
+            "{text}"
+        );
         assert!(text.contains("To: pat@client.example\r\n"), "{text}");
         assert!(text.contains("Subject: Checking in\r\n"), "{text}");
-        assert!(text.contains("Date: Tue, 04 Mar 2025 10:30:00 +0000\r\n"), "{text}");
-        assert!(text.contains("Message-ID: <card-7d3c6f0e-1b2a-4c5d-8e9f-0a1b2c3d4e5f@amc.example>\r\n"), "{text}");
-        assert!(text.contains("Content-Type: text/plain; charset=utf-8"), "{text}");
+        assert!(
+            text.contains("Date: Tue, 04 Mar 2025 10:30:00 +0000\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Message-ID: <card-7d3c6f0e-1b2a-4c5d-8e9f-0a1b2c3d4e5f@amc.example>\r\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Content-Type: text/plain; charset=utf-8"),
+            "{text}"
+        );
         assert!(!text.contains("List-Unsubscribe"), "{text}");
     }
 
@@ -1084,22 +1300,50 @@ mod tests {
             ..TenantSettings::default()
         };
         let text = rendered(&build_message(&cfg(), &card("hi"), &both, now).unwrap());
-        assert!(text.contains("List-Unsubscribe: <https://amc.example/u?t=1>, <mailto:unsub@amc.example>\r\n"), "{text}");
-        assert!(text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"), "{text}");
-        let mailto_only = TenantSettings { unsubscribe_mailto: Some("unsub@amc.example".into()), ..TenantSettings::default() };
+        assert!(
+            text.contains(
+                "List-Unsubscribe: <https://amc.example/u?t=1>, <mailto:unsub@amc.example>\r\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
+            "{text}"
+        );
+        let mailto_only = TenantSettings {
+            unsubscribe_mailto: Some("unsub@amc.example".into()),
+            ..TenantSettings::default()
+        };
         let text = rendered(&build_message(&cfg(), &card("hi"), &mailto_only, now).unwrap());
-        assert!(text.contains("List-Unsubscribe: <mailto:unsub@amc.example>\r\n"), "{text}");
+        assert!(
+            text.contains("List-Unsubscribe: <mailto:unsub@amc.example>\r\n"),
+            "{text}"
+        );
         assert!(!text.contains("List-Unsubscribe-Post"), "{text}");
     }
 
     #[test]
     fn html_body_gets_a_plain_text_alternative() {
         let html = "<html><body><p>Hello&nbsp;Pat,</p><p>Our <b>new</b> rates are out.<br>Best, AMC</p></body></html>";
-        let text = rendered(&build_message(&cfg(), &card(html), &TenantSettings::default(), Utc::now()).unwrap());
-        assert!(text.contains("Content-Type: multipart/alternative"), "{text}");
-        assert!(text.contains("Content-Type: text/plain; charset=utf-8"), "{text}");
-        assert!(text.contains("Content-Type: text/html; charset=utf-8"), "{text}");
-        assert_eq!(html_to_text(html), "Hello Pat,\n\nOur new rates are out.\nBest, AMC");
+        let text = rendered(
+            &build_message(&cfg(), &card(html), &TenantSettings::default(), Utc::now()).unwrap(),
+        );
+        assert!(
+            text.contains("Content-Type: multipart/alternative"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Content-Type: text/plain; charset=utf-8"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Content-Type: text/html; charset=utf-8"),
+            "{text}"
+        );
+        assert_eq!(
+            html_to_text(html),
+            "Hello Pat,\n\nOur new rates are out.\nBest, AMC"
+        );
     }
 
     #[test]
@@ -1107,36 +1351,88 @@ mod tests {
         assert!(looks_like_html("<p>Hi</p>"));
         assert!(looks_like_html("Hi<br/>there"));
         assert!(looks_like_html("<!DOCTYPE html><html></html>"));
-        assert!(!looks_like_html("Fees < 500 and > 200, reply to <pat@x.example>"));
+        assert!(!looks_like_html(
+            "Fees < 500 and > 200, reply to <pat@x.example>"
+        ));
         assert!(!looks_like_html("plain text"));
     }
 
     #[test]
     fn replies_are_classified() {
-        assert_eq!(classify_reply(535, "5.7.8 Authentication credentials invalid"), ErrorType::Auth);
-        assert_eq!(classify_reply(530, "5.7.0 Authentication required"), ErrorType::Auth);
-        assert_eq!(classify_reply(421, "4.7.0 Too many connections, slow down"), ErrorType::RateLimit);
-        assert_eq!(classify_reply(450, "4.2.1 Rate limit exceeded"), ErrorType::RateLimit);
-        assert_eq!(classify_reply(451, "4.7.1 Try again later"), ErrorType::RateLimit);
-        assert_eq!(classify_reply(450, "4.2.1 Mailbox busy"), ErrorType::Transient4xx);
-        assert_eq!(classify_reply(421, "Service not available"), ErrorType::Transient4xx);
-        assert_eq!(classify_reply(550, "5.1.1 no such user"), ErrorType::Permanent5xx);
+        assert_eq!(
+            classify_reply(535, "5.7.8 Authentication credentials invalid"),
+            ErrorType::Auth
+        );
+        assert_eq!(
+            classify_reply(530, "5.7.0 Authentication required"),
+            ErrorType::Auth
+        );
+        assert_eq!(
+            classify_reply(421, "4.7.0 Too many connections, slow down"),
+            ErrorType::RateLimit
+        );
+        assert_eq!(
+            classify_reply(450, "4.2.1 Rate limit exceeded"),
+            ErrorType::RateLimit
+        );
+        assert_eq!(
+            classify_reply(451, "4.7.1 Try again later"),
+            ErrorType::RateLimit
+        );
+        assert_eq!(
+            classify_reply(450, "4.2.1 Mailbox busy"),
+            ErrorType::Transient4xx
+        );
+        assert_eq!(
+            classify_reply(421, "Service not available"),
+            ErrorType::Transient4xx
+        );
+        assert_eq!(
+            classify_reply(550, "5.1.1 no such user"),
+            ErrorType::Permanent5xx
+        );
     }
 
     #[test]
     fn recipient_rejection_is_recognised_from_the_enhanced_status() {
-        let f = |msg: &str| SendFailure { error_type: ErrorType::Permanent5xx, smtp_code: Some(550), message: msg.into() };
+        let f = |msg: &str| SendFailure {
+            error_type: ErrorType::Permanent5xx,
+            smtp_code: Some(550),
+            message: msg.into(),
+        };
         assert!(f("permanent error (550): 5.1.1 no such user").is_recipient_rejected());
         assert!(!f("permanent error (554): 5.7.1 rejected as spam").is_recipient_rejected());
-        let transient = SendFailure { error_type: ErrorType::Transient4xx, smtp_code: Some(450), message: "transient error (450): 4.1.1 x".into() };
+        let transient = SendFailure {
+            error_type: ErrorType::Transient4xx,
+            smtp_code: Some(450),
+            message: "transient error (450): 4.1.1 x".into(),
+        };
         assert!(!transient.is_recipient_rejected());
     }
 
     #[test]
     fn payload_problems_are_named() {
         let id = Uuid::new_v4();
-        assert!(CardToSend::from_payload(id, None, None, json!({"subject": "s", "body": "b"})).unwrap_err().contains("to"));
-        assert!(CardToSend::from_payload(id, None, None, json!({"to": "nope", "subject": "s", "body": "b"})).unwrap_err().contains("not an e-mail"));
-        assert!(CardToSend::from_payload(id, None, None, json!({"to": "a@b.example", "body": "b"})).unwrap_err().contains("subject"));
+        assert!(
+            CardToSend::from_payload(id, None, None, json!({"subject": "s", "body": "b"}))
+                .unwrap_err()
+                .contains("to")
+        );
+        assert!(CardToSend::from_payload(
+            id,
+            None,
+            None,
+            json!({"to": "nope", "subject": "s", "body": "b"})
+        )
+        .unwrap_err()
+        .contains("not an e-mail"));
+        assert!(CardToSend::from_payload(
+            id,
+            None,
+            None,
+            json!({"to": "a@b.example", "body": "b"})
+        )
+        .unwrap_err()
+        .contains("subject"));
     }
 }

@@ -11,10 +11,13 @@ pub mod email;
 pub mod engagement;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod migrate;
 pub mod orders;
 pub mod policy;
+pub mod prune;
 pub mod settings;
+pub mod status;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -40,6 +43,10 @@ impl Context {
 /// (0, or 1 when the work ran and something failed); errors map through
 /// [`error::exit_code_for`].
 pub async fn run(cli: Cli) -> Result<u8> {
+    // Needs no database: must work where none is configured.
+    if let Command::Completions(args) = &cli.command {
+        return Ok(completions(args.shell));
+    }
     let db = DbSettings::resolve(cli.global.database_url.as_deref())?;
     let ctx = Context { db, now_override: cli.global.now };
     match cli.command {
@@ -48,5 +55,16 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::CheckEngagement(args) => engagement::run(&ctx, &args).await,
         Command::ProcessOrders(args) => orders::run(&ctx, &args).await,
         Command::AckAlert(args) => alerts::run_ack(&ctx, &args).await,
+        Command::Status(args) => status::run(&ctx, &args).await,
+        Command::Prune(args) => prune::run(&ctx, &args).await,
+        Command::Completions(args) => Ok(completions(args.shell)),
     }
+}
+
+/// `autopilot completions <shell>`: the script on stdout.
+fn completions(shell: clap_complete::Shell) -> u8 {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    clap_complete::generate(shell, &mut cmd, "autopilot", &mut std::io::stdout());
+    0
 }

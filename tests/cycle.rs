@@ -2,6 +2,8 @@
 //! timeouts, signals, crashes, and the Plan → Act → React → Reflect effects.
 
 mod common;
+#[path = "support/smtp.rs"]
+mod smtp;
 
 use std::time::Duration;
 
@@ -530,4 +532,49 @@ async fn after_sigkill_the_next_runner_marks_the_dead_run_timeout_once_the_lease
         .unwrap();
     let got: Vec<(i32, String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
     assert_eq!(got, vec![(1, "timeout".to_string(), true), (2, "completed".to_string(), true)]);
+}
+
+#[tokio::test]
+async fn an_approved_follow_up_is_sent_once_over_smtp_and_the_contact_is_compliant_again() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let t = tenant_with_overdue_contacts(&c, "Acme", 1, false).await;
+    let server = smtp::SmtpServer::start().await;
+    db.cmd().arg("run-cycle").assert().success();
+    c.execute("UPDATE kanban_cards SET state = 'approved' WHERE type = 'send_email'", &[]).await.unwrap();
+
+    for _ in 0..2 {
+        // Async process: the test's runtime must keep serving the SMTP server meanwhile.
+        let out = db
+            .tokio_cmd()
+            .args(["run-cycle", "--json"])
+            .env("SMTP_URL", server.url())
+            .env("EMAIL_FROM", "agent@crm.example")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1, "sent exactly once across two cycles");
+    assert_eq!(messages[0].rcpt_to, vec!["contact0@acme.example".to_string()]);
+    assert_eq!(messages[0].header("From").as_deref(), Some("agent@crm.example"));
+    let sent: i64 = c
+        .query_one("SELECT coalesce(sum(emails_sent), 0)::bigint FROM agent_autonomous_runs WHERE tenant_id = $1", &[&t])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sent, 1);
+    assert_eq!(count(&c, "SELECT count(*) FROM kanban_cards WHERE state = 'done' AND executed_at IS NOT NULL").await, 1);
+    // The contact's clock was touched by the agent (NULL toucher) and is compliant again.
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM engagement_clock_status
+              WHERE contact_id IS NOT NULL AND is_compliant AND last_touch_by IS NULL AND last_touch_type = 'email'"
+        )
+        .await,
+        1
+    );
 }

@@ -48,11 +48,24 @@ async fn fixture(settings: Value) -> Fixture {
     let tenant = tenant_with_settings(&c, "Acme AMC", settings.clone()).await;
     let client = client_row(&c, tenant, "Lender One").await;
     let settings = TenantSettings::parse(&settings).unwrap();
-    Fixture { db, c, tenant, client, settings }
+    Fixture {
+        db,
+        c,
+        tenant,
+        client,
+        settings,
+    }
 }
 
 /// An approved send_email card; `age_min` minutes old (older cards go first).
-async fn approved_card(c: &Client, tenant: Uuid, client: Uuid, contact: Option<Uuid>, to: &str, age_min: i64) -> Uuid {
+async fn approved_card(
+    c: &Client,
+    tenant: Uuid,
+    client: Uuid,
+    contact: Option<Uuid>,
+    to: &str,
+    age_min: i64,
+) -> Uuid {
     let payload = json!({"to": to, "subject": "Checking in", "body": "Hello,\nhow are the appraisals going?"});
     c.query_one(
         "INSERT INTO kanban_cards (tenant_id, client_id, contact_id, type, title, state, action_payload, created_at)
@@ -65,18 +78,35 @@ async fn approved_card(c: &Client, tenant: Uuid, client: Uuid, contact: Option<U
 }
 
 async fn send(f: &mut Fixture, mailer: Option<&Mailer>) -> SendReport {
-    send_approved(&mut f.c, f.tenant, None, None, &f.settings, mailer, 50, now()).await.unwrap()
+    send_approved(
+        &mut f.c,
+        f.tenant,
+        None,
+        None,
+        &f.settings,
+        mailer,
+        50,
+        now(),
+    )
+    .await
+    .unwrap()
 }
 
 async fn card_state(c: &Client, card: Uuid) -> String {
-    c.query_one("SELECT state FROM kanban_cards WHERE id = $1", &[&card]).await.unwrap().get(0)
-}
-
-async fn states(c: &Client, tenant: Uuid, state: &str) -> i64 {
-    c.query_one("SELECT count(*) FROM kanban_cards WHERE tenant_id = $1 AND state = $2", &[&tenant, &state])
+    c.query_one("SELECT state FROM kanban_cards WHERE id = $1", &[&card])
         .await
         .unwrap()
         .get(0)
+}
+
+async fn states(c: &Client, tenant: Uuid, state: &str) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM kanban_cards WHERE tenant_id = $1 AND state = $2",
+        &[&tenant, &state],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 #[tokio::test]
@@ -84,7 +114,15 @@ async fn sent_card_is_one_well_formed_message_and_resets_the_contacts_clock() {
     let mut f = fixture(json!({})).await;
     let smtp = SmtpServer::start().await;
     let ops = profile(&f.c, f.tenant).await;
-    let contact = contact(&f.c, f.tenant, f.client, Some("pat@lender.example"), None, false).await;
+    let contact = contact(
+        &f.c,
+        f.tenant,
+        f.client,
+        Some("pat@lender.example"),
+        None,
+        false,
+    )
+    .await;
     f.c.execute(
         "INSERT INTO engagement_clocks (tenant_id, client_id, contact_id, last_touch_at, last_touch_type, last_touch_by, next_touch_due)
          VALUES ($1, $2, $3, $4, 'call', $5, $6)",
@@ -92,7 +130,15 @@ async fn sent_card_is_one_well_formed_message_and_resets_the_contacts_clock() {
     )
     .await
     .unwrap();
-    let card = approved_card(&f.c, f.tenant, f.client, Some(contact), "pat@lender.example", 5).await;
+    let card = approved_card(
+        &f.c,
+        f.tenant,
+        f.client,
+        Some(contact),
+        "pat@lender.example",
+        5,
+    )
+    .await;
 
     let report = send(&mut f, Some(&mailer_for(&smtp.url()))).await;
 
@@ -108,12 +154,21 @@ async fn sent_card_is_one_well_formed_message_and_resets_the_contacts_clock() {
     let date = DateTime::parse_from_rfc2822(&m.header("Date").unwrap()).unwrap();
     assert_eq!(date, now());
     let expected_id = format!("<card-{card}@amc.example>");
-    assert_eq!(m.header("Message-ID").as_deref(), Some(expected_id.as_str()));
-    assert!(m.data.contains("how are the appraisals going?"), "{}", m.data);
+    assert_eq!(
+        m.header("Message-ID").as_deref(),
+        Some(expected_id.as_str())
+    );
+    assert!(
+        m.data.contains("how are the appraisals going?"),
+        "{}",
+        m.data
+    );
 
-    let row = f
-        .c
-        .query_one("SELECT state, executed_at, message_id FROM kanban_cards WHERE id = $1", &[&card])
+    let row =
+        f.c.query_one(
+            "SELECT state, executed_at, message_id FROM kanban_cards WHERE id = $1",
+            &[&card],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "done");
@@ -129,7 +184,11 @@ async fn sent_card_is_one_well_formed_message_and_resets_the_contacts_clock() {
         .await
         .unwrap();
     assert!(clock.get::<_, bool>(0), "the contact is compliant again");
-    assert_eq!(clock.get::<_, Option<Uuid>>(1), None, "the agent's touch has no profile");
+    assert_eq!(
+        clock.get::<_, Option<Uuid>>(1),
+        None,
+        "the agent's touch has no profile"
+    );
     assert_eq!(clock.get::<_, Option<String>>(2).as_deref(), Some("email"));
     assert_eq!(clock.get::<_, Option<DateTime<Utc>>>(3), Some(now()));
 
@@ -144,7 +203,15 @@ async fn hourly_limit_sends_three_of_five_and_defers_the_rest() {
     let mut f = fixture(json!({"max_emails_per_hour": 3})).await;
     let smtp = SmtpServer::start().await;
     for i in 0..5 {
-        approved_card(&f.c, f.tenant, f.client, None, &format!("c{i}@lender.example"), 10 - i).await;
+        approved_card(
+            &f.c,
+            f.tenant,
+            f.client,
+            None,
+            &format!("c{i}@lender.example"),
+            10 - i,
+        )
+        .await;
     }
 
     let report = send(&mut f, Some(&mailer_for(&smtp.url()))).await;
@@ -154,8 +221,19 @@ async fn hourly_limit_sends_three_of_five_and_defers_the_rest() {
     assert_eq!(states(&f.c, f.tenant, "done").await, 3);
     assert_eq!(states(&f.c, f.tenant, "approved").await, 2);
     // The oldest three went first.
-    let sent: Vec<String> = smtp.messages().iter().map(|m| m.rcpt_to[0].clone()).collect();
-    assert_eq!(sent, vec!["c0@lender.example", "c1@lender.example", "c2@lender.example"]);
+    let sent: Vec<String> = smtp
+        .messages()
+        .iter()
+        .map(|m| m.rcpt_to[0].clone())
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            "c0@lender.example",
+            "c1@lender.example",
+            "c2@lender.example"
+        ]
+    );
     assert_eq!(
         count(&f.c, "SELECT count(*) FROM agent_policy_violations WHERE violation_type = 'rate_limit' AND action_type = 'send_email'").await,
         1
@@ -167,16 +245,37 @@ async fn two_senders_in_different_time_zones_together_send_exactly_the_limit() {
     let f = fixture(json!({"max_emails_per_hour": 3})).await;
     let smtp = SmtpServer::start().await;
     for i in 0..10 {
-        approved_card(&f.c, f.tenant, f.client, None, &format!("c{i}@lender.example"), 20 - i).await;
+        approved_card(
+            &f.c,
+            f.tenant,
+            f.client,
+            None,
+            &format!("c{i}@lender.example"),
+            20 - i,
+        )
+        .await;
     }
     let mailer = mailer_for(&smtp.url());
     let mut handles = Vec::new();
     for tz in ["UTC", "Asia/Kolkata"] {
         let mut c = f.db.client().await;
-        c.batch_execute(&format!("SET TimeZone = '{tz}'")).await.unwrap();
+        c.batch_execute(&format!("SET TimeZone = '{tz}'"))
+            .await
+            .unwrap();
         let (tenant, settings, mailer) = (f.tenant, f.settings.clone(), mailer.clone());
         handles.push(tokio::spawn(async move {
-            send_approved(&mut c, tenant, None, None, &settings, Some(&mailer), 50, now()).await.unwrap()
+            send_approved(
+                &mut c,
+                tenant,
+                None,
+                None,
+                &settings,
+                Some(&mailer),
+                50,
+                now(),
+            )
+            .await
+            .unwrap()
         }));
     }
     let mut sent = 0;
@@ -188,16 +287,29 @@ async fn two_senders_in_different_time_zones_together_send_exactly_the_limit() {
     assert_eq!(sent, 3);
     assert_eq!(states(&f.c, f.tenant, "done").await, 3);
     assert_eq!(states(&f.c, f.tenant, "approved").await, 7);
-    let windows = f
-        .c
-        .query("SELECT window_start, action_count FROM agent_rate_limits WHERE tenant_id = $1", &[&f.tenant])
+    let windows =
+        f.c.query(
+            "SELECT window_start, action_count FROM agent_rate_limits WHERE tenant_id = $1",
+            &[&f.tenant],
+        )
         .await
         .unwrap();
-    assert_eq!(windows.len(), 1, "one UTC-hour window, whatever the session time zone");
-    assert_eq!(windows[0].get::<_, DateTime<Utc>>(0), Utc.with_ymd_and_hms(2025, 6, 2, 14, 0, 0).unwrap());
+    assert_eq!(
+        windows.len(),
+        1,
+        "one UTC-hour window, whatever the session time zone"
+    );
+    assert_eq!(
+        windows[0].get::<_, DateTime<Utc>>(0),
+        Utc.with_ymd_and_hms(2025, 6, 2, 14, 0, 0).unwrap()
+    );
     assert_eq!(windows[0].get::<_, i32>(1), 3);
     // Each message went to a different card's recipient.
-    let mut rcpts: Vec<String> = smtp.messages().iter().map(|m| m.rcpt_to[0].clone()).collect();
+    let mut rcpts: Vec<String> = smtp
+        .messages()
+        .iter()
+        .map(|m| m.rcpt_to[0].clone())
+        .collect();
     rcpts.sort();
     rcpts.dedup();
     assert_eq!(rcpts.len(), 3);
@@ -222,14 +334,31 @@ async fn suppressed_address_in_another_letter_case_is_blocked_and_not_sent() {
     assert_eq!(report.blocked, 1);
     assert_eq!(card_state(&f.c, card).await, "blocked");
     assert_eq!(
-        count(&f.c, "SELECT count(*) FROM agent_policy_violations WHERE violation_type = 'suppression'").await,
+        count(
+            &f.c,
+            "SELECT count(*) FROM agent_policy_violations WHERE violation_type = 'suppression'"
+        )
+        .await,
         1
     );
     let reason: Option<String> =
-        f.c.query_one("SELECT blocked_reason FROM kanban_cards WHERE id = $1", &[&card]).await.unwrap().get(0);
+        f.c.query_one(
+            "SELECT blocked_reason FROM kanban_cards WHERE id = $1",
+            &[&card],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert!(reason.unwrap().contains("suppressed"));
     // A blocked send used no quota.
-    assert_eq!(count(&f.c, "SELECT coalesce(sum(action_count), 0)::bigint FROM agent_rate_limits").await, 0);
+    assert_eq!(
+        count(
+            &f.c,
+            "SELECT coalesce(sum(action_count), 0)::bigint FROM agent_rate_limits"
+        )
+        .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -237,16 +366,20 @@ async fn unreadable_suppression_list_blocks_the_send() {
     let mut f = fixture(json!({})).await;
     let smtp = SmtpServer::start().await;
     let card = approved_card(&f.c, f.tenant, f.client, None, "pat@lender.example", 1).await;
-    f.c.batch_execute("ALTER TABLE email_suppressions RENAME TO email_suppressions_x").await.unwrap();
+    f.c.batch_execute("ALTER TABLE email_suppressions RENAME TO email_suppressions_x")
+        .await
+        .unwrap();
 
     let report = send(&mut f, Some(&mailer_for(&smtp.url()))).await;
 
     assert!(smtp.messages().is_empty());
     assert_eq!(report.blocked, 1);
     assert_eq!(card_state(&f.c, card).await, "blocked");
-    let reason: String = f
-        .c
-        .query_one("SELECT reason FROM agent_policy_violations WHERE violation_type = 'suppression'", &[])
+    let reason: String =
+        f.c.query_one(
+            "SELECT reason FROM agent_policy_violations WHERE violation_type = 'suppression'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -257,9 +390,19 @@ async fn unreadable_suppression_list_blocks_the_send() {
 async fn five_failures_in_fifteen_minutes_stop_sending_and_raise_one_critical_alert() {
     let mut f = fixture(json!({})).await;
     let smtp = SmtpServer::start().await;
-    smtp.set_behaviour(Behaviour::RejectRcpt("421 4.7.0 Too many connections, slow down".into()));
+    smtp.set_behaviour(Behaviour::RejectRcpt(
+        "421 4.7.0 Too many connections, slow down".into(),
+    ));
     for i in 0..7 {
-        approved_card(&f.c, f.tenant, f.client, None, &format!("c{i}@lender.example"), 10 - i).await;
+        approved_card(
+            &f.c,
+            f.tenant,
+            f.client,
+            None,
+            &format!("c{i}@lender.example"),
+            10 - i,
+        )
+        .await;
     }
     let mailer = mailer_for(&smtp.url());
 
@@ -268,15 +411,25 @@ async fn five_failures_in_fifteen_minutes_stop_sending_and_raise_one_critical_al
     assert!(first.circuit_open);
     assert_eq!((first.attempted, first.failed, first.sent), (5, 5, 0));
     assert_eq!(smtp.connections(), 5);
-    assert_eq!(states(&f.c, f.tenant, "approved").await, 7, "transient failures leave the cards approved");
-    assert_eq!(count(&f.c, "SELECT count(*) FROM email_provider_failures").await, 5);
+    assert_eq!(
+        states(&f.c, f.tenant, "approved").await,
+        7,
+        "transient failures leave the cards approved"
+    );
+    assert_eq!(
+        count(&f.c, "SELECT count(*) FROM email_provider_failures").await,
+        5
+    );
 
     let second = send(&mut f, Some(&mailer)).await;
 
     assert!(second.circuit_open);
     assert_eq!(second.attempted, 0);
     assert_eq!(smtp.connections(), 5, "an open circuit makes no connection");
-    assert_eq!(count(&f.c, "SELECT count(*) FROM email_provider_failures").await, 5);
+    assert_eq!(
+        count(&f.c, "SELECT count(*) FROM email_provider_failures").await,
+        5
+    );
     let alerts = f
         .c
         .query("SELECT severity, occurrences FROM agent_alerts WHERE alert_type = 'email_provider_failure'", &[])
@@ -285,13 +438,27 @@ async fn five_failures_in_fifteen_minutes_stop_sending_and_raise_one_critical_al
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].get::<_, String>(0), "critical");
     assert_eq!(alerts[0].get::<_, i32>(1), 2);
-    assert_eq!(autopilot::email::provider_failures_last_hour(&f.c, f.tenant, now()).await.unwrap(), 5);
+    assert_eq!(
+        autopilot::email::provider_failures_last_hour(&f.c, f.tenant, now())
+            .await
+            .unwrap(),
+        5
+    );
 
     // Sixteen minutes later the window has passed: sending is tried again.
     smtp.set_behaviour(Behaviour::Accept);
-    let later = send_approved(&mut f.c, f.tenant, None, None, &f.settings, Some(&mailer), 50, now() + Duration::minutes(16))
-        .await
-        .unwrap();
+    let later = send_approved(
+        &mut f.c,
+        f.tenant,
+        None,
+        None,
+        &f.settings,
+        Some(&mailer),
+        50,
+        now() + Duration::minutes(16),
+    )
+    .await
+    .unwrap();
     assert!(!later.circuit_open);
     assert_eq!(later.sent, 7);
 }
@@ -305,13 +472,40 @@ async fn provider_failures_are_classified() {
         l.local_addr().unwrap().port()
     };
     let plain = mailer_for(&smtp.url());
-    let with_login = mailer_for(&format!("smtp://agent:s3cret-pass@127.0.0.1:{}", smtp.addr.port()));
+    let with_login = mailer_for(&format!(
+        "smtp://agent:s3cret-pass@127.0.0.1:{}",
+        smtp.addr.port()
+    ));
     let refused = mailer_for(&format!("smtp://127.0.0.1:{closed}"));
     let cases: Vec<(Behaviour, &Mailer, &str, Option<i32>, &str)> = vec![
-        (Behaviour::RejectRcpt("421 4.7.0 Too many connections, slow down".into()), &plain, "rate_limit", Some(421), "approved"),
-        (Behaviour::RejectRcpt("450 4.2.1 Mailbox busy".into()), &plain, "4xx", Some(450), "approved"),
-        (Behaviour::RejectAuth("535 5.7.8 Authentication credentials invalid".into()), &with_login, "auth", Some(535), "approved"),
-        (Behaviour::RejectData("554 5.7.1 Message rejected as spam".into()), &plain, "5xx", Some(554), "blocked"),
+        (
+            Behaviour::RejectRcpt("421 4.7.0 Too many connections, slow down".into()),
+            &plain,
+            "rate_limit",
+            Some(421),
+            "approved",
+        ),
+        (
+            Behaviour::RejectRcpt("450 4.2.1 Mailbox busy".into()),
+            &plain,
+            "4xx",
+            Some(450),
+            "approved",
+        ),
+        (
+            Behaviour::RejectAuth("535 5.7.8 Authentication credentials invalid".into()),
+            &with_login,
+            "auth",
+            Some(535),
+            "approved",
+        ),
+        (
+            Behaviour::RejectData("554 5.7.1 Message rejected as spam".into()),
+            &plain,
+            "5xx",
+            Some(554),
+            "blocked",
+        ),
         (Behaviour::Hang, &plain, "timeout", None, "approved"),
         (Behaviour::Accept, &refused, "connection", None, "approved"),
     ];
@@ -323,7 +517,18 @@ async fn provider_failures_are_classified() {
         let card = approved_card(&c, tenant, client, None, "pat@lender.example", 1).await;
         smtp.set_behaviour(behaviour.clone());
 
-        let report = send_approved(&mut c, tenant, None, None, &settings, Some(mailer), 50, now()).await.unwrap();
+        let report = send_approved(
+            &mut c,
+            tenant,
+            None,
+            None,
+            &settings,
+            Some(mailer),
+            50,
+            now(),
+        )
+        .await
+        .unwrap();
 
         assert_eq!((report.attempted, report.failed), (1, 1), "{behaviour:?}");
         let row = c
@@ -342,14 +547,19 @@ async fn provider_failures_are_classified() {
     }
     assert!(smtp.messages().is_empty());
     // A 5xx that is not about the recipient suppresses nobody.
-    assert_eq!(count(&f.c, "SELECT count(*) FROM email_suppressions").await, 0);
+    assert_eq!(
+        count(&f.c, "SELECT count(*) FROM email_suppressions").await,
+        0
+    );
 }
 
 #[tokio::test]
 async fn unknown_recipient_is_suppressed_as_a_bounce_and_never_tried_again() {
     let mut f = fixture(json!({})).await;
     let smtp = SmtpServer::start().await;
-    smtp.set_behaviour(Behaviour::RejectRcpt("550 5.1.1 <Gone@Lender.example>: no such user".into()));
+    smtp.set_behaviour(Behaviour::RejectRcpt(
+        "550 5.1.1 <Gone@Lender.example>: no such user".into(),
+    ));
     let card = approved_card(&f.c, f.tenant, f.client, None, "Gone@Lender.example", 2).await;
     let mailer = mailer_for(&smtp.url());
 
@@ -357,16 +567,24 @@ async fn unknown_recipient_is_suppressed_as_a_bounce_and_never_tried_again() {
 
     assert_eq!(report.failed, 1);
     assert_eq!(card_state(&f.c, card).await, "blocked");
-    let rows = f
-        .c
-        .query("SELECT lower(email), reason FROM email_suppressions WHERE tenant_id = $1", &[&f.tenant])
+    let rows =
+        f.c.query(
+            "SELECT lower(email), reason FROM email_suppressions WHERE tenant_id = $1",
+            &[&f.tenant],
+        )
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<_, String>(0), "gone@lender.example");
     assert_eq!(rows[0].get::<_, String>(1), "bounce");
     let (error_type, code): (String, Option<i32>) = {
-        let r = f.c.query_one("SELECT error_type, smtp_code FROM email_provider_failures", &[]).await.unwrap();
+        let r =
+            f.c.query_one(
+                "SELECT error_type, smtp_code FROM email_provider_failures",
+                &[],
+            )
+            .await
+            .unwrap();
         (r.get(0), r.get(1))
     };
     assert_eq!((error_type.as_str(), code), ("5xx", Some(550)));
@@ -395,9 +613,12 @@ async fn card_found_executing_is_parked_for_a_human_and_not_resent() {
     .await
     .unwrap();
     // Claimed a moment ago by another sender that is still talking to the server.
-    f.c.execute("UPDATE kanban_cards SET state = 'executing', updated_at = $2 WHERE id = $1", &[&in_flight, &now()])
-        .await
-        .unwrap();
+    f.c.execute(
+        "UPDATE kanban_cards SET state = 'executing', updated_at = $2 WHERE id = $1",
+        &[&in_flight, &now()],
+    )
+    .await
+    .unwrap();
 
     let report = send(&mut f, Some(&mailer_for(&smtp.url()))).await;
 
@@ -405,15 +626,20 @@ async fn card_found_executing_is_parked_for_a_human_and_not_resent() {
     assert_eq!(report.attempted, 0);
     assert!(smtp.messages().is_empty());
     assert_eq!(smtp.connections(), 0);
-    let row = f
-        .c
-        .query_one("SELECT state, blocked_reason FROM kanban_cards WHERE id = $1", &[&stuck])
+    let row =
+        f.c.query_one(
+            "SELECT state, blocked_reason FROM kanban_cards WHERE id = $1",
+            &[&stuck],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "blocked");
     let reason: String = row.get(1);
     assert!(reason.contains("interrupted send"), "{reason}");
-    assert!(reason.contains(&format!("<card-{stuck}@amc.example>")), "{reason}");
+    assert!(
+        reason.contains(&format!("<card-{stuck}@amc.example>")),
+        "{reason}"
+    );
     assert_eq!(card_state(&f.c, in_flight).await, "executing");
 }
 
@@ -429,8 +655,14 @@ async fn without_smtp_settings_cards_stay_approved_and_the_provider_is_missing()
     assert!(report.provider_missing);
     assert_eq!(report.attempted, 0);
     assert_eq!(card_state(&f.c, card).await, "approved");
-    assert_eq!(count(&f.c, "SELECT count(*) FROM agent_rate_limits").await, 0);
-    assert_eq!(count(&f.c, "SELECT count(*) FROM agent_policy_violations").await, 0);
+    assert_eq!(
+        count(&f.c, "SELECT count(*) FROM agent_rate_limits").await,
+        0
+    );
+    assert_eq!(
+        count(&f.c, "SELECT count(*) FROM agent_policy_violations").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -457,10 +689,27 @@ async fn list_unsubscribe_and_html_alternative_reach_the_server() {
         m.header("List-Unsubscribe").as_deref(),
         Some("<https://amc.example/unsubscribe?t=abc>, <mailto:unsubscribe@amc.example>")
     );
-    assert_eq!(m.header("List-Unsubscribe-Post").as_deref(), Some("List-Unsubscribe=One-Click"));
-    assert!(m.header("Content-Type").unwrap().starts_with("multipart/alternative"), "{}", m.data);
-    assert!(m.data.contains("Content-Type: text/plain; charset=utf-8"), "{}", m.data);
-    assert!(m.data.contains("Content-Type: text/html; charset=utf-8"), "{}", m.data);
+    assert_eq!(
+        m.header("List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
+    assert!(
+        m.header("Content-Type")
+            .unwrap()
+            .starts_with("multipart/alternative"),
+        "{}",
+        m.data
+    );
+    assert!(
+        m.data.contains("Content-Type: text/plain; charset=utf-8"),
+        "{}",
+        m.data
+    );
+    assert!(
+        m.data.contains("Content-Type: text/html; charset=utf-8"),
+        "{}",
+        m.data
+    );
     assert!(m.data.contains("Our turn times improved."), "{}", m.data);
 }
 
@@ -469,12 +718,24 @@ async fn lost_lease_stops_before_anything_is_sent() {
     let mut f = fixture(json!({})).await;
     let smtp = SmtpServer::start().await;
     let card = approved_card(&f.c, f.tenant, f.client, None, "pat@lender.example", 1).await;
-    let fence = autopilot::db::Fence { tenant_id: f.tenant, run_id: Uuid::new_v4() };
+    let fence = autopilot::db::Fence {
+        tenant_id: f.tenant,
+        run_id: Uuid::new_v4(),
+    };
     let mailer = mailer_for(&smtp.url());
 
-    let err = send_approved(&mut f.c, f.tenant, None, Some(&fence), &f.settings, Some(&mailer), 50, now())
-        .await
-        .unwrap_err();
+    let err = send_approved(
+        &mut f.c,
+        f.tenant,
+        None,
+        Some(&fence),
+        &f.settings,
+        Some(&mailer),
+        50,
+        now(),
+    )
+    .await
+    .unwrap_err();
 
     assert!(autopilot::db::is_lease_lost_err(&err), "{err:#}");
     assert!(smtp.messages().is_empty());

@@ -71,7 +71,9 @@ impl Drop for SmtpServer {
 
 impl SmtpServer {
     pub async fn start() -> SmtpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding the test SMTP server");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the test SMTP server");
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let behaviour = Arc::new(Mutex::new(Behaviour::Accept));
@@ -79,7 +81,9 @@ impl SmtpServer {
         let (r, b, n) = (received.clone(), behaviour.clone(), connections.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 *n.lock().unwrap() += 1;
                 let (r, b) = (r.clone(), b.clone());
                 tokio::spawn(async move {
@@ -87,7 +91,13 @@ impl SmtpServer {
                 });
             }
         });
-        SmtpServer { addr, received, behaviour, connections, task }
+        SmtpServer {
+            addr,
+            received,
+            behaviour,
+            connections,
+            task,
+        }
     }
 
     /// `smtp://127.0.0.1:PORT`

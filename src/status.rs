@@ -1,0 +1,227 @@
+//! `autopilot status`: per tenant the last run, the lease, open alerts by severity,
+//! engagement compliance and pending queue depth, in one read-only statement for all
+//! reported tenants; the exit code makes it a health check.
+//!
+//! Unhealthy (exit 1): a reported tenant's last run is `failed` or `timeout`, its last run
+//! is still `running` although no unexpired lease covers it (a crashed runner: the next
+//! acquirer will mark it `timeout`), or it has an open critical alert.
+
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::cli::StatusArgs;
+use crate::Context;
+
+/// One row per reported tenant; every figure comes from an index-backed lateral subquery,
+/// so the statement costs the same per tenant whether one or all are reported. Compliance
+/// uses the definition of `check-engagement` (compliant = next touch due after $2; 100 when
+/// there are no clocks), at the injected time rather than the view's now().
+const STATUS: &str = "
+SELECT t.id, COALESCE(t.name, ''), t.is_active, t.agent_enabled,
+       r.id, r.cycle_number, r.status, r.phase, r.started_at, r.completed_at, r.duration_ms, r.error_message,
+       l.run_id, l.lock_holder, l.expires_at,
+       a.info, a.warning, a.critical,
+       e.total, e.compliant, e.compliance_rate,
+       q.pending
+FROM public.tenants t
+LEFT JOIN LATERAL (
+    SELECT id, cycle_number, status, phase, started_at, completed_at, duration_ms, error_message
+    FROM public.agent_autonomous_runs WHERE tenant_id = t.id
+    ORDER BY cycle_number DESC LIMIT 1) r ON true
+LEFT JOIN public.agent_tenant_locks l ON l.tenant_id = t.id
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE severity = 'info')     AS info,
+           count(*) FILTER (WHERE severity = 'warning')  AS warning,
+           count(*) FILTER (WHERE severity = 'critical') AS critical
+    FROM public.agent_alerts WHERE tenant_id = t.id AND NOT acknowledged) a
+CROSS JOIN LATERAL (
+    SELECT count(*) AS total, count(*) FILTER (WHERE next_touch_due > $2) AS compliant,
+           CASE WHEN count(*) = 0 THEN 100::float8
+                ELSE round(100.0 * count(*) FILTER (WHERE next_touch_due > $2) / count(*), 2)::float8
+           END AS compliance_rate
+    FROM public.engagement_clocks WHERE tenant_id = t.id) e
+CROSS JOIN LATERAL (
+    SELECT count(*) AS pending
+    FROM public.order_processing_queue WHERE tenant_id = t.id AND status = 'pending') q
+WHERE (cardinality($1::uuid[]) = 0 AND t.is_active AND t.agent_enabled) OR t.id = ANY($1)
+ORDER BY COALESCE(t.name, ''), t.id";
+
+const GLOBAL_SWITCH: &str = "SELECT value FROM public.system_config WHERE key = 'agent_config'";
+
+#[derive(Debug, Serialize)]
+pub struct LastRun {
+    pub run_id: Uuid,
+    pub cycle_number: i32,
+    pub status: String,
+    pub phase: String,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i32>,
+    pub error_message: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Lease {
+    /// An unexpired lease exists.
+    pub held: bool,
+    pub holder: Option<String>,
+    pub run_id: Option<Uuid>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OpenAlerts {
+    pub info: i64,
+    pub warning: i64,
+    pub critical: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TenantStatus {
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub is_active: bool,
+    pub agent_enabled: bool,
+    pub last_run: Option<LastRun>,
+    pub lease: Lease,
+    pub open_alerts: OpenAlerts,
+    pub clocks: i64,
+    pub overdue: i64,
+    /// 100 × compliant / clocks, 2 decimals; 100 when there are no clocks.
+    pub compliance_rate: f64,
+    pub pending_orders: i64,
+    pub healthy: bool,
+    /// Why the tenant is unhealthy (empty when healthy).
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub tenants: Vec<TenantStatus>,
+    pub healthy: bool,
+    /// `system_config` agent_config.global_enabled (the database's kill switch).
+    pub globally_enabled: bool,
+}
+
+fn tenant_status(r: &tokio_postgres::Row, now: DateTime<Utc>) -> TenantStatus {
+    let last_run = r.get::<_, Option<Uuid>>(4).map(|id| LastRun {
+        run_id: id,
+        cycle_number: r.get(5),
+        status: r.get(6),
+        phase: r.get(7),
+        started_at: r.get(8),
+        completed_at: r.get(9),
+        duration_ms: r.get(10),
+        error_message: r.get(11),
+    });
+    let expires_at: Option<DateTime<Utc>> = r.get(14);
+    let lease = Lease {
+        held: expires_at.map(|e| e > now).unwrap_or(false),
+        holder: r.get(13),
+        run_id: r.get(12),
+        expires_at,
+    };
+    let open_alerts = OpenAlerts { info: r.get(15), warning: r.get(16), critical: r.get(17) };
+    let clocks: i64 = r.get(18);
+    let compliant: i64 = r.get(19);
+    let compliance_rate: f64 = r.get(20);
+
+    let mut problems = Vec::new();
+    if let Some(run) = &last_run {
+        match run.status.as_str() {
+            "failed" | "timeout" => problems.push(format!(
+                "last run (cycle {}) {}{}",
+                run.cycle_number,
+                if run.status == "failed" { "failed" } else { "timed out" },
+                run.error_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+            )),
+            "running" if !(lease.held && lease.run_id == Some(run.run_id)) => problems.push(format!(
+                "last run (cycle {}) is still running without a live lease (crashed runner?)",
+                run.cycle_number
+            )),
+            _ => {}
+        }
+    }
+    if open_alerts.critical > 0 {
+        problems.push(format!("{} open critical alert(s)", open_alerts.critical));
+    }
+    TenantStatus {
+        tenant_id: r.get(0),
+        name: r.get(1),
+        is_active: r.get(2),
+        agent_enabled: r.get(3),
+        last_run,
+        lease,
+        open_alerts,
+        clocks,
+        overdue: clocks - compliant,
+        compliance_rate,
+        pending_orders: r.get(21),
+        healthy: problems.is_empty(),
+        problems,
+    }
+}
+
+pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<u8> {
+    let pool = ctx.db.pool(1)?;
+    let conn = crate::db::get(&pool, &ctx.db).await?;
+    crate::db::require_tenants(&**conn, &args.tenants).await?;
+    let now = ctx.now();
+    let rows = conn.query(STATUS, &[&args.tenants, &now]).await.context("reading tenant status")?;
+    let switch: Option<Value> = conn
+        .query_opt(GLOBAL_SWITCH, &[])
+        .await
+        .context("reading the kill switch")?
+        .map(|r| r.get(0));
+    let globally_enabled = switch.and_then(|v| v.get("global_enabled").cloned()) == Some(Value::Bool(true));
+    let tenants: Vec<TenantStatus> = rows.iter().map(|r| tenant_status(r, now)).collect();
+    let report = StatusReport { healthy: tenants.iter().all(|t| t.healthy), tenants, globally_enabled };
+
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_human(&report, now);
+    }
+    Ok(if report.healthy { 0 } else { 1 })
+}
+
+fn print_human(report: &StatusReport, now: DateTime<Utc>) {
+    if !report.globally_enabled {
+        println!("agent disabled globally (system_config agent_config.global_enabled is not true)");
+    }
+    if report.tenants.is_empty() {
+        println!("no tenant with the agent enabled");
+    }
+    for t in &report.tenants {
+        let name = if t.name.is_empty() { String::new() } else { format!(" ({})", t.name) };
+        let run = match &t.last_run {
+            None => "never run".to_string(),
+            Some(r) => format!(
+                "cycle {} {} at {}{}",
+                r.cycle_number,
+                r.status,
+                r.started_at.format("%Y-%m-%d %H:%M:%SZ"),
+                r.duration_ms.map(|d| format!(" ({d} ms)")).unwrap_or_default()
+            ),
+        };
+        let lease = match (&t.lease.expires_at, t.lease.held) {
+            (Some(e), true) => format!(
+                "lease held by {} until {} ({} s left)",
+                t.lease.holder.as_deref().unwrap_or("?"),
+                e.format("%H:%M:%SZ"),
+                (*e - now).num_seconds()
+            ),
+            (Some(e), false) => format!("lease expired at {}", e.format("%Y-%m-%d %H:%M:%SZ")),
+            (None, _) => "no lease".to_string(),
+        };
+        let a = &t.open_alerts;
+        let verdict = if t.healthy { "OK".to_string() } else { format!("UNHEALTHY: {}", t.problems.join("; ")) };
+        println!(
+            "{}{name}: {run}; {lease}; open alerts {} critical, {} warning, {} info; compliance {:.1} % ({} of {} overdue); {} pending order(s); {verdict}",
+            t.tenant_id, a.critical, a.warning, a.info, t.compliance_rate, t.overdue, t.clocks, t.pending_orders
+        );
+    }
+}
