@@ -224,6 +224,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS kanban_cards_one_open_agent_card_idx
     ON public.kanban_cards (tenant_id, type, agent_target)
     WHERE agent_target IS NOT NULL AND state IN ('suggested', 'in_review', 'approved', 'executing');
 CREATE INDEX IF NOT EXISTS kanban_cards_tenant_state_idx ON public.kanban_cards (tenant_id, state, type);
+-- Deleting (pruning) a run nulls its cards' run_id through the foreign key.
+CREATE INDEX IF NOT EXISTS kanban_cards_tenant_run_idx ON public.kanban_cards (tenant_id, run_id) WHERE run_id IS NOT NULL;
 
 -- email_suppressions ----------------------------------------------------------------------
 CREATE TABLE IF NOT EXISTS public.email_suppressions (

@@ -101,7 +101,8 @@ BEGIN
     SET status = 'timeout',
         phase = 'failed',
         completed_at = greatest(p_now, r.started_at),
-        duration_ms = greatest(0, EXTRACT(EPOCH FROM (p_now - r.started_at)) * 1000)::integer,
+        -- Capped: a run left running for weeks must not overflow the integer column.
+        duration_ms = least(greatest(0, EXTRACT(EPOCH FROM (p_now - r.started_at)) * 1000), 2147483647)::integer,
         error_message = coalesce(r.error_message,
             pg_catalog.format('lease expired without release; taken over by %s', p_holder))
     WHERE r.tenant_id = p_tenant_id AND r.status = 'running';
@@ -219,7 +220,8 @@ BEGIN
     SET status = p_status,
         phase = CASE WHEN p_status = 'completed' THEN 'completed' ELSE 'failed' END,
         completed_at = greatest(p_now, r.started_at),
-        duration_ms = greatest(0, EXTRACT(EPOCH FROM (p_now - r.started_at)) * 1000)::integer,
+        -- Capped: a run left running for weeks must not overflow the integer column.
+        duration_ms = least(greatest(0, EXTRACT(EPOCH FROM (p_now - r.started_at)) * 1000), 2147483647)::integer,
         error_message = coalesce(p_error, r.error_message)
     WHERE r.id = p_run_id AND r.tenant_id = p_tenant_id AND r.status = 'running';
     RETURN true;

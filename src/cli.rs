@@ -292,8 +292,14 @@ pub fn parse_retention(s: &str) -> Result<Retention, String> {
         _ => return Err(bad()),
     };
     // Bounded so the cutoff stays a valid timestamp (about 1000 years).
-    let secs = n.checked_mul(secs_per_unit).filter(|s| *s <= 1000 * 366 * 86_400).ok_or_else(bad)?;
-    Ok(Retention { text: t.to_string(), duration: chrono::Duration::seconds(secs) })
+    let secs = n
+        .checked_mul(secs_per_unit)
+        .filter(|s| *s <= 1000 * 366 * 86_400)
+        .ok_or_else(bad)?;
+    Ok(Retention {
+        text: t.to_string(),
+        duration: chrono::Duration::seconds(secs),
+    })
 }
 
 /// The metrics file's directory must exist (the file is renamed into it), and the path

@@ -60,7 +60,8 @@ impl Sample {
         previous_success: Option<f64>,
     ) -> Sample {
         let mut tenants = [0u64; 4];
-        let (mut planned, mut executed, mut blocked, mut emails, mut cards) = (0i64, 0i64, 0i64, 0i64, 0i64);
+        let (mut planned, mut executed, mut blocked, mut emails, mut cards) =
+            (0i64, 0i64, 0i64, 0i64, 0i64);
         for t in &report.tenants {
             if let Some(i) = STATUSES.iter().position(|s| *s == t.status) {
                 tenants[i] += 1;
@@ -83,7 +84,11 @@ impl Sample {
             emails_sent: emails,
             cards_created: cards,
             open_alerts,
-            last_success: if succeeded { Some(epoch_seconds(now)) } else { previous_success },
+            last_success: if succeeded {
+                Some(epoch_seconds(now))
+            } else {
+                previous_success
+            },
         }
     }
 }
@@ -133,7 +138,12 @@ pub fn render(s: &Sample) -> String {
         .zip(s.tenants)
         .map(|(st, n)| (format!("{{status=\"{st}\"}}"), n as f64))
         .collect();
-    family("autopilot_tenants", "gauge", "Tenants of the last run-cycle by outcome.", &by_status);
+    family(
+        "autopilot_tenants",
+        "gauge",
+        "Tenants of the last run-cycle by outcome.",
+        &by_status,
+    );
     family(
         "autopilot_actions_total",
         "gauge",
@@ -144,8 +154,18 @@ pub fn render(s: &Sample) -> String {
             ("{kind=\"blocked\"}".to_string(), s.blocked as f64),
         ],
     );
-    family("autopilot_emails_sent", "gauge", "E-mails sent by the last run-cycle.", &one(s.emails_sent as f64));
-    family("autopilot_cards_created", "gauge", "Cards created by the last run-cycle.", &one(s.cards_created as f64));
+    family(
+        "autopilot_emails_sent",
+        "gauge",
+        "E-mails sent by the last run-cycle.",
+        &one(s.emails_sent as f64),
+    );
+    family(
+        "autopilot_cards_created",
+        "gauge",
+        "Cards created by the last run-cycle.",
+        &one(s.cards_created as f64),
+    );
     if let Some(a) = s.open_alerts {
         family(
             "autopilot_open_alerts",
@@ -186,10 +206,14 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
         .to_string();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let written = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(text.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(text.as_bytes())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
         Ok(())
     })();
     if written.is_err() {
@@ -206,7 +230,10 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
 async fn open_alerts(ctx: &Context) -> Result<OpenAlerts> {
     let pool = ctx.db.pool(1)?;
     let conn = crate::db::get(&pool, &ctx.db).await?;
-    let rows = conn.query(OPEN_ALERTS, &[]).await.context("counting open alerts")?;
+    let rows = conn
+        .query(OPEN_ALERTS, &[])
+        .await
+        .context("counting open alerts")?;
     let mut a = OpenAlerts::default();
     for r in rows {
         let severity: String = r.get(0);
@@ -251,7 +278,9 @@ mod tests {
 
     fn sample() -> Sample {
         Sample {
-            now: DateTime::parse_from_rfc3339("2025-01-02T03:04:05.5Z").unwrap().with_timezone(&Utc),
+            now: DateTime::parse_from_rfc3339("2025-01-02T03:04:05.5Z")
+                .unwrap()
+                .with_timezone(&Utc),
             disabled: false,
             duration_ms: 1500,
             tenants: [2, 1, 0, 3],
@@ -260,7 +289,11 @@ mod tests {
             blocked: 2,
             emails_sent: 1,
             cards_created: 4,
-            open_alerts: Some(OpenAlerts { info: 0, warning: 2, critical: 1 }),
+            open_alerts: Some(OpenAlerts {
+                info: 0,
+                warning: 2,
+                critical: 1,
+            }),
             last_success: Some(1_700_000_000.0),
         }
     }
@@ -281,7 +314,10 @@ mod tests {
 
     #[test]
     fn last_success_is_omitted_when_never_succeeded() {
-        let text = render(&Sample { last_success: None, ..sample() });
+        let text = render(&Sample {
+            last_success: None,
+            ..sample()
+        });
         assert!(!text.contains(LAST_SUCCESS));
     }
 }

@@ -133,7 +133,10 @@ pub async fn run(ctx: &Context, args: &PruneArgs) -> Result<u8> {
             tracing::info!(table = rule.table, rows = total, "pruned");
             total
         };
-        tables.push(TableCount { table: rule.table, rows });
+        tables.push(TableCount {
+            table: rule.table,
+            rows,
+        });
     }
     let report = PruneReport {
         dry_run: args.dry_run,
@@ -145,12 +148,20 @@ pub async fn run(ctx: &Context, args: &PruneArgs) -> Result<u8> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        let verb = if report.dry_run { "would delete" } else { "deleted" };
+        let verb = if report.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
         println!(
             "records older than {} (before {}){}:",
             report.older_than,
             report.cutoff.format("%Y-%m-%d %H:%M:%SZ"),
-            if report.dry_run { ", dry run: nothing deleted" } else { "" }
+            if report.dry_run {
+                ", dry run: nothing deleted"
+            } else {
+                ""
+            }
         );
         for t in &report.tables {
             println!("  {:<28} {verb} {}", t.table, t.rows);

@@ -124,7 +124,11 @@ fn tenant_status(r: &tokio_postgres::Row, now: DateTime<Utc>) -> TenantStatus {
         run_id: r.get(12),
         expires_at,
     };
-    let open_alerts = OpenAlerts { info: r.get(15), warning: r.get(16), critical: r.get(17) };
+    let open_alerts = OpenAlerts {
+        info: r.get(15),
+        warning: r.get(16),
+        critical: r.get(17),
+    };
     let clocks: i64 = r.get(18);
     let compliant: i64 = r.get(19);
     let compliance_rate: f64 = r.get(20);
@@ -135,13 +139,22 @@ fn tenant_status(r: &tokio_postgres::Row, now: DateTime<Utc>) -> TenantStatus {
             "failed" | "timeout" => problems.push(format!(
                 "last run (cycle {}) {}{}",
                 run.cycle_number,
-                if run.status == "failed" { "failed" } else { "timed out" },
-                run.error_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+                if run.status == "failed" {
+                    "failed"
+                } else {
+                    "timed out"
+                },
+                run.error_message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
             )),
-            "running" if !(lease.held && lease.run_id == Some(run.run_id)) => problems.push(format!(
-                "last run (cycle {}) is still running without a live lease (crashed runner?)",
-                run.cycle_number
-            )),
+            "running" if !(lease.held && lease.run_id == Some(run.run_id)) => {
+                problems.push(format!(
+                    "last run (cycle {}) is still running without a live lease (crashed runner?)",
+                    run.cycle_number
+                ))
+            }
             _ => {}
         }
     }
@@ -170,15 +183,23 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<u8> {
     let conn = crate::db::get(&pool, &ctx.db).await?;
     crate::db::require_tenants(&**conn, &args.tenants).await?;
     let now = ctx.now();
-    let rows = conn.query(STATUS, &[&args.tenants, &now]).await.context("reading tenant status")?;
+    let rows = conn
+        .query(STATUS, &[&args.tenants, &now])
+        .await
+        .context("reading tenant status")?;
     let switch: Option<Value> = conn
         .query_opt(GLOBAL_SWITCH, &[])
         .await
         .context("reading the kill switch")?
         .map(|r| r.get(0));
-    let globally_enabled = switch.and_then(|v| v.get("global_enabled").cloned()) == Some(Value::Bool(true));
+    let globally_enabled =
+        switch.and_then(|v| v.get("global_enabled").cloned()) == Some(Value::Bool(true));
     let tenants: Vec<TenantStatus> = rows.iter().map(|r| tenant_status(r, now)).collect();
-    let report = StatusReport { healthy: tenants.iter().all(|t| t.healthy), tenants, globally_enabled };
+    let report = StatusReport {
+        healthy: tenants.iter().all(|t| t.healthy),
+        tenants,
+        globally_enabled,
+    };
 
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -196,7 +217,11 @@ fn print_human(report: &StatusReport, now: DateTime<Utc>) {
         println!("no tenant with the agent enabled");
     }
     for t in &report.tenants {
-        let name = if t.name.is_empty() { String::new() } else { format!(" ({})", t.name) };
+        let name = if t.name.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", t.name)
+        };
         let run = match &t.last_run {
             None => "never run".to_string(),
             Some(r) => format!(
@@ -204,7 +229,9 @@ fn print_human(report: &StatusReport, now: DateTime<Utc>) {
                 r.cycle_number,
                 r.status,
                 r.started_at.format("%Y-%m-%d %H:%M:%SZ"),
-                r.duration_ms.map(|d| format!(" ({d} ms)")).unwrap_or_default()
+                r.duration_ms
+                    .map(|d| format!(" ({d} ms)"))
+                    .unwrap_or_default()
             ),
         };
         let lease = match (&t.lease.expires_at, t.lease.held) {
@@ -218,7 +245,11 @@ fn print_human(report: &StatusReport, now: DateTime<Utc>) {
             (None, _) => "no lease".to_string(),
         };
         let a = &t.open_alerts;
-        let verdict = if t.healthy { "OK".to_string() } else { format!("UNHEALTHY: {}", t.problems.join("; ")) };
+        let verdict = if t.healthy {
+            "OK".to_string()
+        } else {
+            format!("UNHEALTHY: {}", t.problems.join("; "))
+        };
         println!(
             "{}{name}: {run}; {lease}; open alerts {} critical, {} warning, {} info; compliance {:.1} % ({} of {} overdue); {} pending order(s); {verdict}",
             t.tenant_id, a.critical, a.warning, a.info, t.compliance_rate, t.overdue, t.clocks, t.pending_orders

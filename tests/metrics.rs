@@ -26,31 +26,60 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
             let mut parts = rest.split(' ');
             types.push(parts.next().unwrap().to_string());
             let kind = parts.next().unwrap_or("");
-            assert!(["gauge", "counter", "untyped"].contains(&kind), "bad TYPE line: {line}");
+            assert!(
+                ["gauge", "counter", "untyped"].contains(&kind),
+                "bad TYPE line: {line}"
+            );
             continue;
         }
-        assert!(!line.starts_with('#') && !line.trim().is_empty(), "unexpected line: {line:?}");
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value is not a float: {line}"));
+        assert!(
+            !line.starts_with('#') && !line.trim().is_empty(),
+            "unexpected line: {line:?}"
+        );
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("value is not a float: {line}"));
         let name = series.split('{').next().unwrap();
         assert!(
             !name.is_empty()
                 && name.chars().next().unwrap().is_ascii_alphabetic()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "bad metric name: {line}"
         );
         if let Some(labels) = series.strip_prefix(name) {
             if !labels.is_empty() {
-                let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}')).unwrap_or_else(|| panic!("bad labels: {line}"));
+                let inner = labels
+                    .strip_prefix('{')
+                    .and_then(|l| l.strip_suffix('}'))
+                    .unwrap_or_else(|| panic!("bad labels: {line}"));
                 for pair in inner.split(',') {
-                    let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("bad label: {line}"));
-                    assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "bad label name: {line}");
-                    assert!(v.len() >= 2 && v.starts_with('"') && v.ends_with('"'), "unquoted label value: {line}");
+                    let (k, v) = pair
+                        .split_once('=')
+                        .unwrap_or_else(|| panic!("bad label: {line}"));
+                    assert!(
+                        k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                        "bad label name: {line}"
+                    );
+                    assert!(
+                        v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                        "unquoted label value: {line}"
+                    );
                 }
             }
         }
-        assert!(help.iter().any(|h| h == name) && types.iter().any(|t| t == name), "{name} has no HELP/TYPE before it");
-        assert!(samples.insert(series.to_string(), value).is_none(), "duplicate series {series}");
+        assert!(
+            help.iter().any(|h| h == name) && types.iter().any(|t| t == name),
+            "{name} has no HELP/TYPE before it"
+        );
+        assert!(
+            samples.insert(series.to_string(), value).is_none(),
+            "duplicate series {series}"
+        );
     }
     samples
 }
@@ -66,8 +95,10 @@ fn inode(path: &Path) -> u64 {
 }
 
 fn dir_entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
     names.sort();
     names
 }
@@ -77,7 +108,15 @@ async fn tenant_with_overdue_contacts(c: &Client, name: &str, n: usize) -> Uuid 
     let t = tenant(c, name, true).await;
     let cl = client_row(c, t, &format!("{name} Lending")).await;
     for i in 0..n {
-        contact(c, t, cl, Some(&format!("p{i}@{}.example", name.to_lowercase())), None, false).await;
+        contact(
+            c,
+            t,
+            cl,
+            Some(&format!("p{i}@{}.example", name.to_lowercase())),
+            None,
+            false,
+        )
+        .await;
     }
     c.execute(
         "INSERT INTO engagement_clocks (tenant_id, client_id, contact_id, next_touch_due)
@@ -111,10 +150,18 @@ async fn run_cycle_writes_a_parseable_metrics_file_with_this_cycles_figures() {
         .output()
         .unwrap();
 
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m = read(&path);
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("# TYPE autopilot_open_alerts gauge"), "{text}");
+    assert!(
+        text.contains("# TYPE autopilot_open_alerts gauge"),
+        "{text}"
+    );
     assert_eq!(m["autopilot_last_run_timestamp_seconds"], T1_SECS);
     assert_eq!(m["autopilot_last_success_timestamp_seconds"], T1_SECS);
     assert_eq!(m["autopilot_disabled"], 0.0);
@@ -131,7 +178,10 @@ async fn run_cycle_writes_a_parseable_metrics_file_with_this_cycles_figures() {
     assert_eq!(m["autopilot_emails_sent"], 0.0);
     // Acme's compliance is 0 %: the cycle opened exactly one warning alert.
     let open: Vec<(String, i64)> = c
-        .query("SELECT severity, count(*) FROM agent_alerts WHERE NOT acknowledged GROUP BY severity", &[])
+        .query(
+            "SELECT severity, count(*) FROM agent_alerts WHERE NOT acknowledged GROUP BY severity",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -160,17 +210,29 @@ async fn an_existing_metrics_file_is_replaced_whole_and_no_temp_file_is_left() {
     let old_inode = inode(&path);
 
     for now in [T1, T2] {
-        db.cmd().args(["run-cycle", "--now", now, "--metrics-file"]).arg(&path).assert().success();
+        db.cmd()
+            .args(["run-cycle", "--now", now, "--metrics-file"])
+            .arg(&path)
+            .assert()
+            .success();
     }
 
     assert_eq!(dir_entries(dir.path()), ["autopilot.prom"]);
     assert_ne!(inode(&path), old_inode);
     if old_view.exists() {
-        assert_eq!(std::fs::read_to_string(&old_view).unwrap(), "stale_metric 42\n");
+        assert_eq!(
+            std::fs::read_to_string(&old_view).unwrap(),
+            "stale_metric 42\n"
+        );
     }
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(!text.contains("stale_metric"), "{text}");
-    assert_eq!(text.matches("# TYPE autopilot_last_run_timestamp_seconds").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("# TYPE autopilot_last_run_timestamp_seconds")
+            .count(),
+        1,
+        "{text}"
+    );
     let m = read(&path);
     assert_eq!(m["autopilot_last_run_timestamp_seconds"], T2_SECS);
     assert_eq!(m["autopilot_last_success_timestamp_seconds"], T2_SECS);
@@ -184,12 +246,24 @@ async fn a_failed_cycle_keeps_the_previous_last_success() {
     let t = tenant(&c, "Acme", true).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("autopilot.prom");
-    db.cmd().args(["run-cycle", "--now", T1, "--metrics-file"]).arg(&path).assert().success();
-    c.execute("UPDATE tenants SET agent_settings = '{\"max_emails_per_hour\": \"lots\"}' WHERE id = $1", &[&t])
-        .await
-        .unwrap();
+    db.cmd()
+        .args(["run-cycle", "--now", T1, "--metrics-file"])
+        .arg(&path)
+        .assert()
+        .success();
+    c.execute(
+        "UPDATE tenants SET agent_settings = '{\"max_emails_per_hour\": \"lots\"}' WHERE id = $1",
+        &[&t],
+    )
+    .await
+    .unwrap();
 
-    let out = db.cmd().args(["run-cycle", "--now", T2, "--metrics-file"]).arg(&path).output().unwrap();
+    let out = db
+        .cmd()
+        .args(["run-cycle", "--now", T2, "--metrics-file"])
+        .arg(&path)
+        .output()
+        .unwrap();
 
     assert_eq!(out.status.code(), Some(1));
     let m = read(&path);
@@ -206,16 +280,34 @@ async fn last_success_is_absent_until_a_cycle_succeeds() {
     let db = TestDb::new().await;
     let c = db.client().await;
     enable_agent_globally(&c).await;
-    tenant_with_settings(&c, "Broken", serde_json::json!({"max_actions_per_cycle": -1})).await;
+    tenant_with_settings(
+        &c,
+        "Broken",
+        serde_json::json!({"max_actions_per_cycle": -1}),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("autopilot.prom");
 
-    let out = db.cmd().args(["run-cycle", "--metrics-file"]).arg(&path).output().unwrap();
+    let out = db
+        .cmd()
+        .args(["run-cycle", "--metrics-file"])
+        .arg(&path)
+        .output()
+        .unwrap();
 
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let m = read(&path);
     assert!(m.contains_key("autopilot_last_run_timestamp_seconds"));
-    assert!(!m.contains_key("autopilot_last_success_timestamp_seconds"), "{m:?}");
+    assert!(
+        !m.contains_key("autopilot_last_success_timestamp_seconds"),
+        "{m:?}"
+    );
 }
 
 #[tokio::test]
@@ -227,14 +319,21 @@ async fn the_kill_switch_writes_disabled_and_runs_nothing() {
     let path = dir.path().join("autopilot.prom");
 
     // Through the environment variable this time.
-    db.cmd().args(["run-cycle", "--now", T1]).env("AUTOPILOT_METRICS_FILE", &path).assert().success();
+    db.cmd()
+        .args(["run-cycle", "--now", T1])
+        .env("AUTOPILOT_METRICS_FILE", &path)
+        .assert()
+        .success();
 
     let m = read(&path);
     assert_eq!(m["autopilot_disabled"], 1.0);
     assert_eq!(m["autopilot_last_run_timestamp_seconds"], T1_SECS);
     assert!(!m.contains_key("autopilot_last_success_timestamp_seconds"));
     assert_eq!(m["autopilot_tenants{status=\"completed\"}"], 0.0);
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_autonomous_runs").await, 0);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -246,7 +345,11 @@ async fn dry_run_writes_no_metrics_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("autopilot.prom");
 
-    db.cmd().args(["run-cycle", "--dry-run", "--metrics-file"]).arg(&path).assert().success();
+    db.cmd()
+        .args(["run-cycle", "--dry-run", "--metrics-file"])
+        .arg(&path)
+        .assert()
+        .success();
 
     assert!(dir_entries(dir.path()).is_empty());
 }
@@ -260,9 +363,17 @@ async fn a_metrics_file_in_a_missing_directory_exits_2_before_any_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no-such-dir").join("autopilot.prom");
 
-    let out = db.cmd().args(["run-cycle", "--metrics-file"]).arg(&path).output().unwrap();
+    let out = db
+        .cmd()
+        .args(["run-cycle", "--metrics-file"])
+        .arg(&path)
+        .output()
+        .unwrap();
 
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_autonomous_runs").await, 0);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
+        0
+    );
 }

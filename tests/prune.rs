@@ -25,7 +25,12 @@ fn counts(doc: &Value) -> Vec<(String, i64)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["table"].as_str().unwrap().to_string(), t["rows"].as_i64().unwrap()))
+        .map(|t| {
+            (
+                t["table"].as_str().unwrap().to_string(),
+                t["rows"].as_i64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -193,9 +198,18 @@ async fn prune_removes_exactly_the_rows_past_retention_and_reports_counts() {
     let c = db.client().await;
     let (_, keep) = arrange(&c).await;
 
-    let out = db.cmd().args(["prune", "--older-than", "90d", "--json"]).output().unwrap();
+    let out = db
+        .cmd()
+        .args(["prune", "--older-than", "90d", "--json"])
+        .output()
+        .unwrap();
 
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc = json_of(&out);
     assert_eq!(doc["dry_run"], false);
     assert_eq!(doc["older_than"], "90d");
@@ -203,7 +217,11 @@ async fn prune_removes_exactly_the_rows_past_retention_and_reports_counts() {
     assert_eq!(doc["total"], 9);
     // Exactly the kept rows remain, table by table.
     for table in TABLES {
-        let mut expected: Vec<Uuid> = keep.iter().filter(|(t, _)| *t == table).map(|(_, id)| *id).collect();
+        let mut expected: Vec<Uuid> = keep
+            .iter()
+            .filter(|(t, _)| *t == table)
+            .map(|(_, id)| *id)
+            .collect();
         expected.sort();
         let mut remaining: Vec<Uuid> = c
             .query(&format!("SELECT id FROM {table}"), &[])
@@ -224,7 +242,11 @@ async fn dry_run_deletes_nothing_and_reports_the_same_counts_as_the_real_prune()
     arrange(&c).await;
     let before = table_counts(&c).await;
 
-    let dry = db.cmd().args(["prune", "--dry-run", "--json"]).output().unwrap();
+    let dry = db
+        .cmd()
+        .args(["prune", "--dry-run", "--json"])
+        .output()
+        .unwrap();
 
     assert_eq!(dry.status.code(), Some(0));
     assert_eq!(table_counts(&c).await, before);
@@ -255,16 +277,33 @@ async fn a_running_run_and_the_leased_run_are_never_pruned() {
     .await
     .unwrap();
 
-    let out = db.cmd().args(["prune", "--older-than", "30d", "--json"]).output().unwrap();
+    let out = db
+        .cmd()
+        .args(["prune", "--older-than", "30d", "--json"])
+        .output()
+        .unwrap();
 
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut remaining: Vec<Uuid> =
-        c.query("SELECT id FROM agent_autonomous_runs", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut remaining: Vec<Uuid> = c
+        .query("SELECT id FROM agent_autonomous_runs", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     remaining.sort();
     let mut expected = vec![crashed, leased];
     expected.sort();
     assert_eq!(remaining, expected, "only the finished run {old} goes");
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_tenant_locks").await, 1);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -275,18 +314,35 @@ async fn a_tenants_latest_run_is_kept_so_cycle_numbers_keep_counting() {
     run_days_ago(&c, t, 1, "completed", 200).await;
     let latest = run_days_ago(&c, t, 2, "completed", 150).await;
 
-    db.cmd().args(["prune", "--older-than", "30d"]).assert().success();
+    db.cmd()
+        .args(["prune", "--older-than", "30d"])
+        .assert()
+        .success();
 
-    let remaining: Vec<Uuid> =
-        c.query("SELECT id FROM agent_autonomous_runs", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    let remaining: Vec<Uuid> = c
+        .query("SELECT id FROM agent_autonomous_runs", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(remaining, [latest]);
     let run: Uuid = c
-        .query_one("SELECT acquire_tenant_lease($1, 'h', interval '1 minute', 'manual', now())", &[&t])
+        .query_one(
+            "SELECT acquire_tenant_lease($1, 'h', interval '1 minute', 'manual', now())",
+            &[&t],
+        )
         .await
         .unwrap()
         .get(0);
-    let next: i32 =
-        c.query_one("SELECT cycle_number FROM agent_autonomous_runs WHERE id = $1", &[&run]).await.unwrap().get(0);
+    let next: i32 = c
+        .query_one(
+            "SELECT cycle_number FROM agent_autonomous_runs WHERE id = $1",
+            &[&run],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(next, 3);
 }
 
@@ -302,15 +358,35 @@ async fn small_batches_loop_until_every_old_row_is_gone() {
     )
     .await
     .unwrap();
-    c.execute("INSERT INTO email_provider_failures (tenant_id, error_type) VALUES ($1, '5xx')", &[&t]).await.unwrap();
+    c.execute(
+        "INSERT INTO email_provider_failures (tenant_id, error_type) VALUES ($1, '5xx')",
+        &[&t],
+    )
+    .await
+    .unwrap();
 
-    let out = db.cmd().args(["prune", "--batch", "2", "--json"]).output().unwrap();
+    let out = db
+        .cmd()
+        .args(["prune", "--batch", "2", "--json"])
+        .output()
+        .unwrap();
 
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc = json_of(&out);
-    let failures = counts(&doc).into_iter().find(|(t, _)| t == "email_provider_failures").unwrap();
+    let failures = counts(&doc)
+        .into_iter()
+        .find(|(t, _)| t == "email_provider_failures")
+        .unwrap();
     assert_eq!(failures.1, 7);
-    assert_eq!(count(&c, "SELECT count(*) FROM email_provider_failures").await, 1);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM email_provider_failures").await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -326,9 +402,25 @@ async fn retention_is_relative_to_the_injected_now() {
     .unwrap();
     let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
 
-    let at_now = json_of(&db.cmd().args(["prune", "--older-than", "12h", "--dry-run", "--json"]).output().unwrap());
+    let at_now = json_of(
+        &db.cmd()
+            .args(["prune", "--older-than", "12h", "--dry-run", "--json"])
+            .output()
+            .unwrap(),
+    );
     let later = json_of(
-        &db.cmd().args(["prune", "--older-than", "12h", "--dry-run", "--json", "--now", &tomorrow]).output().unwrap(),
+        &db.cmd()
+            .args([
+                "prune",
+                "--older-than",
+                "12h",
+                "--dry-run",
+                "--json",
+                "--now",
+                &tomorrow,
+            ])
+            .output()
+            .unwrap(),
     );
 
     assert_eq!(at_now["total"], 0);
@@ -343,7 +435,11 @@ async fn a_malformed_duration_exits_2_and_deletes_nothing() {
     let before = table_counts(&c).await;
 
     for bad in ["90", "d", "90x", "-5d", "0d", "1.5d"] {
-        let out = db.cmd().args(["prune", "--older-than", bad]).output().unwrap();
+        let out = db
+            .cmd()
+            .args(["prune", "--older-than", bad])
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "--older-than {bad}");
         assert!(out.stdout.is_empty());
     }
@@ -356,7 +452,11 @@ async fn human_output_names_every_table_and_says_when_nothing_was_deleted() {
     let c = db.client().await;
     arrange(&c).await;
 
-    let out = db.cmd().args(["prune", "--dry-run", "--older-than", "30m"]).output().unwrap();
+    let out = db
+        .cmd()
+        .args(["prune", "--dry-run", "--older-than", "30m"])
+        .output()
+        .unwrap();
 
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);

@@ -24,7 +24,13 @@ fn stdout(out: &std::process::Output) -> String {
 }
 
 /// A finished run of `tenant`, as a cycle leaves it.
-async fn finished_run(c: &Client, tenant: Uuid, cycle: i32, status: &str, error: Option<&str>) -> Uuid {
+async fn finished_run(
+    c: &Client,
+    tenant: Uuid,
+    cycle: i32,
+    status: &str,
+    error: Option<&str>,
+) -> Uuid {
     c.query_one(
         "INSERT INTO agent_autonomous_runs (tenant_id, cycle_number, started_at, completed_at, phase, status,
                                             duration_ms, error_message)
@@ -54,14 +60,28 @@ async fn status_exits_0_for_a_tenant_whose_last_cycle_completed() {
     let c = db.client().await;
     enable_agent_globally(&c).await;
     let t = tenant(&c, "Acme", true).await;
-    db.cmd().args(["run-cycle", "--tenant", &t.to_string()]).assert().success();
+    db.cmd()
+        .args(["run-cycle", "--tenant", &t.to_string()])
+        .assert()
+        .success();
 
     let out = db.cmd().arg("status").output().unwrap();
 
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = stdout(&out);
     assert_eq!(text.lines().count(), 1, "one line per tenant: {text}");
-    assert!(text.starts_with(&t.to_string()) && text.contains("cycle 1 completed") && text.contains("OK"), "{text}");
+    assert!(
+        text.starts_with(&t.to_string())
+            && text.contains("cycle 1 completed")
+            && text.contains("OK"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -76,7 +96,10 @@ async fn status_exits_1_when_the_last_run_failed() {
 
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
-    assert!(text.contains("UNHEALTHY") && text.contains("cycle 2) failed: boom"), "{text}");
+    assert!(
+        text.contains("UNHEALTHY") && text.contains("cycle 2) failed: boom"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -119,11 +142,23 @@ async fn status_exits_1_with_an_open_critical_alert_and_0_once_it_is_acknowledge
 
     let out = db.cmd().arg("status").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("1 open critical alert(s)"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("1 open critical alert(s)"),
+        "{}",
+        stdout(&out)
+    );
 
-    db.cmd().args(["ack-alert", &critical.to_string()]).assert().success();
+    db.cmd()
+        .args(["ack-alert", &critical.to_string()])
+        .assert()
+        .success();
     let out = db.cmd().arg("status").output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "an open warning alone is healthy: {}", stdout(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "an open warning alone is healthy: {}",
+        stdout(&out)
+    );
 }
 
 #[tokio::test]
@@ -132,7 +167,11 @@ async fn status_exits_2_on_an_unknown_tenant_and_prints_nothing() {
     let c = db.client().await;
     tenant(&c, "Acme", true).await;
 
-    let out = db.cmd().args(["status", "--tenant", &Uuid::new_v4().to_string()]).output().unwrap();
+    let out = db
+        .cmd()
+        .args(["status", "--tenant", &Uuid::new_v4().to_string()])
+        .output()
+        .unwrap();
 
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
@@ -146,11 +185,21 @@ async fn status_reports_enabled_tenants_by_default_and_exactly_the_listed_ones_o
     let on = tenant(&c, "On", true).await;
     let off = tenant(&c, "Off", false).await;
     let ids = |doc: &Value| -> Vec<String> {
-        doc["tenants"].as_array().unwrap().iter().map(|t| t["tenant_id"].as_str().unwrap().to_string()).collect()
+        doc["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["tenant_id"].as_str().unwrap().to_string())
+            .collect()
     };
 
     let all = json_of(&db.cmd().args(["status", "--json"]).output().unwrap());
-    let listed = json_of(&db.cmd().args(["status", "--json", "--tenant", &off.to_string()]).output().unwrap());
+    let listed = json_of(
+        &db.cmd()
+            .args(["status", "--json", "--tenant", &off.to_string()])
+            .output()
+            .unwrap(),
+    );
 
     assert_eq!(ids(&all), [on.to_string()]);
     assert_eq!(ids(&listed), [off.to_string()]);
@@ -182,7 +231,12 @@ async fn status_json_has_run_lease_alerts_compliance_and_queue_depth() {
     order(&c, t, cl).await;
     order(&c, t, cl).await;
     let done = order(&c, t, cl).await;
-    c.execute("UPDATE order_processing_queue SET status = 'validated' WHERE order_id = $1", &[&done]).await.unwrap();
+    c.execute(
+        "UPDATE order_processing_queue SET status = 'validated' WHERE order_id = $1",
+        &[&done],
+    )
+    .await
+    .unwrap();
     finished_run(&c, t, 1, "completed", None).await;
     // A cycle in flight: its run is `running` under a live lease.
     let run: Uuid = c
@@ -193,15 +247,28 @@ async fn status_json_has_run_lease_alerts_compliance_and_queue_depth() {
     open_alert(&c, t, "low_engagement_compliance", "warning").await;
     open_alert(&c, t, "policy_block_spike", "warning").await;
     let acked = open_alert(&c, t, "cycle_failure_rate", "critical").await;
-    c.execute("UPDATE agent_alerts SET acknowledged = true, acknowledged_at = now() WHERE id = $1", &[&acked])
-        .await
-        .unwrap();
+    c.execute(
+        "UPDATE agent_alerts SET acknowledged = true, acknowledged_at = now() WHERE id = $1",
+        &[&acked],
+    )
+    .await
+    .unwrap();
 
     let out = db.cmd().args(["status", "--json"]).output().unwrap();
 
-    assert_eq!(out.status.code(), Some(0), "a running cycle under its lease is healthy: {}", stdout(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a running cycle under its lease is healthy: {}",
+        stdout(&out)
+    );
     let doc = json_of(&out);
-    let mut keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = doc
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort();
     assert_eq!(keys, ["globally_enabled", "healthy", "tenants"]);
     assert_eq!(doc["healthy"], true);
@@ -217,8 +284,14 @@ async fn status_json_has_run_lease_alerts_compliance_and_queue_depth() {
     assert_eq!(ts["lease"]["holder"], "host-a:1");
     assert_eq!(ts["lease"]["run_id"], run.to_string());
     let expires: DateTime<Utc> = ts["lease"]["expires_at"].as_str().unwrap().parse().unwrap();
-    assert!(expires > Utc::now() + Duration::minutes(9) && expires <= Utc::now() + Duration::minutes(10));
-    assert_eq!(ts["open_alerts"], serde_json::json!({"info": 0, "warning": 2, "critical": 0}));
+    assert!(
+        expires > Utc::now() + Duration::minutes(9)
+            && expires <= Utc::now() + Duration::minutes(10)
+    );
+    assert_eq!(
+        ts["open_alerts"],
+        serde_json::json!({"info": 0, "warning": 2, "critical": 0})
+    );
     assert_eq!(ts["clocks"], 4);
     assert_eq!(ts["overdue"], 1);
     assert_eq!(ts["compliance_rate"], 75.0);
@@ -232,19 +305,29 @@ async fn a_running_run_whose_lease_expired_is_reported_unhealthy() {
     let db = TestDb::new().await;
     let c = db.client().await;
     let t = tenant(&c, "Acme", true).await;
-    c.execute("SELECT acquire_tenant_lease($1, 'host-a:1', interval '1 minute', 'scheduled', now())", &[&t])
-        .await
-        .unwrap();
+    c.execute(
+        "SELECT acquire_tenant_lease($1, 'host-a:1', interval '1 minute', 'scheduled', now())",
+        &[&t],
+    )
+    .await
+    .unwrap();
     let later = (Utc::now() + Duration::hours(2)).to_rfc3339();
 
     let now_out = db.cmd().args(["status", "--json"]).output().unwrap();
-    let later_out = db.cmd().args(["status", "--json", "--now", &later]).output().unwrap();
+    let later_out = db
+        .cmd()
+        .args(["status", "--json", "--now", &later])
+        .output()
+        .unwrap();
 
     assert_eq!(now_out.status.code(), Some(0), "{}", stdout(&now_out));
     assert_eq!(later_out.status.code(), Some(1), "{}", stdout(&later_out));
     let doc = json_of(&later_out);
     assert_eq!(doc["tenants"][0]["lease"]["held"], false);
-    assert!(doc["tenants"][0]["problems"][0].as_str().unwrap().contains("without a live lease"));
+    assert!(doc["tenants"][0]["problems"][0]
+        .as_str()
+        .unwrap()
+        .contains("without a live lease"));
 }
 
 #[tokio::test]
@@ -265,35 +348,79 @@ async fn a_tenant_without_clocks_is_100_percent_compliant() {
 
 #[test]
 fn bash_completions_name_every_command_without_a_database() {
-    let out = assert_cmd::Command::new(BIN).env_clear().args(["completions", "bash"]).output().unwrap();
+    let out = assert_cmd::Command::new(BIN)
+        .env_clear()
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
 
     assert_eq!(out.status.code(), Some(0));
     let script = stdout(&out);
-    for cmd in ["run-cycle", "check-engagement", "ack-alert", "status", "prune"] {
-        assert!(script.contains(cmd), "{cmd} missing from the bash completions");
+    for cmd in [
+        "run-cycle",
+        "check-engagement",
+        "ack-alert",
+        "status",
+        "prune",
+    ] {
+        assert!(
+            script.contains(cmd),
+            "{cmd} missing from the bash completions"
+        );
     }
 }
 
 #[test]
 fn completions_for_an_unknown_shell_exit_2() {
-    let out = assert_cmd::Command::new(BIN).env_clear().args(["completions", "tcsh"]).output().unwrap();
+    let out = assert_cmd::Command::new(BIN)
+        .env_clear()
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn version_names_the_git_commit() {
-    let out = assert_cmd::Command::new(BIN).env_clear().arg("--version").output().unwrap();
+    let out = assert_cmd::Command::new(BIN)
+        .env_clear()
+        .arg("--version")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
-    let commit = text.trim().rsplit_once('(').and_then(|(_, c)| c.strip_suffix(')')).unwrap_or("");
-    assert!(commit.len() == 12 && commit.chars().all(|ch| ch.is_ascii_hexdigit()), "{text}");
+    let commit = text
+        .trim()
+        .rsplit_once('(')
+        .and_then(|(_, c)| c.strip_suffix(')'))
+        .unwrap_or("");
+    assert!(
+        commit.len() == 12 && commit.chars().all(|ch| ch.is_ascii_hexdigit()),
+        "{text}"
+    );
 }
 
 #[test]
 fn every_command_help_has_an_example() {
-    for cmd in ["migrate", "run-cycle", "check-engagement", "process-orders", "ack-alert", "status", "prune", "completions"] {
-        let out = assert_cmd::Command::new(BIN).env_clear().args([cmd, "--help"]).output().unwrap();
+    for cmd in [
+        "migrate",
+        "run-cycle",
+        "check-engagement",
+        "process-orders",
+        "ack-alert",
+        "status",
+        "prune",
+        "completions",
+    ] {
+        let out = assert_cmd::Command::new(BIN)
+            .env_clear()
+            .args([cmd, "--help"])
+            .output()
+            .unwrap();
         let text = stdout(&out);
-        assert!(text.contains(&format!("autopilot {cmd}")) && text.contains("Example"), "{cmd} --help has no example");
+        assert!(
+            text.contains(&format!("autopilot {cmd}")) && text.contains("Example"),
+            "{cmd} --help has no example"
+        );
     }
 }
