@@ -126,7 +126,17 @@ impl DbSettings {
                 })?;
                 (config, params)
             }
-            None => (Config::new(), Vec::new()),
+            None => {
+                // libpq would quietly try localhost:5432; an agent that may write should
+                // rather say that nothing told it where its database is.
+                const PG_VARS: &[&str] = &["PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE"];
+                if !PG_VARS.iter().any(|v| env_nonempty(v).is_some()) {
+                    return Err(AppError::usage(
+                        "no database configured: set DATABASE_URL (or --database-url, or the libpq variables PGHOST, PGPORT, PGUSER, PGDATABASE)",
+                    ));
+                }
+                (Config::new(), Vec::new())
+            }
         };
 
         // libpq fills what the connection string leaves out from the environment.

@@ -15,14 +15,19 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
 
 async fn acquire(c: &Client, tenant: Uuid, holder: &str, minutes: i32) -> Option<Uuid> {
-    c.query_one("SELECT acquire_tenant_lock($1, $2, $3)", &[&tenant, &holder, &minutes])
-        .await
-        .unwrap()
-        .get(0)
+    c.query_one(
+        "SELECT acquire_tenant_lock($1, $2, $3)",
+        &[&tenant, &holder, &minutes],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 /// A lease taken two hours ago for one hour: expired now, its run still `running`.
@@ -39,17 +44,23 @@ async fn expired_lease(c: &Client, tenant: Uuid) -> Uuid {
 
 async fn run_status(c: &Client, run: Uuid) -> (String, Option<DateTime<Utc>>, Option<i32>) {
     let r = c
-        .query_one("SELECT status, completed_at, duration_ms FROM agent_autonomous_runs WHERE id = $1", &[&run])
+        .query_one(
+            "SELECT status, completed_at, duration_ms FROM agent_autonomous_runs WHERE id = $1",
+            &[&run],
+        )
         .await
         .unwrap();
     (r.get(0), r.get(1), r.get(2))
 }
 
 async fn lease_holder(c: &Client, tenant: Uuid) -> Option<Uuid> {
-    c.query_opt("SELECT run_id FROM agent_tenant_locks WHERE tenant_id = $1", &[&tenant])
-        .await
-        .unwrap()
-        .map(|r| r.get(0))
+    c.query_opt(
+        "SELECT run_id FROM agent_tenant_locks WHERE tenant_id = $1",
+        &[&tenant],
+    )
+    .await
+    .unwrap()
+    .map(|r| r.get(0))
 }
 
 /// Wait out the last seconds of a UTC hour so a race started now stays in one window.
@@ -76,11 +87,41 @@ async fn the_six_functions_of_the_review_have_exactly_their_signatures() {
     let c = db.client().await;
     // (name, argument types, result, returns a set, defaults as pg_get_function_arguments shows them)
     let expected: [(&str, &str, &str, bool, &[&str]); 6] = [
-        ("acquire_tenant_lock", "uuid, text, integer", "uuid", false, &["integer DEFAULT 60"]),
-        ("release_tenant_lock", "uuid, uuid, text", "boolean", false, &["text DEFAULT 'completed'::text"]),
-        ("extend_tenant_lock", "uuid, integer", "boolean", false, &["integer DEFAULT 30"]),
-        ("update_engagement_clock", "uuid, uuid, uuid, text, uuid", "uuid", false, &[]),
-        ("check_and_increment_rate_limit", "uuid, text, integer", "boolean", false, &[]),
+        (
+            "acquire_tenant_lock",
+            "uuid, text, integer",
+            "uuid",
+            false,
+            &["integer DEFAULT 60"],
+        ),
+        (
+            "release_tenant_lock",
+            "uuid, uuid, text",
+            "boolean",
+            false,
+            &["text DEFAULT 'completed'::text"],
+        ),
+        (
+            "extend_tenant_lock",
+            "uuid, integer",
+            "boolean",
+            false,
+            &["integer DEFAULT 30"],
+        ),
+        (
+            "update_engagement_clock",
+            "uuid, uuid, uuid, text, uuid",
+            "uuid",
+            false,
+            &[],
+        ),
+        (
+            "check_and_increment_rate_limit",
+            "uuid, text, integer",
+            "boolean",
+            false,
+            &[],
+        ),
         ("get_engagement_violations", "uuid", "", true, &[]),
     ];
     for (name, types, result, set, defaults) in expected {
@@ -93,7 +134,12 @@ async fn the_six_functions_of_the_review_have_exactly_their_signatures() {
             )
             .await
             .unwrap();
-        assert_eq!(rows.len(), 1, "{name}: expected exactly one function, found {}", rows.len());
+        assert_eq!(
+            rows.len(),
+            1,
+            "{name}: expected exactly one function, found {}",
+            rows.len()
+        );
         let r = &rows[0];
         assert_eq!(r.get::<_, String>(0), types, "{name} argument types");
         if !set {
@@ -125,8 +171,15 @@ async fn every_function_in_schema_public_pins_its_search_path() {
         .await
         .unwrap();
     assert!(rows.len() >= 6, "found only {} functions", rows.len());
-    let unpinned: Vec<String> = rows.iter().filter(|r| !r.get::<_, bool>(1)).map(|r| r.get(0)).collect();
-    assert!(unpinned.is_empty(), "functions without a pinned search_path: {unpinned:?}");
+    let unpinned: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.get::<_, bool>(1))
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        unpinned.is_empty(),
+        "functions without a pinned search_path: {unpinned:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -137,7 +190,11 @@ async fn acquire_returns_null_while_an_unexpired_lease_is_held_and_defaults_to_s
     let db = TestDb::new().await;
     let c = db.client().await;
     let t = tenant(&c, "A", true).await;
-    let run: Option<Uuid> = c.query_one("SELECT acquire_tenant_lock($1, 'first')", &[&t]).await.unwrap().get(0);
+    let run: Option<Uuid> = c
+        .query_one("SELECT acquire_tenant_lock($1, 'first')", &[&t])
+        .await
+        .unwrap()
+        .get(0);
     let run = run.expect("a free tenant is leased");
     let length: f64 = c
         .query_one(
@@ -151,7 +208,10 @@ async fn acquire_returns_null_while_an_unexpired_lease_is_held_and_defaults_to_s
     assert_eq!(acquire(&c, t, "second", 60).await, None);
     assert_eq!(lease_holder(&c, t).await, Some(run));
     assert_eq!(run_status(&c, run).await.0, "running");
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_autonomous_runs").await, 1);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -160,16 +220,25 @@ async fn release_by_a_run_whose_lease_was_taken_over_returns_false_and_removes_n
     let c = db.client().await;
     let t = tenant(&c, "A", true).await;
     let old = expired_lease(&c, t).await;
-    let new = acquire(&c, t, "new-runner", 60).await.expect("expired lease is taken over");
+    let new = acquire(&c, t, "new-runner", 60)
+        .await
+        .expect("expired lease is taken over");
     let released: bool = c
-        .query_one("SELECT release_tenant_lock($1, $2, 'completed')", &[&t, &old])
+        .query_one(
+            "SELECT release_tenant_lock($1, $2, 'completed')",
+            &[&t, &old],
+        )
         .await
         .unwrap()
         .get(0);
     assert!(!released);
     assert_eq!(lease_holder(&c, t).await, Some(new));
     assert_eq!(run_status(&c, new).await.0, "running");
-    assert_eq!(run_status(&c, old).await.0, "timeout", "the fenced-out run keeps its timeout");
+    assert_eq!(
+        run_status(&c, old).await.0,
+        "timeout",
+        "the fenced-out run keeps its timeout"
+    );
 }
 
 #[tokio::test]
@@ -178,7 +247,11 @@ async fn release_by_the_holder_returns_true_and_closes_the_run() {
     let c = db.client().await;
     let t = tenant(&c, "A", true).await;
     let run = acquire(&c, t, "runner", 60).await.unwrap();
-    let released: bool = c.query_one("SELECT release_tenant_lock($1, $2)", &[&t, &run]).await.unwrap().get(0);
+    let released: bool = c
+        .query_one("SELECT release_tenant_lock($1, $2)", &[&t, &run])
+        .await
+        .unwrap()
+        .get(0);
     assert!(released);
     assert_eq!(lease_holder(&c, t).await, None);
     let (status, completed_at, duration_ms) = run_status(&c, run).await;
@@ -186,7 +259,11 @@ async fn release_by_the_holder_returns_true_and_closes_the_run() {
     assert!(completed_at.is_some());
     assert!(duration_ms.is_some_and(|d| d >= 0), "{duration_ms:?}");
     // A second release of the same run is fenced too.
-    let again: bool = c.query_one("SELECT release_tenant_lock($1, $2)", &[&t, &run]).await.unwrap().get(0);
+    let again: bool = c
+        .query_one("SELECT release_tenant_lock($1, $2)", &[&t, &run])
+        .await
+        .unwrap()
+        .get(0);
     assert!(!again);
 
     let run = acquire(&c, t, "runner", 60).await.unwrap();
@@ -220,9 +297,16 @@ async fn ten_heartbeats_never_push_expiry_beyond_one_lease_past_now() {
             .await
             .unwrap()
             .get(0);
-        assert!(within, "heartbeat of {minutes} min pushed expiry beyond one lease");
+        assert!(
+            within,
+            "heartbeat of {minutes} min pushed expiry beyond one lease"
+        );
     }
-    let defaulted: bool = c.query_one("SELECT extend_tenant_lock($1)", &[&t]).await.unwrap().get(0);
+    let defaulted: bool = c
+        .query_one("SELECT extend_tenant_lock($1)", &[&t])
+        .await
+        .unwrap()
+        .get(0);
     assert!(defaulted);
 }
 
@@ -262,14 +346,24 @@ async fn heartbeat_of_an_expired_lease_returns_false_and_changes_nothing() {
     let t = tenant(&c, "A", true).await;
     expired_lease(&c, t).await;
     let before: DateTime<Utc> = c
-        .query_one("SELECT expires_at FROM agent_tenant_locks WHERE tenant_id = $1", &[&t])
+        .query_one(
+            "SELECT expires_at FROM agent_tenant_locks WHERE tenant_id = $1",
+            &[&t],
+        )
         .await
         .unwrap()
         .get(0);
-    let extended: bool = c.query_one("SELECT extend_tenant_lock($1, 30)", &[&t]).await.unwrap().get(0);
+    let extended: bool = c
+        .query_one("SELECT extend_tenant_lock($1, 30)", &[&t])
+        .await
+        .unwrap()
+        .get(0);
     assert!(!extended);
     let after: DateTime<Utc> = c
-        .query_one("SELECT expires_at FROM agent_tenant_locks WHERE tenant_id = $1", &[&t])
+        .query_one(
+            "SELECT expires_at FROM agent_tenant_locks WHERE tenant_id = $1",
+            &[&t],
+        )
         .await
         .unwrap()
         .get(0);
@@ -293,10 +387,20 @@ async fn expired_lease_taken_over_marks_the_old_run_timeout() {
     let (status, completed_at, duration_ms) = run_status(&c, old).await;
     assert_eq!(status, "timeout");
     assert!(completed_at.is_some());
-    assert!(duration_ms.is_some_and(|d| d >= 2 * 3600 * 1000 - 60_000), "{duration_ms:?}");
+    assert!(
+        duration_ms.is_some_and(|d| d >= 2 * 3600 * 1000 - 60_000),
+        "{duration_ms:?}"
+    );
     assert_eq!(run_status(&c, new).await.0, "running");
     assert_eq!(lease_holder(&c, t).await, Some(new));
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'running'").await, 1);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'running'"
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -308,7 +412,9 @@ async fn cycle_number_increments_with_each_acquisition_per_tenant() {
     let mut runs = Vec::new();
     for _ in 0..2 {
         let run = acquire(&c, t, "runner", 60).await.unwrap();
-        c.execute("SELECT release_tenant_lock($1, $2)", &[&t, &run]).await.unwrap();
+        c.execute("SELECT release_tenant_lock($1, $2)", &[&t, &run])
+            .await
+            .unwrap();
         runs.push(run);
     }
     // The third comes after a crash: a takeover still counts on.
@@ -318,7 +424,10 @@ async fn cycle_number_increments_with_each_acquisition_per_tenant() {
     let mut cycles = Vec::new();
     for run in &runs {
         let n: i32 = c
-            .query_one("SELECT cycle_number FROM agent_autonomous_runs WHERE id = $1", &[run])
+            .query_one(
+                "SELECT cycle_number FROM agent_autonomous_runs WHERE id = $1",
+                &[run],
+            )
             .await
             .unwrap()
             .get(0);
@@ -327,7 +436,10 @@ async fn cycle_number_increments_with_each_acquisition_per_tenant() {
     assert_eq!(cycles, vec![1, 2, 3, 4]);
     let first_of_other = acquire(&c, other, "runner", 60).await.unwrap();
     let n: i32 = c
-        .query_one("SELECT cycle_number FROM agent_autonomous_runs WHERE id = $1", &[&first_of_other])
+        .query_one(
+            "SELECT cycle_number FROM agent_autonomous_runs WHERE id = $1",
+            &[&first_of_other],
+        )
         .await
         .unwrap()
         .get(0);
@@ -359,8 +471,18 @@ async fn thirty_two_connections_racing_for_one_tenant_lease_yield_exactly_one_ru
         .filter_map(|r| r.unwrap())
         .collect();
     assert_eq!(winners.len(), 1, "{winners:?}");
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_autonomous_runs").await, 1);
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'running'").await, 1);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'running'"
+        )
+        .await,
+        1
+    );
     assert_eq!(lease_holder(&c, t).await, Some(winners[0]));
 }
 
@@ -388,9 +510,26 @@ async fn sixteen_racers_on_an_expired_lease_take_it_over_exactly_once() {
         .collect();
     assert_eq!(winners.len(), 1, "{winners:?}");
     assert_eq!(run_status(&c, old).await.0, "timeout");
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_autonomous_runs").await, 2);
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'timeout'").await, 1);
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'running'").await, 1);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
+        2
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'timeout'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'running'"
+        )
+        .await,
+        1
+    );
     assert_eq!(lease_holder(&c, t).await, Some(winners[0]));
 }
 
@@ -408,18 +547,30 @@ async fn twenty_connections_in_two_time_zones_racing_for_five_emails_get_exactly
         racers.push(tokio::spawn(async move {
             let c = connect(&url).await;
             let zone = if i % 2 == 0 { "UTC" } else { "Asia/Kolkata" };
-            c.batch_execute(&format!("SET TimeZone = '{zone}'")).await.unwrap();
-            barrier.wait().await;
-            c.query_one("SELECT check_and_increment_rate_limit($1, 'email_send', 5)", &[&t])
+            c.batch_execute(&format!("SET TimeZone = '{zone}'"))
                 .await
-                .unwrap()
-                .get::<_, bool>(0)
+                .unwrap();
+            barrier.wait().await;
+            c.query_one(
+                "SELECT check_and_increment_rate_limit($1, 'email_send', 5)",
+                &[&t],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
         }));
     }
-    let granted = futures::future::join_all(racers).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    let granted = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
     assert_eq!(granted, 5);
     let rows = c
-        .query("SELECT action_count, window_start FROM agent_rate_limits WHERE tenant_id = $1", &[&t])
+        .query(
+            "SELECT action_count, window_start FROM agent_rate_limits WHERE tenant_id = $1",
+            &[&t],
+        )
         .await
         .unwrap();
     assert_eq!(rows.len(), 1, "one shared UTC window");
@@ -434,10 +585,15 @@ async fn rate_limit_window_is_the_utc_hour_whatever_the_session_time_zone() {
     let db = TestDb::new().await;
     let c = db.client().await;
     let t = tenant(&c, "A", true).await;
-    c.batch_execute("SET TimeZone = 'Asia/Kolkata'").await.unwrap();
+    c.batch_execute("SET TimeZone = 'Asia/Kolkata'")
+        .await
+        .unwrap();
     let at = Utc.with_ymd_and_hms(2025, 1, 15, 10, 45, 0).unwrap();
     let ok: bool = c
-        .query_one("SELECT rate_limit_take($1, 'email_send', 5, $2)", &[&t, &at])
+        .query_one(
+            "SELECT rate_limit_take($1, 'email_send', 5, $2)",
+            &[&t, &at],
+        )
         .await
         .unwrap()
         .get(0);
@@ -446,8 +602,14 @@ async fn rate_limit_window_is_the_utc_hour_whatever_the_session_time_zone() {
         .query_one("SELECT window_start, window_end, action_count FROM agent_rate_limits WHERE tenant_id = $1", &[&t])
         .await
         .unwrap();
-    assert_eq!(r.get::<_, DateTime<Utc>>(0), Utc.with_ymd_and_hms(2025, 1, 15, 10, 0, 0).unwrap());
-    assert_eq!(r.get::<_, DateTime<Utc>>(1), Utc.with_ymd_and_hms(2025, 1, 15, 11, 0, 0).unwrap());
+    assert_eq!(
+        r.get::<_, DateTime<Utc>>(0),
+        Utc.with_ymd_and_hms(2025, 1, 15, 10, 0, 0).unwrap()
+    );
+    assert_eq!(
+        r.get::<_, DateTime<Utc>>(1),
+        Utc.with_ymd_and_hms(2025, 1, 15, 11, 0, 0).unwrap()
+    );
     assert_eq!(r.get::<_, i32>(2), 1);
 }
 
@@ -459,14 +621,20 @@ async fn sessions_in_utc_and_kolkata_share_one_counter_and_together_never_exceed
     let utc = db.client().await;
     utc.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
     let kolkata = db.client().await;
-    kolkata.batch_execute("SET TimeZone = 'Asia/Kolkata'").await.unwrap();
+    kolkata
+        .batch_execute("SET TimeZone = 'Asia/Kolkata'")
+        .await
+        .unwrap();
     let mut results = Vec::new();
     // 10:05 to 10:55 UTC: in Kolkata 15:35 to 16:25, which spans two local hours.
     for (i, minute) in [5u32, 15, 25, 35, 45, 55].into_iter().enumerate() {
         let session = if i % 2 == 0 { &kolkata } else { &utc };
         let at = Utc.with_ymd_and_hms(2025, 1, 15, 10, minute, 0).unwrap();
         let ok: bool = session
-            .query_one("SELECT rate_limit_take($1, 'email_send', 5, $2)", &[&t, &at])
+            .query_one(
+                "SELECT rate_limit_take($1, 'email_send', 5, $2)",
+                &[&t, &at],
+            )
             .await
             .unwrap()
             .get(0);
@@ -474,7 +642,10 @@ async fn sessions_in_utc_and_kolkata_share_one_counter_and_together_never_exceed
     }
     assert_eq!(results, vec![true, true, true, true, true, false]);
     let rows = c
-        .query("SELECT action_count FROM agent_rate_limits WHERE tenant_id = $1", &[&t])
+        .query(
+            "SELECT action_count FROM agent_rate_limits WHERE tenant_id = $1",
+            &[&t],
+        )
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
@@ -482,7 +653,10 @@ async fn sessions_in_utc_and_kolkata_share_one_counter_and_together_never_exceed
     // The next UTC hour is a new window.
     let at = Utc.with_ymd_and_hms(2025, 1, 15, 11, 0, 0).unwrap();
     let ok: bool = kolkata
-        .query_one("SELECT rate_limit_take($1, 'email_send', 5, $2)", &[&t, &at])
+        .query_one(
+            "SELECT rate_limit_take($1, 'email_send', 5, $2)",
+            &[&t, &at],
+        )
         .await
         .unwrap()
         .get(0);
@@ -500,7 +674,10 @@ async fn update_engagement_clock_returns_the_contact_clock_due_one_default_inter
     let client = client_row(&c, t, "Acme").await;
     let who = contact(&c, t, client, Some("pat@example.com"), None, false).await;
     let r = c
-        .query_one("SELECT update_engagement_clock($1, $2, $3, 'email', NULL), now()", &[&t, &client, &who])
+        .query_one(
+            "SELECT update_engagement_clock($1, $2, $3, 'email', NULL), now()",
+            &[&t, &client, &who],
+        )
         .await
         .unwrap();
     let (clock, now): (Uuid, DateTime<Utc>) = (r.get(0), r.get(1));
@@ -514,7 +691,10 @@ async fn update_engagement_clock_returns_the_contact_clock_due_one_default_inter
         .unwrap();
     assert_eq!(r.get::<_, Option<Uuid>>(0), Some(who));
     assert_eq!(r.get::<_, Option<Uuid>>(1), Some(client));
-    assert_eq!(r.get::<_, DateTime<Utc>>(2), now + chrono::Duration::days(21));
+    assert_eq!(
+        r.get::<_, DateTime<Utc>>(2),
+        now + chrono::Duration::days(21)
+    );
     assert_eq!(r.get::<_, Option<DateTime<Utc>>>(3), Some(now));
     assert_eq!(r.get::<_, Option<String>>(4).as_deref(), Some("email"));
     assert_eq!(r.get::<_, Option<Uuid>>(5), None, "NULL = the agent");
@@ -526,7 +706,10 @@ async fn update_engagement_clock_returns_the_contact_clock_due_one_default_inter
         )
         .await
         .unwrap();
-    assert_eq!(client_level.get::<_, DateTime<Utc>>(0), now + chrono::Duration::days(21));
+    assert_eq!(
+        client_level.get::<_, DateTime<Utc>>(0),
+        now + chrono::Duration::days(21)
+    );
 }
 
 #[tokio::test]
@@ -538,15 +721,24 @@ async fn update_engagement_clock_uses_the_clocks_own_interval_and_records_the_pe
     let who = contact(&c, t, client, None, None, false).await;
     let rep = profile(&c, t).await;
     let clock: Uuid = c
-        .query_one("SELECT update_engagement_clock($1, $2, $3, 'call', NULL)", &[&t, &client, &who])
+        .query_one(
+            "SELECT update_engagement_clock($1, $2, $3, 'call', NULL)",
+            &[&t, &client, &who],
+        )
         .await
         .unwrap()
         .get(0);
-    c.execute("UPDATE engagement_clocks SET engagement_interval_days = 7 WHERE id = $1", &[&clock])
-        .await
-        .unwrap();
+    c.execute(
+        "UPDATE engagement_clocks SET engagement_interval_days = 7 WHERE id = $1",
+        &[&clock],
+    )
+    .await
+    .unwrap();
     let r = c
-        .query_one("SELECT update_engagement_clock($1, $2, $3, 'meeting', $4), now()", &[&t, &client, &who, &rep])
+        .query_one(
+            "SELECT update_engagement_clock($1, $2, $3, 'meeting', $4), now()",
+            &[&t, &client, &who, &rep],
+        )
         .await
         .unwrap();
     assert_eq!(r.get::<_, Uuid>(0), clock, "the same clock is updated");
@@ -555,7 +747,10 @@ async fn update_engagement_clock_uses_the_clocks_own_interval_and_records_the_pe
         .query_one("SELECT next_touch_due, last_touch_by, last_touch_type FROM engagement_clocks WHERE id = $1", &[&clock])
         .await
         .unwrap();
-    assert_eq!(r.get::<_, DateTime<Utc>>(0), now + chrono::Duration::days(7));
+    assert_eq!(
+        r.get::<_, DateTime<Utc>>(0),
+        now + chrono::Duration::days(7)
+    );
     assert_eq!(r.get::<_, Option<Uuid>>(1), Some(rep));
     assert_eq!(r.get::<_, Option<String>>(2).as_deref(), Some("meeting"));
 }
@@ -564,19 +759,29 @@ async fn update_engagement_clock_uses_the_clocks_own_interval_and_records_the_pe
 async fn new_clocks_take_the_tenants_engagement_interval() {
     let db = TestDb::new().await;
     let c = db.client().await;
-    let t = tenant_with_settings(&c, "A", serde_json::json!({"engagement_interval_days": 14})).await;
+    let t =
+        tenant_with_settings(&c, "A", serde_json::json!({"engagement_interval_days": 14})).await;
     let client = client_row(&c, t, "Acme").await;
     let who = contact(&c, t, client, None, None, false).await;
     let r = c
-        .query_one("SELECT update_engagement_clock($1, $2, $3, 'email', NULL), now()", &[&t, &client, &who])
+        .query_one(
+            "SELECT update_engagement_clock($1, $2, $3, 'email', NULL), now()",
+            &[&t, &client, &who],
+        )
         .await
         .unwrap();
     let (clock, now): (Uuid, DateTime<Utc>) = (r.get(0), r.get(1));
     let r = c
-        .query_one("SELECT next_touch_due, engagement_interval_days FROM engagement_clocks WHERE id = $1", &[&clock])
+        .query_one(
+            "SELECT next_touch_due, engagement_interval_days FROM engagement_clocks WHERE id = $1",
+            &[&clock],
+        )
         .await
         .unwrap();
-    assert_eq!(r.get::<_, DateTime<Utc>>(0), now + chrono::Duration::days(14));
+    assert_eq!(
+        r.get::<_, DateTime<Utc>>(0),
+        now + chrono::Duration::days(14)
+    );
     assert_eq!(r.get::<_, i32>(1), 14);
 }
 
@@ -594,15 +799,30 @@ async fn an_agent_touch_with_no_person_resets_an_overdue_clock() {
     )
     .await
     .unwrap();
-    let before = c.query("SELECT * FROM get_engagement_violations($1)", &[&t]).await.unwrap();
-    assert_eq!(before.len(), 1);
-    c.execute("SELECT update_engagement_clock($1, $2, $3, 'email', NULL)", &[&t, &client, &who])
+    let before = c
+        .query("SELECT * FROM get_engagement_violations($1)", &[&t])
         .await
         .unwrap();
-    let after = c.query("SELECT * FROM get_engagement_violations($1)", &[&t]).await.unwrap();
-    assert!(after.is_empty(), "the clock did not reset after the agent's e-mail");
+    assert_eq!(before.len(), 1);
+    c.execute(
+        "SELECT update_engagement_clock($1, $2, $3, 'email', NULL)",
+        &[&t, &client, &who],
+    )
+    .await
+    .unwrap();
+    let after = c
+        .query("SELECT * FROM get_engagement_violations($1)", &[&t])
+        .await
+        .unwrap();
+    assert!(
+        after.is_empty(),
+        "the clock did not reset after the agent's e-mail"
+    );
     let compliant: bool = c
-        .query_one("SELECT is_compliant FROM engagement_clock_status WHERE contact_id = $1", &[&who])
+        .query_one(
+            "SELECT is_compliant FROM engagement_clock_status WHERE contact_id = $1",
+            &[&who],
+        )
         .await
         .unwrap()
         .get(0);
@@ -617,12 +837,18 @@ async fn a_contact_clock_names_the_contacts_client_even_when_none_is_given() {
     let client = client_row(&c, t, "Acme").await;
     let who = contact(&c, t, client, None, None, false).await;
     let clock: Uuid = c
-        .query_one("SELECT update_engagement_clock($1, NULL, $2, 'task', NULL)", &[&t, &who])
+        .query_one(
+            "SELECT update_engagement_clock($1, NULL, $2, 'task', NULL)",
+            &[&t, &who],
+        )
         .await
         .unwrap()
         .get(0);
     let client_of_clock: Option<Uuid> = c
-        .query_one("SELECT client_id FROM engagement_clocks WHERE id = $1", &[&clock])
+        .query_one(
+            "SELECT client_id FROM engagement_clocks WHERE id = $1",
+            &[&clock],
+        )
         .await
         .unwrap()
         .get(0);
@@ -630,7 +856,10 @@ async fn a_contact_clock_names_the_contacts_client_even_when_none_is_given() {
     // Another tenant's contact is refused.
     let other = tenant(&c, "B", true).await;
     let err = c
-        .query_one("SELECT update_engagement_clock($1, NULL, $2, 'task', NULL)", &[&other, &who])
+        .query_one(
+            "SELECT update_engagement_clock($1, NULL, $2, 'task', NULL)",
+            &[&other, &who],
+        )
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err), "23503", "{err:?}");
@@ -646,7 +875,11 @@ async fn engagement_violations_come_most_days_overdue_first_then_highest_priorit
     let clocks = [
         ("ten days", "-10 days -1 hour", 5),
         ("three days, priority 60", "-3 days -2 hours", 60),
-        ("three days and more hours, priority 20", "-3 days -20 hours", 20),
+        (
+            "three days and more hours, priority 20",
+            "-3 days -20 hours",
+            20,
+        ),
         ("due tomorrow", "1 day", 99),
         ("due an hour ago", "-1 hour", 90),
     ];
@@ -672,11 +905,17 @@ async fn engagement_violations_come_most_days_overdue_first_then_highest_priorit
     .await
     .unwrap();
     let rows = c
-        .query("SELECT clock_id, days_overdue FROM get_engagement_violations($1)", &[&t])
+        .query(
+            "SELECT clock_id, days_overdue FROM get_engagement_violations($1)",
+            &[&t],
+        )
         .await
         .unwrap();
     let got: Vec<(Uuid, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(got, vec![(ids[0], 10), (ids[1], 3), (ids[2], 3), (ids[4], 0)]);
+    assert_eq!(
+        got,
+        vec![(ids[0], 10), (ids[1], 3), (ids[2], 3), (ids[4], 0)]
+    );
 }
 
 #[tokio::test]
@@ -706,11 +945,17 @@ async fn engagement_priority_is_two_points_a_day_up_to_fifty_plus_primary_and_ti
     ];
     for (days, primary, title, want) in cases {
         let got: f64 = c
-            .query_one("SELECT engagement_priority($1, $2, $3)::float8", &[days, primary, title])
+            .query_one(
+                "SELECT engagement_priority($1, $2, $3)::float8",
+                &[days, primary, title],
+            )
             .await
             .unwrap()
             .get(0);
-        assert_eq!(got, *want, "days {days}, primary {primary}, title {title:?}");
+        assert_eq!(
+            got, *want,
+            "days {days}, primary {primary}, title {title:?}"
+        );
     }
 }
 
@@ -718,9 +963,18 @@ async fn engagement_priority_is_two_points_a_day_up_to_fifty_plus_primary_and_ti
 async fn days_overdue_counts_whole_days_past_due_and_zero_before() {
     let db = TestDb::new().await;
     let c = db.client().await;
-    for (offset, want) in [("-3 days -12 hours", 3), ("-1 second", 0), ("0", 0), ("1 day", 0), ("-21 days", 21)] {
+    for (offset, want) in [
+        ("-3 days -12 hours", 3),
+        ("-1 second", 0),
+        ("0", 0),
+        ("1 day", 0),
+        ("-21 days", 21),
+    ] {
         let got: i32 = c
-            .query_one("SELECT engagement_days_overdue(now() + $1::text::interval, now())", &[&offset])
+            .query_one(
+                "SELECT engagement_days_overdue(now() + $1::text::interval, now())",
+                &[&offset],
+            )
             .await
             .unwrap()
             .get(0);
@@ -754,14 +1008,20 @@ async fn orders_inserted_singly_or_in_bulk_are_queued_once_each_as_pending() {
     all.push(single);
     for o in &all {
         let rows = c
-            .query("SELECT status, tenant_id FROM order_processing_queue WHERE order_id = $1", &[o])
+            .query(
+                "SELECT status, tenant_id FROM order_processing_queue WHERE order_id = $1",
+                &[o],
+            )
             .await
             .unwrap();
         assert_eq!(rows.len(), 1, "order {o}");
         assert_eq!(rows[0].get::<_, String>(0), "pending");
         assert_eq!(rows[0].get::<_, Uuid>(1), t);
     }
-    assert_eq!(count(&c, "SELECT count(*) FROM order_processing_queue").await, 4);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM order_processing_queue").await,
+        4
+    );
 }
 
 #[tokio::test]
@@ -770,7 +1030,8 @@ async fn a_repeated_alert_counts_occurrences_while_open_and_opens_anew_after_ack
     let c = db.client().await;
     let t = tenant(&c, "A", true).await;
     let other = tenant(&c, "B", true).await;
-    let raise = "SELECT alert_id, opened FROM raise_agent_alert($1, $2, 'warning', 'compliance low')";
+    let raise =
+        "SELECT alert_id, opened FROM raise_agent_alert($1, $2, 'warning', 'compliance low')";
     let first = c.query_one(raise, &[&t, &"low_compliance"]).await.unwrap();
     let second = c.query_one(raise, &[&t, &"low_compliance"]).await.unwrap();
     assert!(first.get::<_, bool>(1));
@@ -785,12 +1046,23 @@ async fn a_repeated_alert_counts_occurrences_while_open_and_opens_anew_after_ack
     assert_eq!(occurrences, 2);
     assert_eq!(count(&c, "SELECT count(*) FROM agent_alerts").await, 1);
     // Other types and tenants open their own.
-    assert!(c.query_one(raise, &[&t, &"high_block_rate"]).await.unwrap().get::<_, bool>(1));
-    assert!(c.query_one(raise, &[&other, &"low_compliance"]).await.unwrap().get::<_, bool>(1));
-
-    c.execute("UPDATE agent_alerts SET acknowledged = true, acknowledged_at = now() WHERE id = $1", &[&id])
+    assert!(c
+        .query_one(raise, &[&t, &"high_block_rate"])
         .await
-        .unwrap();
+        .unwrap()
+        .get::<_, bool>(1));
+    assert!(c
+        .query_one(raise, &[&other, &"low_compliance"])
+        .await
+        .unwrap()
+        .get::<_, bool>(1));
+
+    c.execute(
+        "UPDATE agent_alerts SET acknowledged = true, acknowledged_at = now() WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
     let third = c.query_one(raise, &[&t, &"low_compliance"]).await.unwrap();
     assert!(third.get::<_, bool>(1));
     assert_ne!(third.get::<_, Uuid>(0), id);
@@ -804,4 +1076,87 @@ async fn a_repeated_alert_counts_occurrences_while_open_and_opens_anew_after_ack
         .unwrap();
     let got: Vec<(bool, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(got, vec![(true, 2), (false, 1)]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Privileges
+
+#[tokio::test]
+async fn service_role_can_run_the_six_functions_it_is_granted() {
+    // service_role is the only API role allowed to execute them; on vanilla PostgreSQL it
+    // must also be able to read the host rows they consult (tenant settings, contacts).
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let t = tenant(&c, "A", true).await;
+    let client = client_row(&c, t, "Acme").await;
+    let who = contact(&c, t, client, Some("pat@example.com"), None, false).await;
+    let service = db.as_service_role().await;
+    let run: Option<Uuid> = service
+        .query_one("SELECT acquire_tenant_lock($1, 'svc')", &[&t])
+        .await
+        .unwrap()
+        .get(0);
+    let run = run.expect("lease");
+    assert!(service
+        .query_one("SELECT extend_tenant_lock($1)", &[&t])
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
+    assert!(service
+        .query_one(
+            "SELECT check_and_increment_rate_limit($1, 'email_send', 5)",
+            &[&t]
+        )
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
+    let clock: Uuid = service
+        .query_one(
+            "SELECT update_engagement_clock($1, $2, $3, 'email', NULL)",
+            &[&t, &client, &who],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        count(
+            &c,
+            &format!("SELECT count(*) FROM engagement_clocks WHERE id = '{clock}'")
+        )
+        .await,
+        1
+    );
+    assert!(service
+        .query("SELECT * FROM get_engagement_violations($1)", &[&t])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(service
+        .query_one("SELECT release_tenant_lock($1, $2)", &[&t, &run])
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
+}
+
+#[tokio::test]
+async fn authenticated_and_anon_cannot_run_the_agents_functions() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let t = tenant(&c, "A", true).await;
+    let p = profile(&c, t).await;
+    for role in [db.as_authenticated(p).await, db.as_anon().await] {
+        for sql in [
+            "SELECT acquire_tenant_lock($1, 'x')",
+            "SELECT extend_tenant_lock($1)",
+            "SELECT check_and_increment_rate_limit($1, 'email_send', 1000)",
+            "SELECT * FROM get_engagement_violations($1)",
+        ] {
+            let err = role.query(sql, &[&t]).await.expect_err(sql);
+            assert_eq!(sqlstate(&err), "42501", "{sql}: {err:?}");
+        }
+    }
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
+        0
+    );
 }

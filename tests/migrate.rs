@@ -235,3 +235,16 @@ async fn wrong_password_is_refused_without_printing_it() {
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert!(!stderr.contains("Wr0ngPassw0rdXYZ"), "{stderr}");
 }
+
+#[test]
+fn no_database_configured_exits_2_naming_database_url() {
+    let out = assert_cmd::Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(["run-cycle"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.starts_with("error: ") && stderr.contains("DATABASE_URL"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}

@@ -175,12 +175,20 @@ const COLUMNS: &[(&str, &[(&str, &str)])] = &[
             ("created_at", TS),
         ],
     ),
-    ("system_config", &[("key", "text"), ("value", "jsonb"), ("updated_at", TS)]),
-    ("tenants", &[("agent_enabled", "boolean"), ("agent_settings", "jsonb")]),
+    (
+        "system_config",
+        &[("key", "text"), ("value", "jsonb"), ("updated_at", TS)],
+    ),
+    (
+        "tenants",
+        &[("agent_enabled", "boolean"), ("agent_settings", "jsonb")],
+    ),
 ];
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
 
 /// One row in every one of the ten tenant tables for `tenant` (two clocks: client-level and
@@ -189,7 +197,9 @@ async fn seed_every_agent_table(c: &Client, tenant: Uuid) {
     let client = client_row(c, tenant, "Acme").await;
     let contact = contact(c, tenant, client, Some("pat@example.com"), None, false).await;
     let order = order(c, tenant, client).await; // the trigger queues it
-    c.execute("SELECT acquire_tenant_lock($1, 'seed', 60)", &[&tenant]).await.unwrap();
+    c.execute("SELECT acquire_tenant_lock($1, 'seed', 60)", &[&tenant])
+        .await
+        .unwrap();
     c.execute(
         "SELECT update_engagement_clock($1, $2, $3, 'email', NULL)",
         &[&tenant, &client, &contact],
@@ -210,11 +220,24 @@ async fn seed_every_agent_table(c: &Client, tenant: Uuid) {
     )
     .await
     .unwrap();
-    c.execute("INSERT INTO agent_hourly_reflections (tenant_id, summary) VALUES ($1, 'seed')", &[&tenant])
-        .await
-        .unwrap();
-    c.execute("SELECT rate_limit_take($1, 'email_send', 5, now())", &[&tenant]).await.unwrap();
-    c.execute("SELECT raise_agent_alert($1, 'seed', 'warning', 'seed')", &[&tenant]).await.unwrap();
+    c.execute(
+        "INSERT INTO agent_hourly_reflections (tenant_id, summary) VALUES ($1, 'seed')",
+        &[&tenant],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "SELECT rate_limit_take($1, 'email_send', 5, now())",
+        &[&tenant],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "SELECT raise_agent_alert($1, 'seed', 'warning', 'seed')",
+        &[&tenant],
+    )
+    .await
+    .unwrap();
     c.execute(
         "INSERT INTO email_provider_failures (tenant_id, error_type, error_message) VALUES ($1, 'timeout', 'seed')",
         &[&tenant],
@@ -237,7 +260,10 @@ async fn two_seeded_tenants(db: &TestDb) -> (Uuid, Uuid, Uuid) {
 /// The distinct tenant ids `c` can see in `table`, or the error.
 async fn visible_tenants(c: &Client, table: &str) -> Result<Vec<Uuid>, tokio_postgres::Error> {
     let rows = c
-        .query(&format!("SELECT DISTINCT tenant_id FROM public.{table} ORDER BY 1"), &[])
+        .query(
+            &format!("SELECT DISTINCT tenant_id FROM public.{table} ORDER BY 1"),
+            &[],
+        )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
@@ -311,7 +337,10 @@ async fn columns_of_the_review_have_its_defaults() {
         .unwrap();
     assert!(r.get::<_, bool>(0));
     let r = c
-        .query_one("SELECT status, auto_fixes FROM order_processing_queue WHERE order_id = $1", &[&o])
+        .query_one(
+            "SELECT status, auto_fixes FROM order_processing_queue WHERE order_id = $1",
+            &[&o],
+        )
         .await
         .unwrap();
     assert_eq!(r.get::<_, String>(0), "pending");
@@ -334,7 +363,13 @@ async fn columns_of_the_review_have_its_defaults() {
         .await
         .unwrap();
     assert!(!r.get::<_, bool>(0));
-    let r = c.query_one("SELECT agent_enabled, agent_settings FROM tenants WHERE id = $1", &[&tenant(&c, "D", false).await]).await.unwrap();
+    let r = c
+        .query_one(
+            "SELECT agent_enabled, agent_settings FROM tenants WHERE id = $1",
+            &[&tenant(&c, "D", false).await],
+        )
+        .await
+        .unwrap();
     assert!(!r.get::<_, bool>(0));
     assert_eq!(r.get::<_, Value>(1), serde_json::json!({}));
 }
@@ -367,7 +402,10 @@ async fn every_tenant_table_has_a_not_null_tenant_id_referencing_tenants_on_dele
             &[&qualified],
         )
         .await;
-        assert_eq!(cascading_fks, 1, "{table}: FOREIGN KEY (tenant_id) REFERENCES tenants ON DELETE CASCADE");
+        assert_eq!(
+            cascading_fks, 1,
+            "{table}: FOREIGN KEY (tenant_id) REFERENCES tenants ON DELETE CASCADE"
+        );
     }
 }
 
@@ -382,13 +420,25 @@ async fn deleting_a_tenant_deletes_its_rows_of_every_agent_table_and_nothing_els
     let c = db.client().await;
     for table in TENANT_TABLES {
         let sql = format!("SELECT count(*) FROM public.{table} WHERE tenant_id = $1");
-        assert!(count_with(&c, &sql, &[&a]).await > 0, "seed missing in {table}");
+        assert!(
+            count_with(&c, &sql, &[&a]).await > 0,
+            "seed missing in {table}"
+        );
     }
-    c.execute("DELETE FROM tenants WHERE id = $1", &[&a]).await.unwrap();
+    c.execute("DELETE FROM tenants WHERE id = $1", &[&a])
+        .await
+        .unwrap();
     for table in TENANT_TABLES {
         let sql = format!("SELECT count(*) FROM public.{table} WHERE tenant_id = $1");
-        assert_eq!(count_with(&c, &sql, &[&a]).await, 0, "{table} kept rows of the deleted tenant");
-        assert!(count_with(&c, &sql, &[&b]).await > 0, "{table} lost the other tenant's rows");
+        assert_eq!(
+            count_with(&c, &sql, &[&a]).await,
+            0,
+            "{table} kept rows of the deleted tenant"
+        );
+        assert!(
+            count_with(&c, &sql, &[&b]).await > 0,
+            "{table} lost the other tenant's rows"
+        );
     }
 }
 
@@ -418,7 +468,10 @@ async fn rls_is_enabled_with_a_tenant_isolation_and_a_service_role_policy_on_the
             &[&table],
         )
         .await;
-        assert_eq!(isolation, 1, "{table}: tenant isolation policy for authenticated");
+        assert_eq!(
+            isolation, 1,
+            "{table}: tenant isolation policy for authenticated"
+        );
         let service = count_with(
             &c,
             "SELECT count(*) FROM pg_policies
@@ -434,7 +487,10 @@ async fn rls_is_enabled_with_a_tenant_isolation_and_a_service_role_policy_on_the
             &[&table],
         )
         .await;
-        assert_eq!(other, 0, "{table}: a policy for another role (anon or public)");
+        assert_eq!(
+            other, 0,
+            "{table}: a policy for another role (anon or public)"
+        );
     }
 }
 
@@ -444,7 +500,11 @@ async fn authenticated_user_sees_only_its_own_tenants_rows_in_every_agent_table(
     let (a, _b, pa) = two_seeded_tenants(&db).await;
     let user = db.as_authenticated(pa).await;
     for table in TENANT_TABLES {
-        assert_eq!(visible_tenants(&user, table).await.unwrap(), vec![a], "{table}");
+        assert_eq!(
+            visible_tenants(&user, table).await.unwrap(),
+            vec![a],
+            "{table}"
+        );
     }
 }
 
@@ -454,11 +514,17 @@ async fn authenticated_user_identified_by_jwt_claims_json_sees_only_its_own_tena
     let (a, _b, pa) = two_seeded_tenants(&db).await;
     let user = db.client().await;
     let claims = serde_json::json!({"sub": pa.to_string(), "role": "authenticated"}).to_string();
-    user.batch_execute(&format!("SET ROLE authenticated; SET request.jwt.claims = '{claims}';"))
-        .await
-        .unwrap();
+    user.batch_execute(&format!(
+        "SET ROLE authenticated; SET request.jwt.claims = '{claims}';"
+    ))
+    .await
+    .unwrap();
     for table in ["agent_alerts", "agent_autonomous_runs", "engagement_clocks"] {
-        assert_eq!(visible_tenants(&user, table).await.unwrap(), vec![a], "{table}");
+        assert_eq!(
+            visible_tenants(&user, table).await.unwrap(),
+            vec![a],
+            "{table}"
+        );
     }
     let b_alert = user
         .execute(
@@ -479,7 +545,10 @@ async fn authenticated_user_cannot_insert_a_row_for_another_tenant() {
     let insert = "INSERT INTO agent_alerts (tenant_id, alert_type, severity, message) VALUES ($1, 'manual', 'info', 'm')";
     let err = user.execute(insert, &[&b]).await.unwrap_err();
     assert_eq!(sqlstate(&err), "42501", "{err:?}");
-    assert!(err.to_string().contains("row-level security") || format!("{err:?}").contains("row-level security"));
+    assert!(
+        err.to_string().contains("row-level security")
+            || format!("{err:?}").contains("row-level security")
+    );
     // Its own tenant is fine.
     assert_eq!(user.execute(insert, &[&a]).await.unwrap(), 1);
     let err = user
@@ -492,7 +561,10 @@ async fn authenticated_user_cannot_insert_a_row_for_another_tenant() {
     assert_eq!(sqlstate(&err), "42501");
     // Moving an own row to the other tenant is refused too (WITH CHECK).
     let err = user
-        .execute("UPDATE agent_alerts SET tenant_id = $1 WHERE tenant_id = $2", &[&b, &a])
+        .execute(
+            "UPDATE agent_alerts SET tenant_id = $1 WHERE tenant_id = $2",
+            &[&b, &a],
+        )
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
@@ -511,17 +583,38 @@ async fn authenticated_user_updates_and_deletes_no_row_of_another_tenant() {
         0
     );
     assert_eq!(
-        user.execute("UPDATE agent_autonomous_runs SET error_message = 'x' WHERE tenant_id = $1", &[&b])
+        user.execute(
+            "UPDATE agent_autonomous_runs SET error_message = 'x' WHERE tenant_id = $1",
+            &[&b]
+        )
+        .await
+        .unwrap(),
+        0
+    );
+    assert_eq!(
+        user.execute("DELETE FROM engagement_clocks WHERE tenant_id = $1", &[&b])
             .await
             .unwrap(),
         0
     );
-    assert_eq!(user.execute("DELETE FROM engagement_clocks WHERE tenant_id = $1", &[&b]).await.unwrap(), 0);
     assert_eq!(
-        count_with(&owner, "SELECT count(*) FROM agent_alerts WHERE tenant_id = $1 AND NOT acknowledged", &[&b]).await,
+        count_with(
+            &owner,
+            "SELECT count(*) FROM agent_alerts WHERE tenant_id = $1 AND NOT acknowledged",
+            &[&b]
+        )
+        .await,
         1
     );
-    assert_eq!(count_with(&owner, "SELECT count(*) FROM engagement_clocks WHERE tenant_id = $1", &[&b]).await, 2);
+    assert_eq!(
+        count_with(
+            &owner,
+            "SELECT count(*) FROM engagement_clocks WHERE tenant_id = $1",
+            &[&b]
+        )
+        .await,
+        2
+    );
 }
 
 #[tokio::test]
@@ -530,7 +623,33 @@ async fn authenticated_without_a_profile_sees_nothing() {
     two_seeded_tenants(&db).await;
     let stranger = db.as_authenticated(Uuid::new_v4()).await;
     for table in TENANT_TABLES {
-        assert!(visible_tenants(&stranger, table).await.unwrap().is_empty(), "{table}");
+        assert!(
+            visible_tenants(&stranger, table).await.unwrap().is_empty(),
+            "{table}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn authenticated_user_cannot_read_another_tenants_profiles() {
+    let db = TestDb::new().await;
+    let (_a, b, pa) = two_seeded_tenants(&db).await;
+    let c = db.client().await;
+    profile(&c, b).await;
+    let user = db.as_authenticated(pa).await;
+    match user
+        .query(
+            "SELECT email, full_name FROM profiles WHERE tenant_id = $1",
+            &[&b],
+        )
+        .await
+    {
+        Err(e) => assert_eq!(sqlstate(&e), "42501", "{e:?}"),
+        Ok(rows) => assert!(
+            rows.is_empty(),
+            "read {} profiles of another tenant",
+            rows.len()
+        ),
     }
 }
 
@@ -545,6 +664,13 @@ async fn anon_gets_no_row_of_any_agent_table() {
             Ok(rows) => assert!(rows.is_empty(), "anon read {table}: {rows:?}"),
         }
     }
+    match visible_tenants(&anon, "engagement_clock_status").await {
+        Err(e) => assert_eq!(sqlstate(&e), "42501", "{e:?}"),
+        Ok(rows) => assert!(
+            rows.is_empty(),
+            "anon read engagement_clock_status: {rows:?}"
+        ),
+    }
 }
 
 #[tokio::test]
@@ -555,7 +681,11 @@ async fn service_role_sees_every_tenants_rows() {
     let mut both = vec![a, b];
     both.sort();
     for table in TENANT_TABLES {
-        assert_eq!(visible_tenants(&service, table).await.unwrap(), both, "{table}");
+        assert_eq!(
+            visible_tenants(&service, table).await.unwrap(),
+            both,
+            "{table}"
+        );
     }
 }
 
@@ -567,11 +697,17 @@ async fn system_config_holds_the_kill_switch_off_by_default() {
     let db = TestDb::new().await;
     let c = db.client().await;
     let v: Value = c
-        .query_one("SELECT value FROM system_config WHERE key = 'agent_config'", &[])
+        .query_one(
+            "SELECT value FROM system_config WHERE key = 'agent_config'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(v, serde_json::json!({"global_enabled": false, "kill_switch_reason": null}));
+    assert_eq!(
+        v,
+        serde_json::json!({"global_enabled": false, "kill_switch_reason": null})
+    );
 }
 
 #[tokio::test]
@@ -580,7 +716,10 @@ async fn anon_and_authenticated_can_neither_read_nor_change_system_config() {
     let c = db.client().await;
     let t = tenant(&c, "A", true).await;
     let p = profile(&c, t).await;
-    for (who, role) in [("anon", db.as_anon().await), ("authenticated", db.as_authenticated(p).await)] {
+    for (who, role) in [
+        ("anon", db.as_anon().await),
+        ("authenticated", db.as_authenticated(p).await),
+    ] {
         for sql in [
             "SELECT value FROM system_config",
             "UPDATE system_config SET value = '{\"global_enabled\": true}' WHERE key = 'agent_config'",
@@ -592,7 +731,10 @@ async fn anon_and_authenticated_can_neither_read_nor_change_system_config() {
         }
     }
     let v: Value = c
-        .query_one("SELECT value FROM system_config WHERE key = 'agent_config'", &[])
+        .query_one(
+            "SELECT value FROM system_config WHERE key = 'agent_config'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -605,7 +747,10 @@ async fn service_role_can_read_system_config_but_not_flip_the_kill_switch() {
     let db = TestDb::new().await;
     let service = db.as_service_role().await;
     let v: Value = service
-        .query_one("SELECT value FROM system_config WHERE key = 'agent_config'", &[])
+        .query_one(
+            "SELECT value FROM system_config WHERE key = 'agent_config'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -616,7 +761,10 @@ async fn service_role_can_read_system_config_but_not_flip_the_kill_switch() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
     let err = service
-        .execute("INSERT INTO system_config (key, value) VALUES ('x', '{}')", &[])
+        .execute(
+            "INSERT INTO system_config (key, value) VALUES ('x', '{}')",
+            &[],
+        )
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
@@ -644,7 +792,10 @@ async fn authenticated_and_service_role_may_select_insert_update_delete_on_the_t
             }
         }
         let anon: bool = c
-            .query_one("SELECT has_table_privilege('anon', $1, 'SELECT')", &[&format!("public.{table}")])
+            .query_one(
+                "SELECT has_table_privilege('anon', $1, 'SELECT')",
+                &[&format!("public.{table}")],
+            )
             .await
             .unwrap()
             .get(0);
@@ -657,28 +808,108 @@ async fn authenticated_and_service_role_may_select_insert_update_delete_on_the_t
 
 /// (table, index, is_unique, fragments its definition must contain)
 const INDEXES: &[(&str, &str, bool, &[&str])] = &[
-    ("agent_autonomous_runs", "agent_runs_tenant_started_idx", false, &["(tenant_id, started_at DESC)"]),
-    ("agent_autonomous_runs", "agent_runs_tenant_status_idx", false, &["(tenant_id, status)"]),
-    ("agent_autonomous_runs", "agent_runs_running_idx", false, &["WHERE (status = 'running'::text)"]),
-    ("agent_tenant_locks", "agent_tenant_locks_tenant_id_key", true, &["(tenant_id)"]),
-    ("agent_tenant_locks", "agent_tenant_locks_expires_idx", false, &["(expires_at)"]),
-    ("engagement_clocks", "engagement_clocks_contact_key", true, &["(contact_id)", "WHERE (contact_id IS NOT NULL)"]),
-    ("engagement_clocks", "engagement_clocks_client_level_key", true, &["(client_id)", "WHERE (contact_id IS NULL)"]),
-    ("engagement_clocks", "engagement_clocks_tenant_due_idx", false, &["(tenant_id, next_touch_due)"]),
-    ("engagement_clocks", "engagement_clocks_tenant_priority_idx", false, &["(tenant_id, priority_score DESC)"]),
-    ("order_processing_queue", "order_processing_queue_order_id_key", true, &["(order_id)"]),
-    ("order_processing_queue", "order_processing_queue_tenant_order_key", true, &["(tenant_id, order_id)"]),
-    ("order_processing_queue", "order_processing_queue_pending_idx", false, &["WHERE (status = 'pending'::text)"]),
-    ("order_processing_exceptions", "order_processing_exceptions_unresolved_idx", false, &["WHERE (NOT resolved)"]),
+    (
+        "agent_autonomous_runs",
+        "agent_runs_tenant_started_idx",
+        false,
+        &["(tenant_id, started_at DESC)"],
+    ),
+    (
+        "agent_autonomous_runs",
+        "agent_runs_tenant_status_idx",
+        false,
+        &["(tenant_id, status)"],
+    ),
+    (
+        "agent_autonomous_runs",
+        "agent_runs_running_idx",
+        false,
+        &["WHERE (status = 'running'::text)"],
+    ),
+    (
+        "agent_tenant_locks",
+        "agent_tenant_locks_tenant_id_key",
+        true,
+        &["(tenant_id)"],
+    ),
+    (
+        "agent_tenant_locks",
+        "agent_tenant_locks_expires_idx",
+        false,
+        &["(expires_at)"],
+    ),
+    (
+        "engagement_clocks",
+        "engagement_clocks_contact_key",
+        true,
+        &["(contact_id)", "WHERE (contact_id IS NOT NULL)"],
+    ),
+    (
+        "engagement_clocks",
+        "engagement_clocks_client_level_key",
+        true,
+        &["(client_id)", "WHERE (contact_id IS NULL)"],
+    ),
+    (
+        "engagement_clocks",
+        "engagement_clocks_tenant_due_idx",
+        false,
+        &["(tenant_id, next_touch_due)"],
+    ),
+    (
+        "engagement_clocks",
+        "engagement_clocks_tenant_priority_idx",
+        false,
+        &["(tenant_id, priority_score DESC)"],
+    ),
+    (
+        "order_processing_queue",
+        "order_processing_queue_order_id_key",
+        true,
+        &["(order_id)"],
+    ),
+    (
+        "order_processing_queue",
+        "order_processing_queue_tenant_order_key",
+        true,
+        &["(tenant_id, order_id)"],
+    ),
+    (
+        "order_processing_queue",
+        "order_processing_queue_pending_idx",
+        false,
+        &["WHERE (status = 'pending'::text)"],
+    ),
+    (
+        "order_processing_exceptions",
+        "order_processing_exceptions_unresolved_idx",
+        false,
+        &["WHERE (NOT resolved)"],
+    ),
     (
         "agent_rate_limits",
         "agent_rate_limits_tenant_action_window_key",
         true,
         &["(tenant_id, action_type, window_start)"],
     ),
-    ("agent_rate_limits", "agent_rate_limits_window_end_idx", false, &["(window_end)"]),
-    ("agent_alerts", "agent_alerts_one_open_per_type_idx", true, &["(tenant_id, alert_type)", "WHERE (NOT acknowledged)"]),
-    ("email_provider_failures", "email_provider_failures_tenant_created_idx", false, &["(tenant_id, created_at DESC)"]),
+    (
+        "agent_rate_limits",
+        "agent_rate_limits_window_end_idx",
+        false,
+        &["(window_end)"],
+    ),
+    (
+        "agent_alerts",
+        "agent_alerts_one_open_per_type_idx",
+        true,
+        &["(tenant_id, alert_type)", "WHERE (NOT acknowledged)"],
+    ),
+    (
+        "email_provider_failures",
+        "email_provider_failures_tenant_created_idx",
+        false,
+        &["(tenant_id, created_at DESC)"],
+    ),
 ];
 
 #[tokio::test]
@@ -724,10 +955,16 @@ async fn assert_uses_index(c: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]
     plan_nodes(&explained[0]["Plan"], &mut nodes);
     assert!(
         nodes.iter().any(|(node, name)| name == index
-            && matches!(node.as_str(), "Index Scan" | "Index Only Scan" | "Bitmap Index Scan")),
+            && matches!(
+                node.as_str(),
+                "Index Scan" | "Index Only Scan" | "Bitmap Index Scan"
+            )),
         "{sql}\nexpected a scan of {index}, plan: {nodes:?}"
     );
-    assert!(!nodes.iter().any(|(node, _)| node == "Seq Scan"), "{sql}: seq scan in {nodes:?}");
+    assert!(
+        !nodes.iter().any(|(node, _)| node == "Seq Scan"),
+        "{sql}: seq scan in {nodes:?}"
+    );
 }
 
 #[tokio::test]
@@ -768,13 +1005,20 @@ async fn hot_queries_use_their_indexes_at_twenty_thousand_rows() {
     )
     .await
     .unwrap();
-    assert_eq!(count(&c, "SELECT count(*) FROM engagement_clocks").await, 20_000);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM engagement_clocks").await,
+        20_000
+    );
     c.batch_execute(
         "ANALYZE engagement_clocks, order_processing_queue, agent_alerts, agent_rate_limits, agent_autonomous_runs",
     )
     .await
     .unwrap();
-    let t: Uuid = c.query_one("SELECT id FROM tenants ORDER BY name LIMIT 1", &[]).await.unwrap().get(0);
+    let t: Uuid = c
+        .query_one("SELECT id FROM tenants ORDER BY name LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
     let window: chrono::DateTime<chrono::Utc> = c
         .query_one("SELECT date_trunc('hour', now()) - interval '5 hours'", &[])
         .await
@@ -857,7 +1101,10 @@ async fn days_overdue_and_is_compliant_are_derived_at_query_time_by_the_view() {
         let c = &c;
         async move {
             let r = c
-                .query_one("SELECT days_overdue, is_compliant FROM engagement_clock_status WHERE id = $1", &[&id])
+                .query_one(
+                    "SELECT days_overdue, is_compliant FROM engagement_clock_status WHERE id = $1",
+                    &[&id],
+                )
                 .await
                 .unwrap();
             (r.get::<_, i32>(0), r.get::<_, bool>(1))
@@ -892,10 +1139,15 @@ async fn security_migration_runs_twice_and_leaves_exactly_the_same_policies() {
         .iter()
         .find(|(name, _)| name.contains("security"))
         .expect("a security migration");
-    let policies = "SELECT tablename || '.' || policyname || ' ' || roles::text || ' ' || cmd || ' '
+    let policies =
+        "SELECT tablename || '.' || policyname || ' ' || roles::text || ' ' || cmd || ' '
                            || coalesce(qual, '') || ' ' || coalesce(with_check, '')
                     FROM pg_policies WHERE schemaname = 'public' ORDER BY 1";
-    let list = |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>();
+    let list = |rows: Vec<tokio_postgres::Row>| {
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
     let before = list(c.query(policies, &[]).await.unwrap());
     for _ in 0..2 {
         c.batch_execute(&format!("BEGIN; {sql}; COMMIT;"))
@@ -921,12 +1173,18 @@ async fn foreign_rows(c: &Client) -> (Uuid, Uuid, Uuid, Uuid, Uuid, Uuid, Uuid) 
     let b_contact = contact(c, b, b_client, Some("b@example.com"), None, false).await;
     let b_order = order(c, b, b_client).await;
     // Without its own queue entry the unique order_id index cannot mask the foreign key.
-    c.execute("DELETE FROM order_processing_queue WHERE order_id = $1", &[&b_order]).await.unwrap();
+    c.execute(
+        "DELETE FROM order_processing_queue WHERE order_id = $1",
+        &[&b_order],
+    )
+    .await
+    .unwrap();
     (a, b, a_client, a_contact, b_client, b_contact, b_order)
 }
 
 #[tokio::test]
-async fn agent_rows_naming_another_tenants_client_contact_or_order_are_refused_even_for_service_role() {
+async fn agent_rows_naming_another_tenants_client_contact_or_order_are_refused_even_for_service_role(
+) {
     let db = TestDb::new().await;
     let owner = db.client().await;
     let (a, _b, a_client, _a_contact, b_client, b_contact, b_order) = foreign_rows(&owner).await;
@@ -975,13 +1233,25 @@ async fn agent_rows_naming_another_tenants_client_contact_or_order_are_refused_e
     }
     // The same rows within tenant A are accepted.
     let a_order = order(&owner, a, a_client).await;
-    owner.execute("DELETE FROM order_processing_queue WHERE order_id = $1", &[&a_order]).await.unwrap();
-    service
-        .execute("INSERT INTO engagement_clocks (tenant_id, client_id) VALUES ($1, $2)", &[&a, &a_client])
+    owner
+        .execute(
+            "DELETE FROM order_processing_queue WHERE order_id = $1",
+            &[&a_order],
+        )
         .await
         .unwrap();
     service
-        .execute("INSERT INTO order_processing_queue (tenant_id, order_id) VALUES ($1, $2)", &[&a, &a_order])
+        .execute(
+            "INSERT INTO engagement_clocks (tenant_id, client_id) VALUES ($1, $2)",
+            &[&a, &a_client],
+        )
+        .await
+        .unwrap();
+    service
+        .execute(
+            "INSERT INTO order_processing_queue (tenant_id, order_id) VALUES ($1, $2)",
+            &[&a, &a_order],
+        )
         .await
         .unwrap();
     service
@@ -1002,20 +1272,32 @@ async fn cards_and_suppressions_naming_another_tenants_client_or_contact_are_ref
     let c = db.client().await;
     let (a, _b, a_client, a_contact, b_client, b_contact, _) = foreign_rows(&c).await;
     let card = "INSERT INTO kanban_cards (tenant_id, client_id, contact_id, type, title) VALUES ($1, $2, $3, 'send_email', 't')";
-    let err = c.execute(card, &[&a, &b_client, &None::<Uuid>]).await.unwrap_err();
+    let err = c
+        .execute(card, &[&a, &b_client, &None::<Uuid>])
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "23503", "{err:?}");
-    let err = c.execute(card, &[&a, &None::<Uuid>, &b_contact]).await.unwrap_err();
+    let err = c
+        .execute(card, &[&a, &None::<Uuid>, &b_contact])
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "23503", "{err:?}");
     let suppression = "INSERT INTO email_suppressions (tenant_id, contact_id, email, reason) VALUES ($1, $2, 'x@example.com', 'bounce')";
     let err = c.execute(suppression, &[&a, &b_contact]).await.unwrap_err();
     assert_eq!(sqlstate(&err), "23503", "{err:?}");
     let err = c
-        .execute("INSERT INTO contacts (tenant_id, client_id, email) VALUES ($1, $2, 'y@example.com')", &[&a, &b_client])
+        .execute(
+            "INSERT INTO contacts (tenant_id, client_id, email) VALUES ($1, $2, 'y@example.com')",
+            &[&a, &b_client],
+        )
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err), "23503", "{err:?}");
     // Same tenant works.
-    assert_eq!(c.execute(card, &[&a, &a_client, &a_contact]).await.unwrap(), 1);
+    assert_eq!(
+        c.execute(card, &[&a, &a_client, &a_contact]).await.unwrap(),
+        1
+    );
     assert_eq!(c.execute(suppression, &[&a, &a_contact]).await.unwrap(), 1);
 }
 
@@ -1031,9 +1313,12 @@ async fn two_contacts_of_one_client_and_the_client_each_get_exactly_one_clock() 
     let first = contact(&c, t, client, Some("one@example.com"), None, false).await;
     let second = contact(&c, t, client, Some("two@example.com"), None, false).await;
     for who in [first, second] {
-        c.execute("SELECT update_engagement_clock($1, $2, $3, 'email', NULL)", &[&t, &client, &who])
-            .await
-            .unwrap();
+        c.execute(
+            "SELECT update_engagement_clock($1, $2, $3, 'email', NULL)",
+            &[&t, &client, &who],
+        )
+        .await
+        .unwrap();
     }
     let rows = c
         .query(
@@ -1043,7 +1328,9 @@ async fn two_contacts_of_one_client_and_the_client_each_get_exactly_one_clock() 
         .await
         .unwrap();
     assert_eq!(rows.len(), 3);
-    assert!(rows.iter().all(|r| r.get::<_, Option<Uuid>>(0) == Some(client)));
+    assert!(rows
+        .iter()
+        .all(|r| r.get::<_, Option<Uuid>>(0) == Some(client)));
     let mut contacts: Vec<Option<Uuid>> = rows.iter().map(|r| r.get(1)).collect();
     contacts.sort();
     let mut want = vec![None, Some(first), Some(second)];
@@ -1051,10 +1338,17 @@ async fn two_contacts_of_one_client_and_the_client_each_get_exactly_one_clock() 
     assert_eq!(contacts, want);
 
     let err = c
-        .execute("INSERT INTO engagement_clocks (tenant_id, client_id) VALUES ($1, $2)", &[&t, &client])
+        .execute(
+            "INSERT INTO engagement_clocks (tenant_id, client_id) VALUES ($1, $2)",
+            &[&t, &client],
+        )
         .await
         .unwrap_err();
-    assert_eq!(sqlstate(&err), "23505", "second client-level clock: {err:?}");
+    assert_eq!(
+        sqlstate(&err),
+        "23505",
+        "second client-level clock: {err:?}"
+    );
     let err = c
         .execute(
             "INSERT INTO engagement_clocks (tenant_id, client_id, contact_id) VALUES ($1, $2, $3)",
@@ -1062,15 +1356,33 @@ async fn two_contacts_of_one_client_and_the_client_each_get_exactly_one_clock() 
         )
         .await
         .unwrap_err();
-    assert_eq!(sqlstate(&err), "23505", "second clock of a contact: {err:?}");
+    assert_eq!(
+        sqlstate(&err),
+        "23505",
+        "second clock of a contact: {err:?}"
+    );
     let err = c
-        .execute("INSERT INTO engagement_clocks (tenant_id, contact_id) VALUES ($1, $2)", &[&t, &second])
+        .execute(
+            "INSERT INTO engagement_clocks (tenant_id, contact_id) VALUES ($1, $2)",
+            &[&t, &second],
+        )
         .await
         .unwrap_err();
-    assert_eq!(sqlstate(&err), "23505", "second clock of a contact without client: {err:?}");
+    assert_eq!(
+        sqlstate(&err),
+        "23505",
+        "second clock of a contact without client: {err:?}"
+    );
     let err = c
-        .execute("INSERT INTO engagement_clocks (tenant_id) VALUES ($1)", &[&t])
+        .execute(
+            "INSERT INTO engagement_clocks (tenant_id) VALUES ($1)",
+            &[&t],
+        )
         .await
         .unwrap_err();
-    assert_eq!(sqlstate(&err), "23514", "a clock needs a client or a contact: {err:?}");
+    assert_eq!(
+        sqlstate(&err),
+        "23514",
+        "a clock needs a client or a contact: {err:?}"
+    );
 }
