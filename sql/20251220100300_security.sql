@@ -35,8 +35,12 @@ BEGIN
 END
 $sec$;
 
--- The isolation policies read profiles as the calling role.
-GRANT SELECT ON public.profiles TO authenticated, service_role;
+-- The isolation policies read profiles as the calling role; authenticated gets only the two
+-- columns they need, not the names and e-mail addresses of every tenant's users.
+GRANT SELECT (id, tenant_id) ON public.profiles TO authenticated;
+GRANT SELECT ON public.profiles TO service_role;
+-- The functions granted to service_role read tenant settings and contacts as the caller.
+GRANT SELECT ON public.tenants, public.contacts TO service_role;
 
 ALTER TABLE public.system_config ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON public.system_config FROM PUBLIC, anon, authenticated, service_role;
