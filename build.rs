@@ -16,7 +16,10 @@ fn embed_migrations() {
     let mut out = String::from("&[\n");
     for f in &files {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
-        out.push_str(&format!("    ({name:?}, include_str!({:?})),\n", f.display().to_string()));
+        out.push_str(&format!(
+            "    ({name:?}, include_str!({:?})),\n",
+            f.display().to_string()
+        ));
         println!("cargo:rerun-if-changed={}", f.display());
     }
     out.push_str("]\n");

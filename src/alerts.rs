@@ -53,7 +53,10 @@ pub async fn raise(
     now: DateTime<Utc>,
 ) -> Result<bool> {
     let row = c
-        .query_one(RAISE, &[&tenant, &alert_type, &severity, &message, &metadata, &now])
+        .query_one(
+            RAISE,
+            &[&tenant, &alert_type, &severity, &message, &metadata, &now],
+        )
         .await
         .with_context(|| format!("raising alert {alert_type}"))?;
     Ok(row.get(1))
@@ -74,7 +77,10 @@ pub async fn evaluate_rules(
     now: DateTime<Utc>,
 ) -> Result<Vec<&'static str>> {
     let mut opened = Vec::new();
-    let f = c.query_one(WINDOW_FIGURES, &[&tenant, &now]).await.context("reading 24-hour run figures")?;
+    let f = c
+        .query_one(WINDOW_FIGURES, &[&tenant, &now])
+        .await
+        .context("reading 24-hour run figures")?;
     let finished: i64 = f.get(0);
     let failed: i64 = f.get(1);
     let planned: i64 = f.get(2);
@@ -107,7 +113,10 @@ pub async fn evaluate_rules(
             facts.compliance_rate < 80.0,
             LOW_ENGAGEMENT_COMPLIANCE,
             "warning",
-            format!("engagement compliance is {:.1} % (threshold 80 %)", facts.compliance_rate),
+            format!(
+                "engagement compliance is {:.1} % (threshold 80 %)",
+                facts.compliance_rate
+            ),
             json!({"compliance_rate": facts.compliance_rate}),
         ));
     }
@@ -125,10 +134,16 @@ pub async fn evaluate_rules(
         avg_ms > 300_000.0,
         SLOW_CYCLES,
         "warning",
-        format!("average cycle took {:.0} s in the last 24 h (threshold 300 s)", avg_ms / 1000.0),
+        format!(
+            "average cycle took {:.0} s in the last 24 h (threshold 300 s)",
+            avg_ms / 1000.0
+        ),
         json!({"avg_duration_ms": avg_ms}),
     ));
-    let blocks: i64 = c.query_one(POLICY_BLOCKS_LAST_HOUR, &[&tenant, &now]).await?.get(0);
+    let blocks: i64 = c
+        .query_one(POLICY_BLOCKS_LAST_HOUR, &[&tenant, &now])
+        .await?
+        .get(0);
     candidates.push(fire(
         blocks >= 10,
         POLICY_BLOCK_SPIKE,
@@ -136,7 +151,10 @@ pub async fn evaluate_rules(
         format!("{blocks} actions were blocked by policies in the last hour (threshold 10)"),
         json!({"blocks_last_hour": blocks}),
     ));
-    let failures: i64 = c.query_one(PROVIDER_FAILURES_15_MIN, &[&tenant, &now]).await?.get(0);
+    let failures: i64 = c
+        .query_one(PROVIDER_FAILURES_15_MIN, &[&tenant, &now])
+        .await?
+        .get(0);
     candidates.push(fire(
         failures >= 5,
         EMAIL_PROVIDER_FAILURE,
@@ -153,7 +171,11 @@ pub async fn evaluate_rules(
 }
 
 /// Only the failure-rate rule: evaluated after a cycle that failed before Reflect.
-pub async fn evaluate_failure_rate(c: &impl GenericClient, tenant: Uuid, now: DateTime<Utc>) -> Result<bool> {
+pub async fn evaluate_failure_rate(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool> {
     let f = c.query_one(WINDOW_FIGURES, &[&tenant, &now]).await?;
     let finished: i64 = f.get(0);
     let failed: i64 = f.get(1);
@@ -169,7 +191,9 @@ pub async fn evaluate_failure_rate(c: &impl GenericClient, tenant: Uuid, now: Da
         tenant,
         CYCLE_FAILURE_RATE,
         "critical",
-        &format!("{failed} of {finished} cycles in the last 24 h failed ({rate:.0} %, threshold 20 %)"),
+        &format!(
+            "{failed} of {finished} cycles in the last 24 h failed ({rate:.0} %, threshold 20 %)"
+        ),
         json!({"failed": failed, "finished": finished, "rate": rate}),
         now,
     )
@@ -227,15 +251,24 @@ pub async fn run_ack(ctx: &Context, args: &AckAlertArgs) -> Result<u8> {
         }
         let severity = args.severity.map(|s| s.as_str());
         let n = tx
-            .execute(ACK_ALL, &[&tenant, &now, &args.by, &args.alert_type, &severity])
+            .execute(
+                ACK_ALL,
+                &[&tenant, &now, &args.by, &args.alert_type, &severity],
+            )
             .await
             .context("acknowledging alerts")?;
-        AckReport { acknowledged: n, already_acknowledged: 0 }
+        AckReport {
+            acknowledged: n,
+            already_acknowledged: 0,
+        }
     } else {
         let mut ids = args.alert_ids.clone();
         ids.sort();
         ids.dedup();
-        let rows = tx.query(LOCK_ALERTS, &[&ids]).await.context("reading alerts")?;
+        let rows = tx
+            .query(LOCK_ALERTS, &[&ids])
+            .await
+            .context("reading alerts")?;
         let missing: Vec<String> = ids
             .iter()
             .filter(|id| !rows.iter().any(|r| r.get::<_, Uuid>(0) == **id))
@@ -256,8 +289,14 @@ pub async fn run_ack(ctx: &Context, args: &AckAlertArgs) -> Result<u8> {
             }
         }
         let already = rows.iter().filter(|r| r.get::<_, bool>(2)).count() as u64;
-        let n = tx.execute(ACK_BY_IDS, &[&ids, &now, &args.by]).await.context("acknowledging alerts")?;
-        AckReport { acknowledged: n, already_acknowledged: already }
+        let n = tx
+            .execute(ACK_BY_IDS, &[&ids, &now, &args.by])
+            .await
+            .context("acknowledging alerts")?;
+        AckReport {
+            acknowledged: n,
+            already_acknowledged: already,
+        }
     };
     tx.commit().await.context("committing acknowledgements")?;
 

@@ -58,7 +58,9 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply the embedded SQL migrations (also: --status, --dry-run)
-    #[command(after_help = "Example:\n  autopilot migrate --status\n\nNeeds a direct connection (not a transaction-mode pooler): it holds an advisory lock for its whole run.")]
+    #[command(
+        after_help = "Example:\n  autopilot migrate --status\n\nNeeds a direct connection (not a transaction-mode pooler): it holds an advisory lock for its whole run."
+    )]
     Migrate(MigrateArgs),
     /// Run the Plan → Act → React → Reflect cycle for enabled tenants
     #[command(after_help = "Example:\n  autopilot run-cycle --concurrency 8 --json")]
@@ -70,16 +72,24 @@ pub enum Command {
     #[command(after_help = "Example:\n  autopilot process-orders --batch 500 --json")]
     ProcessOrders(ProcessOrdersArgs),
     /// Acknowledge one or more alerts
-    #[command(after_help = "Examples:\n  autopilot ack-alert 6f1c…-… --by <profile id>\n  autopilot ack-alert --tenant <uuid> --all --severity warning")]
+    #[command(
+        after_help = "Examples:\n  autopilot ack-alert 6f1c…-… --by <profile id>\n  autopilot ack-alert --tenant <uuid> --all --severity warning"
+    )]
     AckAlert(AckAlertArgs),
     /// Show per tenant the last run, the lease, open alerts, compliance and queue depth
-    #[command(after_help = "Examples:\n  autopilot status\n  autopilot status --tenant <uuid> --json\n\nExits 1 when a reported tenant's last run failed or timed out, or a critical alert is open, so it doubles as a health check.")]
+    #[command(
+        after_help = "Examples:\n  autopilot status\n  autopilot status --tenant <uuid> --json\n\nExits 1 when a reported tenant's last run failed or timed out, or a critical alert is open, so it doubles as a health check."
+    )]
     Status(StatusArgs),
     /// Delete agent records older than the retention period, in small batches
-    #[command(after_help = "Examples:\n  autopilot prune --older-than 90d --dry-run\n  autopilot prune --older-than 30d --json\n\nNever deletes a running run, the run holding a lease, or a tenant's latest run.")]
+    #[command(
+        after_help = "Examples:\n  autopilot prune --older-than 90d --dry-run\n  autopilot prune --older-than 30d --json\n\nNever deletes a running run, the run holding a lease, or a tenant's latest run."
+    )]
     Prune(PruneArgs),
     /// Print a shell completion script on stdout
-    #[command(after_help = "Examples:\n  autopilot completions bash > /etc/bash_completion.d/autopilot\n  autopilot completions zsh > \"${fpath[1]}/_autopilot\"")]
+    #[command(
+        after_help = "Examples:\n  autopilot completions bash > /etc/bash_completion.d/autopilot\n  autopilot completions zsh > \"${fpath[1]}/_autopilot\""
+    )]
     Completions(CompletionsArgs),
 }
 
@@ -317,7 +327,10 @@ fn parse_metrics_path(s: &str) -> Result<PathBuf, String> {
         _ => PathBuf::from("."),
     };
     if !dir.is_dir() {
-        return Err(format!("directory '{}' of the metrics file does not exist", dir.display()));
+        return Err(format!(
+            "directory '{}' of the metrics file does not exist",
+            dir.display()
+        ));
     }
     Ok(p)
 }
@@ -349,11 +362,13 @@ impl Cli {
                     | ErrorKind::DisplayVersion
                     | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
                         let _ = e.print();
-                        Err(if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                            Exit::Usage as u8
-                        } else {
-                            Exit::Success as u8
-                        })
+                        Err(
+                            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                                Exit::Usage as u8
+                            } else {
+                                Exit::Success as u8
+                            },
+                        )
                     }
                     _ => {
                         let rendered = e.render().to_string();

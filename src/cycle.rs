@@ -40,10 +40,12 @@ ORDER BY (SELECT max(r.started_at) FROM public.agent_autonomous_runs r WHERE r.t
 LIMIT $2";
 
 const ACQUIRE: &str = "SELECT public.acquire_tenant_lease($1, $2, make_interval(secs => $3), $4)";
-const RUN_CYCLE_NUMBER: &str = "SELECT cycle_number FROM public.agent_autonomous_runs WHERE id = $1";
+const RUN_CYCLE_NUMBER: &str =
+    "SELECT cycle_number FROM public.agent_autonomous_runs WHERE id = $1";
 const HEARTBEAT: &str = "SELECT public.extend_tenant_lease($1, $2, make_interval(secs => $3))";
 const RELEASE: &str = "SELECT public.release_tenant_lease($1, $2, $3, $4)";
-const RUN_STATUS: &str = "SELECT status, error_message FROM public.agent_autonomous_runs WHERE id = $1";
+const RUN_STATUS: &str =
+    "SELECT status, error_message FROM public.agent_autonomous_runs WHERE id = $1";
 
 const SET_PHASE: &str = "UPDATE public.agent_autonomous_runs
 SET phase = $3, actions_planned = $4, actions_executed = $5, actions_blocked = $6,
@@ -61,7 +63,8 @@ WHERE tenant_id = $1 AND type = 'send_email' AND state = 'approved'";
 const SCHEDULED_DUE: &str = "SELECT id FROM public.kanban_cards
 WHERE tenant_id = $1 AND state = 'scheduled' AND due_at <= $2 ORDER BY due_at, id LIMIT $3";
 
-const PROMOTE_SCHEDULED: &str = "UPDATE public.kanban_cards SET state = 'suggested', updated_at = $3
+const PROMOTE_SCHEDULED: &str =
+    "UPDATE public.kanban_cards SET state = 'suggested', updated_at = $3
 WHERE tenant_id = $1 AND id = ANY($2) AND state = 'scheduled'";
 
 const INSERT_REVIEW_CARDS: &str = "
@@ -152,7 +155,10 @@ impl Planned {
     fn describe(&self) -> String {
         match self {
             Planned::Send => "send an approved e-mail card".to_string(),
-            Planned::Review(t) => format!("open a review task for order {} ({} {})", t.order_id, t.severity, t.exception_type),
+            Planned::Review(t) => format!(
+                "open a review task for order {} ({} {})",
+                t.order_id, t.severity, t.exception_type
+            ),
             Planned::FollowUp(f) => format!(
                 "draft a follow-up to {} ({} days overdue)",
                 f.display_name(),
@@ -186,7 +192,9 @@ struct Shared<'a> {
 pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
     let started = Instant::now();
     // Configuration errors are bad input: refuse before connecting or writing anything.
-    let mailer = email::MailerConfig::from_env()?.map(email::Mailer::new).transpose()?;
+    let mailer = email::MailerConfig::from_env()?
+        .map(email::Mailer::new)
+        .transpose()?;
     let pool = ctx.db.pool(args.concurrency as usize + 1)?;
 
     let conn = db::get(&pool, &ctx.db).await?;
@@ -239,7 +247,9 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::warn!("signal received: starting no new tenant, giving in-flight tenants a grace period");
+        tracing::warn!(
+            "signal received: starting no new tenant, giving in-flight tenants a grace period"
+        );
         let _ = stop_tx.send(true);
     });
 
@@ -276,14 +286,21 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         reason: None,
         total: results.len(),
         succeeded: results.iter().filter(|r| r.status == "completed").count(),
-        failed: results.iter().filter(|r| matches!(r.status, "failed" | "timeout")).count(),
+        failed: results
+            .iter()
+            .filter(|r| matches!(r.status, "failed" | "timeout"))
+            .count(),
         skipped: results.iter().filter(|r| r.status == "skipped").count(),
         duration_ms: started.elapsed().as_millis() as u64,
         tenants: results,
     };
     print_report(&report, args);
     crate::metrics::after_cycle(ctx, args, &report).await;
-    Ok(if report.failed > 0 || interrupted { 1 } else { 0 })
+    Ok(if report.failed > 0 || interrupted {
+        1
+    } else {
+        0
+    })
 }
 
 fn print_report(report: &CycleReport, args: &RunCycleArgs) {
@@ -296,7 +313,11 @@ fn print_report(report: &CycleReport, args: &RunCycleArgs) {
     }
     for t in &report.tenants {
         let m = &t.metrics;
-        let name = if t.name.is_empty() { String::new() } else { format!(" ({})", t.name) };
+        let name = if t.name.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", t.name)
+        };
         match t.status {
             "completed" => println!(
                 "{}{name}: completed cycle {} in {} ms: planned {}, executed {}, blocked {}, e-mails {}, cards {}",
@@ -324,10 +345,18 @@ fn print_report(report: &CycleReport, args: &RunCycleArgs) {
 }
 
 async fn kill_switch_reason(c: &impl GenericClient) -> Result<Option<String>> {
-    if std::env::var("AGENT_KILL_SWITCH").map(|v| v.eq_ignore_ascii_case("true") || v == "1").unwrap_or(false) {
-        return Ok(Some("AGENT_KILL_SWITCH=true is set in the environment".to_string()));
+    if std::env::var("AGENT_KILL_SWITCH")
+        .map(|v| v.eq_ignore_ascii_case("true") || v == "1")
+        .unwrap_or(false)
+    {
+        return Ok(Some(
+            "AGENT_KILL_SWITCH=true is set in the environment".to_string(),
+        ));
     }
-    let row = c.query_opt(KILL_SWITCH, &[]).await.context("reading the kill switch")?;
+    let row = c
+        .query_opt(KILL_SWITCH, &[])
+        .await
+        .context("reading the kill switch")?;
     let value: Value = row.map(|r| r.get(0)).unwrap_or(Value::Null);
     if value.get("global_enabled") == Some(&Value::Bool(true)) {
         return Ok(None);
@@ -337,7 +366,9 @@ async fn kill_switch_reason(c: &impl GenericClient) -> Result<Option<String>> {
         .and_then(Value::as_str)
         .map(|r| format!(": {r}"))
         .unwrap_or_default();
-    Ok(Some(format!("global kill switch is on (system_config agent_config.global_enabled is not true){why}")))
+    Ok(Some(format!(
+        "global kill switch is on (system_config agent_config.global_enabled is not true){why}"
+    )))
 }
 
 fn holder_name() -> String {
@@ -347,7 +378,11 @@ fn holder_name() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown".to_string());
-    format!("{host}:{}:{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        &Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 async fn wait_for_signal() {
@@ -380,7 +415,10 @@ async fn heartbeat_loop(sh: &Shared<'_>) {
     loop {
         tokio::time::sleep(every).await;
         let held: Vec<(Uuid, Uuid, Arc<Notify>)> = match sh.leases.lock() {
-            Ok(l) => l.iter().map(|(run, (tenant, n))| (*run, *tenant, n.clone())).collect(),
+            Ok(l) => l
+                .iter()
+                .map(|(run, (tenant, n))| (*run, *tenant, n.clone()))
+                .collect(),
             Err(_) => continue,
         };
         if held.is_empty() {
@@ -394,7 +432,10 @@ async fn heartbeat_loop(sh: &Shared<'_>) {
             }
         };
         for (run, tenant, lost) in held {
-            match conn.query_one(HEARTBEAT, &[&tenant, &run, &lease_secs]).await {
+            match conn
+                .query_one(HEARTBEAT, &[&tenant, &run, &lease_secs])
+                .await
+            {
                 Ok(row) if row.get::<_, bool>(0) => {}
                 Ok(_) => {
                     tracing::warn!(%tenant, %run, "lease lost: stopping this tenant's cycle");
@@ -414,7 +455,12 @@ enum Ending {
     Interrupted,
 }
 
-fn result(t: &TenantRow, started: Instant, status: &'static str, reason: Option<String>) -> TenantResult {
+fn result(
+    t: &TenantRow,
+    started: Instant,
+    status: &'static str,
+    reason: Option<String>,
+) -> TenantResult {
     TenantResult {
         tenant_id: t.id,
         name: t.name.clone(),
@@ -430,7 +476,12 @@ fn result(t: &TenantRow, started: Instant, status: &'static str, reason: Option<
 async fn run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
     let started = Instant::now();
     if *sh.stop.borrow() {
-        return result(t, started, "skipped", Some("interrupted before start".into()));
+        return result(
+            t,
+            started,
+            "skipped",
+            Some("interrupted before start".into()),
+        );
     }
     if let Some(why) = t.runnable {
         return result(t, started, "skipped", Some(why.into()));
@@ -445,20 +496,35 @@ async fn run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
     }
 }
 
-async fn run_tenant_inner(sh: &Shared<'_>, t: &TenantRow, started: Instant) -> Result<TenantResult> {
+async fn run_tenant_inner(
+    sh: &Shared<'_>,
+    t: &TenantRow,
+    started: Instant,
+) -> Result<TenantResult> {
     let args = sh.args;
     let mut conn = db::get(&sh.pool, &sh.ctx.db).await?;
     let lease_secs = args.lease as f64;
     let run_id: Option<Uuid> = conn
-        .query_one(ACQUIRE, &[&t.id, &sh.holder, &lease_secs, &args.trigger.as_str()])
+        .query_one(
+            ACQUIRE,
+            &[&t.id, &sh.holder, &lease_secs, &args.trigger.as_str()],
+        )
         .await
         .with_context(|| format!("acquiring lease for tenant {}", t.id))?
         .get(0);
     let Some(run_id) = run_id else {
-        return Ok(result(t, started, "skipped", Some("lease held by another runner".into())));
+        return Ok(result(
+            t,
+            started,
+            "skipped",
+            Some("lease held by another runner".into()),
+        ));
     };
     let cycle_number: i32 = conn.query_one(RUN_CYCLE_NUMBER, &[&run_id]).await?.get(0);
-    let fence = Fence { tenant_id: t.id, run_id };
+    let fence = Fence {
+        tenant_id: t.id,
+        run_id,
+    };
     let lost = Arc::new(Notify::new());
     if let Ok(mut l) = sh.leases.lock() {
         l.insert(run_id, (t.id, lost.clone()));
@@ -521,7 +587,13 @@ async fn run_tenant_inner(sh: &Shared<'_>, t: &TenantRow, started: Instant) -> R
     let (status, error): (&str, Option<String>) = match &ending {
         Ending::Done(_) => ("completed", None),
         Ending::Failed(m) => ("failed", Some(m.clone())),
-        Ending::TimedOut => ("timeout", Some(format!("exceeded --tenant-timeout of {} s; in-flight query cancelled", args.tenant_timeout))),
+        Ending::TimedOut => (
+            "timeout",
+            Some(format!(
+                "exceeded --tenant-timeout of {} s; in-flight query cancelled",
+                args.tenant_timeout
+            )),
+        ),
         Ending::Interrupted => ("failed", Some("interrupted".to_string())),
         Ending::Lost => ("failed", Some("lease lost to another runner".to_string())),
     };
@@ -541,7 +613,10 @@ async fn run_tenant_inner(sh: &Shared<'_>, t: &TenantRow, started: Instant) -> R
             "timeout" => "timeout",
             _ => "failed",
         };
-        (st, Some("lease lost to another runner; nothing more was written".to_string()))
+        (
+            st,
+            Some("lease lost to another runner; nothing more was written".to_string()),
+        )
     };
     if released && final_status != "completed" {
         if let Err(e) = alerts::evaluate_failure_rate(&**conn, t.id, sh.ctx.now()).await {
@@ -564,12 +639,26 @@ async fn run_tenant_inner(sh: &Shared<'_>, t: &TenantRow, started: Instant) -> R
     })
 }
 
-async fn set_phase(c: &mut tokio_postgres::Client, fence: Fence, phase: &str, m: &CycleMetrics) -> Result<()> {
+async fn set_phase(
+    c: &mut tokio_postgres::Client,
+    fence: Fence,
+    phase: &str,
+    m: &CycleMetrics,
+) -> Result<()> {
     let tx = c.transaction().await?;
     fence.check(&tx).await?;
     tx.execute(
         SET_PHASE,
-        &[&fence.tenant_id, &fence.run_id, &phase, &m.actions_planned, &m.actions_executed, &m.actions_blocked, &m.emails_sent, &m.cards_created],
+        &[
+            &fence.tenant_id,
+            &fence.run_id,
+            &phase,
+            &m.actions_planned,
+            &m.actions_executed,
+            &m.actions_blocked,
+            &m.emails_sent,
+            &m.cards_created,
+        ],
     )
     .await
     .with_context(|| format!("recording phase {phase}"))?;
@@ -578,14 +667,27 @@ async fn set_phase(c: &mut tokio_postgres::Client, fence: Fence, phase: &str, m:
 }
 
 /// Plan step 1: the tenant's missing clocks and fresh scores.
-async fn refresh_engagement(c: &impl GenericClient, tenant: Uuid, now: DateTime<Utc>) -> Result<u64> {
-    let created = engagement::ensure_clocks(c, tenant, now).await.context("creating engagement clocks")?;
-    engagement::refresh_scores(c, tenant, now).await.context("refreshing priority scores")?;
+async fn refresh_engagement(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let created = engagement::ensure_clocks(c, tenant, now)
+        .await
+        .context("creating engagement clocks")?;
+    engagement::refresh_scores(c, tenant, now)
+        .await
+        .context("refreshing priority scores")?;
     Ok(created)
 }
 
 /// Plan step 2: collect every candidate action, highest priority first, capped.
-async fn collect_plan(c: &impl GenericClient, tenant: Uuid, settings: &TenantSettings, now: DateTime<Utc>) -> Result<Plan> {
+async fn collect_plan(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    settings: &TenantSettings,
+    now: DateTime<Utc>,
+) -> Result<Plan> {
     let cap = settings.max_actions_per_cycle.max(0) as i64;
     let mut plan = Plan::default();
     let mut all: Vec<Planned> = Vec::new();
@@ -593,10 +695,16 @@ async fn collect_plan(c: &impl GenericClient, tenant: Uuid, settings: &TenantSet
     let approved: i64 = c.query_one(COUNT_APPROVED_SENDS, &[&tenant]).await?.get(0);
     all.extend((0..approved.min(cap)).map(|_| Planned::Send));
 
-    for target in orders::review_targets(c, tenant, cap).await.context("collecting review targets")? {
+    for target in orders::review_targets(c, tenant, cap)
+        .await
+        .context("collecting review targets")?
+    {
         all.push(Planned::Review(target));
     }
-    for f in engagement::overdue_followups(c, tenant, now, cap).await.context("collecting overdue follow-ups")? {
+    for f in engagement::overdue_followups(c, tenant, now, cap)
+        .await
+        .context("collecting overdue follow-ups")?
+    {
         if f.email.as_deref().map(str::trim).unwrap_or("").is_empty() {
             plan.blockers.push(format!(
                 "{} is {} days overdue but has no e-mail address",
@@ -700,7 +808,8 @@ async fn tenant_cycle(
             }
             Planned::Review(target) => {
                 let mut action = Action::new("create_task", orders::review_card_payload(&target));
-                action.justification.escalates_order_exception = matches!(target.severity.as_str(), "error" | "critical");
+                action.justification.escalates_order_exception =
+                    matches!(target.severity.as_str(), "error" | "critical");
                 match policy::evaluate(&*c, tenant, settings, &action, now).await? {
                     Some(block) => blocks.push((action, block)),
                     None => reviews.push(target),
@@ -721,12 +830,14 @@ async fn tenant_cycle(
     if !drafts.is_empty() || !reviews.is_empty() || !promotes.is_empty() {
         let tx = c.transaction().await?;
         fence.check(&tx).await?;
-        let drafted = engagement::insert_followup_cards(&tx, tenant, fence.run_id, &drafts).await? as i32;
+        let drafted =
+            engagement::insert_followup_cards(&tx, tenant, fence.run_id, &drafts).await? as i32;
         let reviewed = insert_review_cards(&tx, fence, &reviews, now).await? as i32;
         let promoted = if promotes.is_empty() {
             0
         } else {
-            tx.execute(PROMOTE_SCHEDULED, &[&tenant, &promotes, &now]).await? as i32
+            tx.execute(PROMOTE_SCHEDULED, &[&tenant, &promotes, &now])
+                .await? as i32
         };
         tx.commit().await?;
         m.cards_created += drafted + reviewed;
@@ -735,7 +846,9 @@ async fn tenant_cycle(
             changes.push(format!("drafted {drafted} follow-up e-mail card(s)"));
         }
         if reviewed > 0 {
-            changes.push(format!("opened {reviewed} review task(s) for order exceptions"));
+            changes.push(format!(
+                "opened {reviewed} review task(s) for order exceptions"
+            ));
         }
         if promoted > 0 {
             changes.push(format!("moved {promoted} scheduled card(s) to suggested"));
@@ -744,12 +857,23 @@ async fn tenant_cycle(
 
     // Called even with nothing to send: it also parks cards left `executing` by an
     // interrupted send.
-    let send_report = email::send_approved(c, tenant, Some(fence.run_id), Some(&fence), settings, sh.mailer.as_ref(), sends, now)
-        .await
-        .context("sending approved e-mails")?;
+    let send_report = email::send_approved(
+        c,
+        tenant,
+        Some(fence.run_id),
+        Some(&fence),
+        settings,
+        sh.mailer.as_ref(),
+        sends,
+        now,
+    )
+    .await
+    .context("sending approved e-mails")?;
     m.emails_sent += send_report.sent as i32;
     m.actions_executed += send_report.sent as i32;
-    m.actions_blocked += (send_report.blocked + send_report.invalid + send_report.deferred_rate_limited.min(1)) as i32;
+    m.actions_blocked += (send_report.blocked
+        + send_report.invalid
+        + send_report.deferred_rate_limited.min(1)) as i32;
     if send_report.sent > 0 {
         changes.push(format!("sent {} e-mail(s)", send_report.sent));
     }
@@ -759,7 +883,8 @@ async fn tenant_cycle(
         ));
     }
     if send_report.circuit_open {
-        plan.blockers.push("e-mail sending paused: 5 or more provider failures in 15 minutes".to_string());
+        plan.blockers
+            .push("e-mail sending paused: 5 or more provider failures in 15 minutes".to_string());
     }
     if send_report.deferred_rate_limited > 0 {
         plan.blockers.push(format!(
@@ -782,20 +907,35 @@ async fn tenant_cycle(
     if orders_report.processed > 0 {
         changes.push(format!(
             "validated {} order(s): {} clean, {} with exceptions, {} skipped, {} auto-fix(es)",
-            orders_report.processed, orders_report.validated, orders_report.exception, orders_report.skipped, orders_report.auto_fixes
+            orders_report.processed,
+            orders_report.validated,
+            orders_report.exception,
+            orders_report.skipped,
+            orders_report.auto_fixes
         ));
     }
     let provider_failures = email::provider_failures_last_hour(&*c, tenant, now).await?;
     if provider_failures > 0 {
-        insights.push(format!("{provider_failures} e-mail provider failure(s) in the last hour"));
+        insights.push(format!(
+            "{provider_failures} e-mail provider failure(s) in the last hour"
+        ));
     }
     set_phase(c, fence, "reflect", &m).await?;
 
     // Reflect ------------------------------------------------------------------------------
     let report = engagement::tenant_report(&*c, tenant, 5, now).await?;
-    let previous: Option<Value> = c.query_opt(LAST_REFLECTION, &[&tenant]).await?.map(|r| r.get(0));
-    let prev_rate = previous.as_ref().and_then(|p| p.pointer("/compliance_rate/after")).and_then(Value::as_f64);
-    let prev_overdue = previous.as_ref().and_then(|p| p.pointer("/overdue/after")).and_then(Value::as_i64);
+    let previous: Option<Value> = c
+        .query_opt(LAST_REFLECTION, &[&tenant])
+        .await?
+        .map(|r| r.get(0));
+    let prev_rate = previous
+        .as_ref()
+        .and_then(|p| p.pointer("/compliance_rate/after"))
+        .and_then(Value::as_f64);
+    let prev_overdue = previous
+        .as_ref()
+        .and_then(|p| p.pointer("/overdue/after"))
+        .and_then(Value::as_i64);
     let metrics_delta = json!({
         "compliance_rate": {"before": prev_rate, "after": report.compliance_rate,
                             "delta": prev_rate.map(|p| round2(report.compliance_rate - p))},
@@ -815,7 +955,16 @@ async fn tenant_cycle(
         .violations
         .iter()
         .take(5)
-        .map(|v| format!("contact {} is {} days overdue (priority {})", v.contact_id.map(|c| c.to_string()).unwrap_or_else(|| "-".into()), v.days_overdue, v.priority_score))
+        .map(|v| {
+            format!(
+                "contact {} is {} days overdue (priority {})",
+                v.contact_id
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                v.days_overdue,
+                v.priority_score
+            )
+        })
         .collect();
     let summary = format!(
         "Cycle {cycle_number}: planned {}, executed {}, blocked {}; {} e-mail(s) sent, {} card(s) created; compliance {:.1} %, {} overdue.",
@@ -832,19 +981,45 @@ async fn tenant_cycle(
         fence.check(&tx).await?;
         tx.execute(
             INSERT_REFLECTION,
-            &[&tenant, &fence.run_id, &summary, &json!(changes), &metrics_delta, &json!(plan.blockers), &json!(insights), &json!(priorities), &now],
+            &[
+                &tenant,
+                &fence.run_id,
+                &summary,
+                &json!(changes),
+                &metrics_delta,
+                &json!(plan.blockers),
+                &json!(insights),
+                &json!(priorities),
+                &now,
+            ],
         )
         .await
         .context("writing the reflection")?;
         tx.execute(
             STORE_METRICS,
-            &[&tenant, &fence.run_id, &m.actions_planned, &m.actions_executed, &m.actions_blocked, &m.emails_sent, &m.cards_created, &run_metrics],
+            &[
+                &tenant,
+                &fence.run_id,
+                &m.actions_planned,
+                &m.actions_executed,
+                &m.actions_blocked,
+                &m.emails_sent,
+                &m.cards_created,
+                &run_metrics,
+            ],
         )
         .await
         .context("storing run metrics")?;
-        alerts::evaluate_rules(&tx, tenant, Some(alerts::CycleFacts { compliance_rate: report.compliance_rate }), now)
-            .await
-            .context("evaluating alert rules")?;
+        alerts::evaluate_rules(
+            &tx,
+            tenant,
+            Some(alerts::CycleFacts {
+                compliance_rate: report.compliance_rate,
+            }),
+            now,
+        )
+        .await
+        .context("evaluating alert rules")?;
         tx.commit().await?;
     }
     Ok(m)
@@ -852,7 +1027,10 @@ async fn tenant_cycle(
 
 /// Error text for a run row and a report line: one line, no secrets.
 fn one_line(text: &str) -> String {
-    crate::error::redact(text).split_whitespace().collect::<Vec<_>>().join(" ")
+    crate::error::redact(text)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn round2(x: f64) -> f64 {
@@ -874,14 +1052,39 @@ async fn insert_review_cards(
     let descriptions: Vec<String> = targets.iter().map(|t| t.message.clone()).collect();
     let rationales: Vec<String> = targets
         .iter()
-        .map(|t| format!("Unresolved {} {} exception on this order needs a person to review it.", t.severity, t.exception_type))
+        .map(|t| {
+            format!(
+                "Unresolved {} {} exception on this order needs a person to review it.",
+                t.severity, t.exception_type
+            )
+        })
         .collect();
-    let priorities: Vec<&str> = targets.iter().map(|t| if t.severity == "critical" { "high" } else { "medium" }).collect();
+    let priorities: Vec<&str> = targets
+        .iter()
+        .map(|t| {
+            if t.severity == "critical" {
+                "high"
+            } else {
+                "medium"
+            }
+        })
+        .collect();
     let payloads: Vec<Value> = targets.iter().map(orders::review_card_payload).collect();
     let n = c
         .execute(
             INSERT_REVIEW_CARDS,
-            &[&fence.tenant_id, &fence.run_id, &now, &order_ids, &client_ids, &titles, &descriptions, &rationales, &priorities, &payloads],
+            &[
+                &fence.tenant_id,
+                &fence.run_id,
+                &now,
+                &order_ids,
+                &client_ids,
+                &titles,
+                &descriptions,
+                &rationales,
+                &priorities,
+                &payloads,
+            ],
         )
         .await
         .context("creating review cards")?;
@@ -899,7 +1102,8 @@ async fn dry_run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
         return result(t, started, "skipped", Some(why.into()));
     }
     let outcome: Result<(Plan, CycleMetrics)> = async {
-        let settings = TenantSettings::parse(&t.settings).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        let settings =
+            TenantSettings::parse(&t.settings).map_err(|e| anyhow::anyhow!(e.to_string()))?;
         let mut conn = db::get(&sh.pool, &sh.ctx.db).await?;
         let client: &mut tokio_postgres::Client = &mut conn;
         let tx = client.transaction().await?;
@@ -907,14 +1111,26 @@ async fn dry_run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
         refresh_engagement(&tx, t.id, now).await?;
         let plan = collect_plan(&tx, t.id, &settings, now).await?;
         tx.rollback().await?;
-        let m = CycleMetrics { actions_planned: plan.actions.len() as i32, ..Default::default() };
+        let m = CycleMetrics {
+            actions_planned: plan.actions.len() as i32,
+            ..Default::default()
+        };
         Ok((plan, m))
     }
     .await;
     match outcome {
         Ok((plan, m)) => {
             if !sh.args.json {
-                println!("{}{}: would take {} action(s)", t.id, if t.name.is_empty() { String::new() } else { format!(" ({})", t.name) }, plan.actions.len());
+                println!(
+                    "{}{}: would take {} action(s)",
+                    t.id,
+                    if t.name.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", t.name)
+                    },
+                    plan.actions.len()
+                );
                 for a in &plan.actions {
                     println!("  - {}", a.describe());
                 }
@@ -925,7 +1141,15 @@ async fn dry_run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
                     println!("  ({} more beyond max_actions_per_cycle)", plan.deferred);
                 }
             }
-            TenantResult { metrics: m, ..result(t, started, "completed", Some("dry run: nothing written".into())) }
+            TenantResult {
+                metrics: m,
+                ..result(
+                    t,
+                    started,
+                    "completed",
+                    Some("dry run: nothing written".into()),
+                )
+            }
         }
         Err(e) => result(t, started, "failed", Some(one_line(&format!("{e:#}")))),
     }

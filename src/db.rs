@@ -76,7 +76,14 @@ fn env_nonempty(key: &str) -> Option<String> {
 /// Split libpq-only parameters (sslmode, sslrootcert, …) out of a URL or key=value
 /// connection string, returning the rest for tokio-postgres and the extracted pairs.
 fn split_libpq_params(conn: &str) -> (String, Vec<(String, String)>) {
-    const OURS: &[&str] = &["sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslpassword"];
+    const OURS: &[&str] = &[
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslcrl",
+        "sslpassword",
+    ];
     let mut extracted = Vec::new();
     if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
         let Some((base, query)) = conn.split_once('?') else {
@@ -86,7 +93,9 @@ fn split_libpq_params(conn: &str) -> (String, Vec<(String, String)>) {
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             if OURS.contains(&k) {
-                let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy().to_string();
+                let v = percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .to_string();
                 extracted.push((k.to_string(), v));
             } else {
                 kept.push(pair);
@@ -122,14 +131,24 @@ impl DbSettings {
                 }
                 let (rest, params) = split_libpq_params(url);
                 let config = Config::from_str(&rest).map_err(|e| {
-                    AppError::usage(format!("invalid database URL: {}", crate::error::redact(&e.to_string())))
+                    AppError::usage(format!(
+                        "invalid database URL: {}",
+                        crate::error::redact(&e.to_string())
+                    ))
                 })?;
                 (config, params)
             }
             None => {
                 // libpq would quietly try localhost:5432; an agent that may write should
                 // rather say that nothing told it where its database is.
-                const PG_VARS: &[&str] = &["PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE"];
+                const PG_VARS: &[&str] = &[
+                    "PGHOST",
+                    "PGHOSTADDR",
+                    "PGPORT",
+                    "PGUSER",
+                    "PGDATABASE",
+                    "PGSERVICE",
+                ];
                 if !PG_VARS.iter().any(|v| env_nonempty(v).is_some()) {
                     return Err(AppError::usage(
                         "no database configured: set DATABASE_URL (or --database-url, or the libpq variables PGHOST, PGPORT, PGUSER, PGDATABASE)",
@@ -186,11 +205,19 @@ impl DbSettings {
             config.connect_timeout(Duration::from_secs(secs));
         }
         if config.get_application_name().is_none() {
-            config.application_name(env_nonempty("PGAPPNAME").unwrap_or_else(|| "autopilot".to_string()));
+            config.application_name(
+                env_nonempty("PGAPPNAME").unwrap_or_else(|| "autopilot".to_string()),
+            );
         }
         config.keepalives(true);
 
-        let param = |k: &str| params.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let param = |k: &str| {
+            params
+                .iter()
+                .rev()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
         let ssl_mode: SslMode = match param("sslmode").or_else(|| env_nonempty("PGSSLMODE")) {
             Some(m) => m.parse()?,
             None => SslMode::Prefer,
@@ -230,7 +257,12 @@ impl DbSettings {
             port,
             config.get_dbname().unwrap_or("")
         );
-        Ok(DbSettings { config, ssl_mode, ssl_root_cert, display })
+        Ok(DbSettings {
+            config,
+            ssl_mode,
+            ssl_root_cert,
+            display,
+        })
     }
 
     /// The TLS connector for this sslmode (unused by the driver when sslmode=disable).
@@ -282,7 +314,10 @@ impl DbSettings {
                 } else {
                     webpki
                 };
-                builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(verifier)
+                    .with_no_client_auth()
             }
             _ => builder
                 .dangerous()
@@ -297,7 +332,9 @@ impl DbSettings {
         let manager = Manager::from_config(
             self.config.clone(),
             self.tls()?,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
         );
         Pool::builder(manager)
             .max_size(size.max(1))
@@ -331,7 +368,11 @@ impl DbSettings {
             detail.push_str(&hint);
             detail.push(')');
         }
-        AppError::Unavailable(format!("cannot connect to database {}: {detail}", self.display)).into()
+        AppError::Unavailable(format!(
+            "cannot connect to database {}: {detail}",
+            self.display
+        ))
+        .into()
     }
 
     /// What a rejected server certificate means for the operator, in their terms
@@ -372,7 +413,11 @@ fn url_password(url: &str) -> Option<String> {
     let authority = rest.split(['/', '?']).next()?;
     let userinfo = authority.rsplit_once('@')?.0;
     let pw = userinfo.split_once(':')?.1;
-    Some(percent_encoding::percent_decode_str(pw).decode_utf8_lossy().to_string())
+    Some(
+        percent_encoding::percent_decode_str(pw)
+            .decode_utf8_lossy()
+            .to_string(),
+    )
 }
 
 /// The rustls error behind a failed handshake, if that is what failed (tokio-postgres-rustls
@@ -443,7 +488,10 @@ pub struct Fence {
 impl Fence {
     pub async fn check(&self, client: &impl tokio_postgres::GenericClient) -> Result<()> {
         match client
-            .execute("SELECT public.assert_tenant_lease($1, $2)", &[&self.tenant_id, &self.run_id])
+            .execute(
+                "SELECT public.assert_tenant_lease($1, $2)",
+                &[&self.tenant_id, &self.run_id],
+            )
             .await
         {
             Ok(_) => Ok(()),
@@ -458,7 +506,10 @@ impl Fence {
 }
 
 /// Check the fence when there is one (cycle writes) and do nothing otherwise (commands).
-pub async fn check_fence(fence: Option<&Fence>, client: &impl tokio_postgres::GenericClient) -> Result<()> {
+pub async fn check_fence(
+    fence: Option<&Fence>,
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<()> {
     match fence {
         Some(f) => f.check(client).await,
         None => Ok(()),
@@ -466,19 +517,26 @@ pub async fn check_fence(fence: Option<&Fence>, client: &impl tokio_postgres::Ge
 }
 
 pub fn is_lease_lost(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error().map(|d| d.code().code() == LEASE_LOST_SQLSTATE).unwrap_or(false)
+    e.as_db_error()
+        .map(|d| d.code().code() == LEASE_LOST_SQLSTATE)
+        .unwrap_or(false)
 }
 
 /// True when an anyhow error is (or wraps) a lost lease.
 pub fn is_lease_lost_err(err: &anyhow::Error) -> bool {
     err.chain().any(|c| {
         matches!(c.downcast_ref::<AppError>(), Some(AppError::LeaseLost(_)))
-            || c.downcast_ref::<tokio_postgres::Error>().map(is_lease_lost).unwrap_or(false)
+            || c.downcast_ref::<tokio_postgres::Error>()
+                .map(is_lease_lost)
+                .unwrap_or(false)
     })
 }
 
 /// Look up which of `ids` are tenants; an unknown id is bad input (exit 2).
-pub async fn require_tenants(client: &impl tokio_postgres::GenericClient, ids: &[Uuid]) -> Result<()> {
+pub async fn require_tenants(
+    client: &impl tokio_postgres::GenericClient,
+    ids: &[Uuid],
+) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -515,7 +573,12 @@ impl ServerCertVerifier for NoVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -523,10 +586,17 @@ impl ServerCertVerifier for NoVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -545,7 +615,10 @@ impl ServerCertVerifier for ChainOnlyVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -594,7 +667,10 @@ mod tests {
 
     #[test]
     fn password_is_found_in_a_url_for_redaction() {
-        assert_eq!(url_password("postgres://u:s%40cret@h/db").as_deref(), Some("s@cret"));
+        assert_eq!(
+            url_password("postgres://u:s%40cret@h/db").as_deref(),
+            Some("s@cret")
+        );
         assert_eq!(url_password("postgres://u@h/db"), None);
     }
 }

@@ -48,7 +48,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
         return Ok(completions(args.shell));
     }
     let db = DbSettings::resolve(cli.global.database_url.as_deref())?;
-    let ctx = Context { db, now_override: cli.global.now };
+    let ctx = Context {
+        db,
+        now_override: cli.global.now,
+    };
     match cli.command {
         Command::Migrate(args) => migrate::run(&ctx.db, &args).await,
         Command::RunCycle(args) => cycle::run(&ctx, &args).await,

@@ -34,7 +34,8 @@ const TRACKING_TABLE_EXISTS: &str = "SELECT to_regclass('public.autopilot_migrat
 const SELECT_APPLIED: &str =
     "SELECT version, name, checksum, applied_at FROM public.autopilot_migrations ORDER BY version";
 
-const INSERT_APPLIED: &str = "INSERT INTO public.autopilot_migrations (version, name, checksum, execution_ms)
+const INSERT_APPLIED: &str =
+    "INSERT INTO public.autopilot_migrations (version, name, checksum, execution_ms)
 VALUES ($1, $2, $3, $4)";
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,7 +56,9 @@ pub fn embedded() -> Vec<Migration> {
             let stem = file.trim_end_matches(".sql");
             let (version, name) = stem.split_once('_').unwrap_or((stem, ""));
             Migration {
-                version: version.parse().unwrap_or_else(|_| panic!("migration {file} lacks a numeric version")),
+                version: version
+                    .parse()
+                    .unwrap_or_else(|_| panic!("migration {file} lacks a numeric version")),
                 name: name.to_string(),
                 file: file.to_string(),
                 checksum: checksum(sql),
@@ -96,10 +99,18 @@ async fn read_applied(client: &tokio_postgres::Client) -> Result<Vec<AppliedRow>
     if !exists {
         return Ok(Vec::new());
     }
-    let rows = client.query(SELECT_APPLIED, &[]).await.context("reading autopilot_migrations")?;
+    let rows = client
+        .query(SELECT_APPLIED, &[])
+        .await
+        .context("reading autopilot_migrations")?;
     Ok(rows
         .iter()
-        .map(|r| AppliedRow { version: r.get(0), name: r.get(1), checksum: r.get(2), applied_at: r.get(3) })
+        .map(|r| AppliedRow {
+            version: r.get(0),
+            name: r.get(1),
+            checksum: r.get(2),
+            applied_at: r.get(3),
+        })
         .collect())
 }
 
@@ -107,7 +118,11 @@ async fn read_applied(client: &tokio_postgres::Client) -> Result<Vec<AppliedRow>
 fn check_drift(embedded: &[Migration], applied: &[AppliedRow]) -> Result<()> {
     let drifted: Vec<String> = embedded
         .iter()
-        .filter(|m| applied.iter().any(|a| a.version == m.version && a.checksum != m.checksum))
+        .filter(|m| {
+            applied
+                .iter()
+                .any(|a| a.version == m.version && a.checksum != m.checksum)
+        })
         .map(|m| m.file.clone())
         .collect();
     if !drifted.is_empty() {
@@ -136,15 +151,32 @@ pub async fn run(settings: &DbSettings, args: &MigrateArgs) -> Result<u8> {
             if args.dry_run && state != "pending" {
                 continue;
             }
-            rows.push(StatusRow { version: m.version, name: m.name.clone(), state, applied_at: a.map(|a| a.applied_at) });
+            rows.push(StatusRow {
+                version: m.version,
+                name: m.name.clone(),
+                state,
+                applied_at: a.map(|a| a.applied_at),
+            });
         }
-        for a in applied.iter().filter(|a| !embedded.iter().any(|m| m.version == a.version)) {
+        for a in applied
+            .iter()
+            .filter(|a| !embedded.iter().any(|m| m.version == a.version))
+        {
             if !args.dry_run {
-                rows.push(StatusRow { version: a.version, name: a.name.clone(), state: "unknown", applied_at: Some(a.applied_at) });
+                rows.push(StatusRow {
+                    version: a.version,
+                    name: a.name.clone(),
+                    state: "unknown",
+                    applied_at: Some(a.applied_at),
+                });
             }
         }
         if args.json {
-            let key = if args.dry_run { "would_apply" } else { "migrations" };
+            let key = if args.dry_run {
+                "would_apply"
+            } else {
+                "migrations"
+            };
             println!("{}", serde_json::json!({ key: rows }));
         } else if args.dry_run {
             if rows.is_empty() {
@@ -156,12 +188,26 @@ pub async fn run(settings: &DbSettings, args: &MigrateArgs) -> Result<u8> {
         } else {
             for r in &rows {
                 match r.applied_at {
-                    Some(at) => println!("{:<8} {} {}  (applied {})", r.state, r.version, r.name, at.format("%Y-%m-%d %H:%M:%S UTC")),
+                    Some(at) => println!(
+                        "{:<8} {} {}  (applied {})",
+                        r.state,
+                        r.version,
+                        r.name,
+                        at.format("%Y-%m-%d %H:%M:%S UTC")
+                    ),
                     None => println!("{:<8} {} {}", r.state, r.version, r.name),
                 }
             }
         }
-        return if args.dry_run { check_drift(&embedded, &applied).map(|_| 0) } else { Ok(if rows.iter().any(|r| r.state == "changed") { 1 } else { 0 }) };
+        return if args.dry_run {
+            check_drift(&embedded, &applied).map(|_| 0)
+        } else {
+            Ok(if rows.iter().any(|r| r.state == "changed") {
+                1
+            } else {
+                0
+            })
+        };
     }
 
     client
@@ -171,17 +217,29 @@ pub async fn run(settings: &DbSettings, args: &MigrateArgs) -> Result<u8> {
     let result = apply_pending(&mut client, &embedded, args.json).await;
     // The lock dies with the session anyway; unlocking explicitly lets a waiting migrate
     // go on before our connection is torn down.
-    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK_KEY]).await;
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK_KEY])
+        .await;
     result
 }
 
-async fn apply_pending(client: &mut tokio_postgres::Client, embedded: &[Migration], json: bool) -> Result<u8> {
-    client.batch_execute(CREATE_TRACKING_TABLE).await.context("creating autopilot_migrations")?;
+async fn apply_pending(
+    client: &mut tokio_postgres::Client,
+    embedded: &[Migration],
+    json: bool,
+) -> Result<u8> {
+    client
+        .batch_execute(CREATE_TRACKING_TABLE)
+        .await
+        .context("creating autopilot_migrations")?;
     let applied = read_applied(client).await?;
     check_drift(embedded, &applied)?;
 
     let mut done = Vec::new();
-    for m in embedded.iter().filter(|m| !applied.iter().any(|a| a.version == m.version)) {
+    for m in embedded
+        .iter()
+        .filter(|m| !applied.iter().any(|a| a.version == m.version))
+    {
         let started = Instant::now();
         let tx = client.transaction().await?;
         tx.batch_execute(m.sql)
@@ -192,11 +250,17 @@ async fn apply_pending(client: &mut tokio_postgres::Client, embedded: &[Migratio
         tx.execute(INSERT_APPLIED, &[&m.version, &m.name, &m.checksum, &ms])
             .await
             .with_context(|| format!("recording migration {}", m.file))?;
-        tx.commit().await.with_context(|| format!("committing migration {}", m.file))?;
+        tx.commit()
+            .await
+            .with_context(|| format!("committing migration {}", m.file))?;
         if !json {
             println!("applied {} {} ({ms} ms)", m.version, m.name);
         }
-        done.push(Applied { version: m.version, name: m.name.clone(), execution_ms: ms });
+        done.push(Applied {
+            version: m.version,
+            name: m.name.clone(),
+            execution_ms: ms,
+        });
     }
     if json {
         println!("{}", serde_json::json!({ "applied": done }));
@@ -215,7 +279,12 @@ mod tests {
         let m = embedded();
         assert!(!m.is_empty());
         for pair in m.windows(2) {
-            assert!(pair[0].version < pair[1].version, "{} !< {}", pair[0].file, pair[1].file);
+            assert!(
+                pair[0].version < pair[1].version,
+                "{} !< {}",
+                pair[0].file,
+                pair[1].file
+            );
         }
     }
 }

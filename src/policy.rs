@@ -111,7 +111,16 @@ pub fn is_human_task(action_type: &str) -> bool {
     matches!(action_type, "create_task" | "call")
 }
 
-const DESTRUCTIVE_PHRASES: &[&str] = &["delete all", "mass delete", "unsubscribe all", "truncate", "drop table", "drop database", "drop schema", "drop all"];
+const DESTRUCTIVE_PHRASES: &[&str] = &[
+    "delete all",
+    "mass delete",
+    "unsubscribe all",
+    "truncate",
+    "drop table",
+    "drop database",
+    "drop schema",
+    "drop all",
+];
 
 /// Whether a payload names a destructive operation anywhere in its strings (keys included).
 pub fn names_destructive_operation(payload: &Value) -> Option<String> {
@@ -228,12 +237,18 @@ pub async fn evaluate(
 
     if action.recipient_email.is_some() || action.recipient_contact.is_some() {
         let email = action.recipient_email.clone().unwrap_or_default();
-        match c.query_one(IS_SUPPRESSED, &[&tenant, &email, &action.recipient_contact]).await {
+        match c
+            .query_one(IS_SUPPRESSED, &[&tenant, &email, &action.recipient_contact])
+            .await
+        {
             Ok(row) => {
                 if row.get::<_, bool>(0) {
                     return Ok(Some(Block {
                         violation: Violation::Suppression,
-                        reason: format!("{} is suppressed (unsubscribed, bounced or complained)", redact_addr(&email)),
+                        reason: format!(
+                            "{} is suppressed (unsubscribed, bounced or complained)",
+                            redact_addr(&email)
+                        ),
                     }));
                 }
             }
@@ -273,7 +288,10 @@ pub async fn evaluate(
 fn rate_limited(q: Quota, limit: i32) -> Block {
     Block {
         violation: Violation::RateLimit,
-        reason: format!("hourly limit of {limit} {} reached for this UTC hour", q.action_type()),
+        reason: format!(
+            "hourly limit of {limit} {} reached for this UTC hour",
+            q.action_type()
+        ),
     }
 }
 

@@ -45,10 +45,18 @@ pub struct SettingsError {
 }
 
 fn bad(key: &str, problem: impl Into<String>) -> SettingsError {
-    SettingsError { key: key.to_string(), problem: problem.into() }
+    SettingsError {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
 }
 
-fn int_setting(obj: &serde_json::Map<String, Value>, key: &str, default: i32, min: i64) -> Result<i32, SettingsError> {
+fn int_setting(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+    default: i32,
+    min: i64,
+) -> Result<i32, SettingsError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(Value::Number(n)) => {
@@ -60,16 +68,25 @@ fn int_setting(obj: &serde_json::Map<String, Value>, key: &str, default: i32, mi
             }
             i32::try_from(v).map_err(|_| bad(key, format!("{v} is too large")))
         }
-        Some(other) => Err(bad(key, format!("expected a whole number, got {}", type_name(other)))),
+        Some(other) => Err(bad(
+            key,
+            format!("expected a whole number, got {}", type_name(other)),
+        )),
     }
 }
 
-fn string_setting(obj: &serde_json::Map<String, Value>, key: &str) -> Result<Option<String>, SettingsError> {
+fn string_setting(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<Option<String>, SettingsError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
-        Some(other) => Err(bad(key, format!("expected a string, got {}", type_name(other)))),
+        Some(other) => Err(bad(
+            key,
+            format!("expected a string, got {}", type_name(other)),
+        )),
     }
 }
 
@@ -90,7 +107,12 @@ impl TenantSettings {
         let obj = match value {
             Value::Null => &empty,
             Value::Object(o) => o,
-            other => return Err(bad("(root)", format!("expected an object, got {}", type_name(other)))),
+            other => {
+                return Err(bad(
+                    "(root)",
+                    format!("expected an object, got {}", type_name(other)),
+                ))
+            }
         };
         let d = TenantSettings::default();
         let allowed_action_types = match obj.get("allowed_action_types") {
@@ -99,12 +121,18 @@ impl TenantSettings {
                 let mut out = Vec::new();
                 for item in items {
                     let s = item.as_str().ok_or_else(|| {
-                        bad("allowed_action_types", format!("expected strings, got {}", type_name(item)))
+                        bad(
+                            "allowed_action_types",
+                            format!("expected strings, got {}", type_name(item)),
+                        )
                     })?;
                     if !ACTION_TYPES.contains(&s) {
                         return Err(bad(
                             "allowed_action_types",
-                            format!("unknown action type '{s}' (known: {})", ACTION_TYPES.join(", ")),
+                            format!(
+                                "unknown action type '{s}' (known: {})",
+                                ACTION_TYPES.join(", ")
+                            ),
                         ));
                     }
                     out.push(s.to_string());
@@ -112,7 +140,10 @@ impl TenantSettings {
                 Some(out)
             }
             Some(other) => {
-                return Err(bad("allowed_action_types", format!("expected an array, got {}", type_name(other))))
+                return Err(bad(
+                    "allowed_action_types",
+                    format!("expected an array, got {}", type_name(other)),
+                ))
             }
         };
         let unsubscribe_url = string_setting(obj, "unsubscribe_url")?;
@@ -130,9 +161,24 @@ impl TenantSettings {
         }
         Ok(TenantSettings {
             max_emails_per_hour: int_setting(obj, "max_emails_per_hour", d.max_emails_per_hour, 0)?,
-            max_actions_per_cycle: int_setting(obj, "max_actions_per_cycle", d.max_actions_per_cycle, 0)?,
-            max_research_per_hour: int_setting(obj, "max_research_per_hour", d.max_research_per_hour, 0)?,
-            engagement_interval_days: int_setting(obj, "engagement_interval_days", d.engagement_interval_days, 1)?,
+            max_actions_per_cycle: int_setting(
+                obj,
+                "max_actions_per_cycle",
+                d.max_actions_per_cycle,
+                0,
+            )?,
+            max_research_per_hour: int_setting(
+                obj,
+                "max_research_per_hour",
+                d.max_research_per_hour,
+                0,
+            )?,
+            engagement_interval_days: int_setting(
+                obj,
+                "engagement_interval_days",
+                d.engagement_interval_days,
+                1,
+            )?,
             allowed_action_types,
             unsubscribe_url,
             unsubscribe_mailto,
@@ -156,7 +202,15 @@ mod tests {
     fn empty_settings_give_the_spec_defaults() {
         let s = TenantSettings::parse(&json!({})).unwrap();
         assert_eq!(s, TenantSettings::default());
-        assert_eq!((s.max_emails_per_hour, s.max_actions_per_cycle, s.max_research_per_hour, s.engagement_interval_days), (20, 50, 5, 21));
+        assert_eq!(
+            (
+                s.max_emails_per_hour,
+                s.max_actions_per_cycle,
+                s.max_research_per_hour,
+                s.engagement_interval_days
+            ),
+            (20, 50, 5, 21)
+        );
         assert!(s.allows("research"));
     }
 
@@ -181,7 +235,10 @@ mod tests {
 
     #[test]
     fn unknown_action_type_is_named() {
-        let e = TenantSettings::parse(&json!({"allowed_action_types": ["send_email", "launch_rockets"]})).unwrap_err();
+        let e = TenantSettings::parse(
+            &json!({"allowed_action_types": ["send_email", "launch_rockets"]}),
+        )
+        .unwrap_err();
         assert_eq!(e.key, "allowed_action_types");
         assert!(e.problem.contains("launch_rockets"));
     }
@@ -195,13 +252,23 @@ mod tests {
 
     #[test]
     fn zero_interval_is_refused_and_non_object_root_is_refused() {
-        assert_eq!(TenantSettings::parse(&json!({"engagement_interval_days": 0})).unwrap_err().key, "engagement_interval_days");
+        assert_eq!(
+            TenantSettings::parse(&json!({"engagement_interval_days": 0}))
+                .unwrap_err()
+                .key,
+            "engagement_interval_days"
+        );
         assert!(TenantSettings::parse(&json!([1])).is_err());
     }
 
     #[test]
     fn unsubscribe_url_must_be_https() {
-        assert_eq!(TenantSettings::parse(&json!({"unsubscribe_url": "http://x"})).unwrap_err().key, "unsubscribe_url");
+        assert_eq!(
+            TenantSettings::parse(&json!({"unsubscribe_url": "http://x"}))
+                .unwrap_err()
+                .key,
+            "unsubscribe_url"
+        );
         let s = TenantSettings::parse(&json!({"unsubscribe_url": "https://u.example/x", "unsubscribe_mailto": "mailto:u@example.com"})).unwrap();
         assert_eq!(s.unsubscribe_mailto.as_deref(), Some("u@example.com"));
     }

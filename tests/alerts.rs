@@ -36,11 +36,26 @@ async fn acknowledging_ids_sets_who_and_when_and_reports_the_count() {
     let b = alert(&c, t, "high_block_rate", "warning").await;
     let out = db
         .cmd()
-        .args(["ack-alert", &a.to_string(), &b.to_string(), "--by", &p.to_string(), "--json"])
+        .args([
+            "ack-alert",
+            &a.to_string(),
+            &b.to_string(),
+            "--by",
+            &p.to_string(),
+            "--json",
+        ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(json_of(&out), serde_json::json!({"acknowledged": 2, "already_acknowledged": 0}));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        json_of(&out),
+        serde_json::json!({"acknowledged": 2, "already_acknowledged": 0})
+    );
     let n = count(
         &c,
         &format!(
@@ -57,14 +72,36 @@ async fn re_acknowledging_changes_nothing_and_is_not_an_error() {
     let c = db.client().await;
     let t = tenant(&c, "Acme", true).await;
     let a = alert(&c, t, "slow_cycles", "warning").await;
-    db.cmd().args(["ack-alert", &a.to_string()]).assert().success();
-    let first: chrono::DateTime<chrono::Utc> =
-        c.query_one("SELECT acknowledged_at FROM agent_alerts WHERE id = $1", &[&a]).await.unwrap().get(0);
-    let out = db.cmd().args(["ack-alert", &a.to_string(), "--json"]).output().unwrap();
+    db.cmd()
+        .args(["ack-alert", &a.to_string()])
+        .assert()
+        .success();
+    let first: chrono::DateTime<chrono::Utc> = c
+        .query_one(
+            "SELECT acknowledged_at FROM agent_alerts WHERE id = $1",
+            &[&a],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let out = db
+        .cmd()
+        .args(["ack-alert", &a.to_string(), "--json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(json_of(&out), serde_json::json!({"acknowledged": 0, "already_acknowledged": 1}));
-    let second: chrono::DateTime<chrono::Utc> =
-        c.query_one("SELECT acknowledged_at FROM agent_alerts WHERE id = $1", &[&a]).await.unwrap().get(0);
+    assert_eq!(
+        json_of(&out),
+        serde_json::json!({"acknowledged": 0, "already_acknowledged": 1})
+    );
+    let second: chrono::DateTime<chrono::Utc> = c
+        .query_one(
+            "SELECT acknowledged_at FROM agent_alerts WHERE id = $1",
+            &[&a],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(first, second);
 }
 
@@ -75,7 +112,11 @@ async fn one_unknown_id_fails_with_exit_1_naming_it_and_changes_no_alert() {
     let t = tenant(&c, "Acme", true).await;
     let a = alert(&c, t, "slow_cycles", "warning").await;
     let missing = Uuid::new_v4();
-    let out = db.cmd().args(["ack-alert", &a.to_string(), &missing.to_string()]).output().unwrap();
+    let out = db
+        .cmd()
+        .args(["ack-alert", &a.to_string(), &missing.to_string()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&missing.to_string()), "{stderr}");
@@ -89,7 +130,11 @@ async fn malformed_uuid_exits_2_and_changes_nothing() {
     let c = db.client().await;
     let t = tenant(&c, "Acme", true).await;
     let a = alert(&c, t, "slow_cycles", "warning").await;
-    let out = db.cmd().args(["ack-alert", &a.to_string(), "not-a-uuid"]).output().unwrap();
+    let out = db
+        .cmd()
+        .args(["ack-alert", &a.to_string(), "not-a-uuid"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
     assert_eq!(acked(&c).await, 0);
@@ -105,15 +150,31 @@ async fn unknown_or_foreign_by_profile_exits_2_and_changes_nothing() {
     let a = alert(&c, t, "slow_cycles", "warning").await;
     let out = db
         .cmd()
-        .args(["ack-alert", &a.to_string(), "--by", &Uuid::new_v4().to_string()])
+        .args([
+            "ack-alert",
+            &a.to_string(),
+            "--by",
+            &Uuid::new_v4().to_string(),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = db.cmd().args(["ack-alert", &a.to_string(), "--by", &foreign.to_string()]).output().unwrap();
+    let out = db
+        .cmd()
+        .args(["ack-alert", &a.to_string(), "--by", &foreign.to_string()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let out = db
         .cmd()
-        .args(["ack-alert", "--tenant", &t.to_string(), "--all", "--by", &foreign.to_string()])
+        .args([
+            "ack-alert",
+            "--tenant",
+            &t.to_string(),
+            "--all",
+            "--by",
+            &foreign.to_string(),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -133,13 +194,29 @@ async fn all_acknowledges_only_the_tenants_open_alerts_matching_type_and_severit
 
     let out = db
         .cmd()
-        .args(["ack-alert", "--tenant", &t.to_string(), "--all", "--type", "slow_cycles", "--json"])
+        .args([
+            "ack-alert",
+            "--tenant",
+            &t.to_string(),
+            "--all",
+            "--type",
+            "slow_cycles",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert_eq!(json_of(&out)["acknowledged"], 1);
     let out = db
         .cmd()
-        .args(["ack-alert", "--tenant", &t.to_string(), "--all", "--severity", "critical", "--json"])
+        .args([
+            "ack-alert",
+            "--tenant",
+            &t.to_string(),
+            "--all",
+            "--severity",
+            "critical",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert_eq!(json_of(&out)["acknowledged"], 1);
@@ -147,11 +224,18 @@ async fn all_acknowledges_only_the_tenants_open_alerts_matching_type_and_severit
         count(&c, "SELECT count(*) FROM agent_alerts WHERE NOT acknowledged AND alert_type = 'high_block_rate'").await,
         1
     );
-    let out = db.cmd().args(["ack-alert", "--tenant", &t.to_string(), "--all", "--json"]).output().unwrap();
+    let out = db
+        .cmd()
+        .args(["ack-alert", "--tenant", &t.to_string(), "--all", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(json_of(&out)["acknowledged"], 1);
     // The other tenant's alert is untouched.
     let n: i64 = c
-        .query_one("SELECT count(*) FROM agent_alerts WHERE tenant_id = $1 AND NOT acknowledged", &[&other])
+        .query_one(
+            "SELECT count(*) FROM agent_alerts WHERE tenant_id = $1 AND NOT acknowledged",
+            &[&other],
+        )
         .await
         .unwrap()
         .get(0);
@@ -162,7 +246,12 @@ async fn all_acknowledges_only_the_tenants_open_alerts_matching_type_and_severit
 async fn all_for_an_unknown_tenant_exits_2() {
     let db = TestDb::new().await;
     db.cmd()
-        .args(["ack-alert", "--tenant", &Uuid::new_v4().to_string(), "--all"])
+        .args([
+            "ack-alert",
+            "--tenant",
+            &Uuid::new_v4().to_string(),
+            "--all",
+        ])
         .assert()
         .code(2);
 }
@@ -172,7 +261,13 @@ async fn ids_and_all_together_are_bad_usage() {
     let db = TestDb::new().await;
     let out = db
         .cmd()
-        .args(["ack-alert", &Uuid::new_v4().to_string(), "--tenant", &Uuid::new_v4().to_string(), "--all"])
+        .args([
+            "ack-alert",
+            &Uuid::new_v4().to_string(),
+            "--tenant",
+            &Uuid::new_v4().to_string(),
+            "--all",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -183,7 +278,14 @@ async fn ids_and_all_together_are_bad_usage() {
 // Alert rules (SPEC §7) -------------------------------------------------------------------
 
 /// A finished run `hours_ago` with the given outcome and figures.
-async fn finished_run(c: &Client, tenant: Uuid, status: &str, planned: i32, blocked: i32, duration_ms: i32) {
+async fn finished_run(
+    c: &Client,
+    tenant: Uuid,
+    status: &str,
+    planned: i32,
+    blocked: i32,
+    duration_ms: i32,
+) {
     c.execute(
         "INSERT INTO agent_autonomous_runs (tenant_id, cycle_number, started_at, completed_at, phase, status,
                                             actions_planned, actions_blocked, duration_ms)
@@ -200,7 +302,9 @@ async fn rules(c: &Client, tenant: Uuid, compliance: f64) -> Vec<&'static str> {
     autopilot::alerts::evaluate_rules(
         c,
         tenant,
-        Some(autopilot::alerts::CycleFacts { compliance_rate: compliance }),
+        Some(autopilot::alerts::CycleFacts {
+            compliance_rate: compliance,
+        }),
         chrono::Utc::now(),
     )
     .await
@@ -228,11 +332,17 @@ async fn failure_rate_above_20_percent_is_critical_and_exactly_20_is_not() {
         finished_run(&c, t, "completed", 0, 0, 1_000).await;
     }
     finished_run(&c, t, "failed", 0, 0, 1_000).await;
-    assert!(!rules(&c, t, 100.0).await.contains(&"cycle_failure_rate"), "1 of 5 is 20 %");
+    assert!(
+        !rules(&c, t, 100.0).await.contains(&"cycle_failure_rate"),
+        "1 of 5 is 20 %"
+    );
     finished_run(&c, t, "timeout", 0, 0, 1_000).await;
     assert!(rules(&c, t, 100.0).await.contains(&"cycle_failure_rate"));
     let sev: String = c
-        .query_one("SELECT severity FROM agent_alerts WHERE alert_type = 'cycle_failure_rate'", &[])
+        .query_one(
+            "SELECT severity FROM agent_alerts WHERE alert_type = 'cycle_failure_rate'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -246,10 +356,21 @@ async fn compliance_below_80_blocked_share_above_30_and_slow_cycles_are_warnings
     let t = tenant(&c, "Acme", true).await;
     finished_run(&c, t, "completed", 10, 4, 301_000).await;
     let opened = rules(&c, t, 79.9).await;
-    for expected in ["low_engagement_compliance", "high_block_rate", "slow_cycles"] {
+    for expected in [
+        "low_engagement_compliance",
+        "high_block_rate",
+        "slow_cycles",
+    ] {
         assert!(opened.contains(&expected), "{expected} not in {opened:?}");
     }
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_alerts WHERE severity = 'warning'").await, 3);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM agent_alerts WHERE severity = 'warning'"
+        )
+        .await,
+        3
+    );
 }
 
 #[tokio::test]
@@ -271,18 +392,27 @@ async fn ten_policy_blocks_in_an_hour_and_five_provider_failures_in_15_minutes_a
     )
     .await
     .unwrap();
-    assert!(rules(&c, t, 100.0).await.is_empty(), "9 blocks and 4 failures stay below the thresholds");
+    assert!(
+        rules(&c, t, 100.0).await.is_empty(),
+        "9 blocks and 4 failures stay below the thresholds"
+    );
     c.execute(
         "INSERT INTO agent_policy_violations (tenant_id, violation_type, action_type, reason) VALUES ($1, 'suppression', 'send_email', 'x')",
         &[&t],
     )
     .await
     .unwrap();
-    c.execute("INSERT INTO email_provider_failures (tenant_id, error_type) VALUES ($1, 'timeout')", &[&t])
-        .await
-        .unwrap();
+    c.execute(
+        "INSERT INTO email_provider_failures (tenant_id, error_type) VALUES ($1, 'timeout')",
+        &[&t],
+    )
+    .await
+    .unwrap();
     let opened = rules(&c, t, 100.0).await;
-    assert!(opened.contains(&"policy_block_spike") && opened.contains(&"email_provider_failure"), "{opened:?}");
+    assert!(
+        opened.contains(&"policy_block_spike") && opened.contains(&"email_provider_failure"),
+        "{opened:?}"
+    );
 }
 
 #[tokio::test]
@@ -291,7 +421,10 @@ async fn a_condition_that_stays_true_counts_occurrences_on_one_open_alert() {
     let c = db.client().await;
     let t = tenant(&c, "Acme", true).await;
     assert_eq!(rules(&c, t, 50.0).await, vec!["low_engagement_compliance"]);
-    assert!(rules(&c, t, 50.0).await.is_empty(), "no second alert while the first is open");
+    assert!(
+        rules(&c, t, 50.0).await.is_empty(),
+        "no second alert while the first is open"
+    );
     let row = c
         .query_one("SELECT count(*), max(occurrences) FROM agent_alerts", &[])
         .await

@@ -14,11 +14,19 @@ use uuid::Uuid;
 
 /// A tenant with the agent enabled, one client and `overdue` contacts whose clocks are
 /// 10 days overdue (one of them without an e-mail address when `with_blank` is set).
-async fn tenant_with_overdue_contacts(c: &Client, name: &str, overdue: usize, with_blank: bool) -> Uuid {
+async fn tenant_with_overdue_contacts(
+    c: &Client,
+    name: &str,
+    overdue: usize,
+    with_blank: bool,
+) -> Uuid {
     let t = tenant(c, name, true).await;
     let cl = client_row(c, t, &format!("{name} Lending")).await;
     for i in 0..overdue {
-        let email = format!("contact{i}@{}.example", name.to_lowercase().replace(' ', ""));
+        let email = format!(
+            "contact{i}@{}.example",
+            name.to_lowercase().replace(' ', "")
+        );
         contact(c, t, cl, Some(&email), Some("Loan Officer"), i == 0).await;
     }
     if with_blank {
@@ -61,7 +69,10 @@ async fn table_counts(c: &Client) -> Vec<(String, i64)> {
         "kanban_cards",
         "email_suppressions",
     ] {
-        out.push((t.to_string(), count(c, &format!("SELECT count(*) FROM {t}")).await));
+        out.push((
+            t.to_string(),
+            count(c, &format!("SELECT count(*) FROM {t}")).await,
+        ));
     }
     out
 }
@@ -93,7 +104,10 @@ async fn kill_switch_off_by_default_runs_nothing_and_says_why() {
     let doc = json_of(&out);
     assert_eq!(doc["disabled"], true);
     assert!(doc["reason"].as_str().unwrap().contains("kill switch"));
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_autonomous_runs").await, 0);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
+        0
+    );
     let out = db.cmd().arg("run-cycle").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("disabled"));
 }
@@ -104,17 +118,37 @@ async fn env_kill_switch_stops_an_enabled_agent_and_clearing_it_runs() {
     let c = db.client().await;
     enable_agent_globally(&c).await;
     tenant_with_overdue_contacts(&c, "Acme", 1, false).await;
-    let out = db.cmd().args(["run-cycle", "--json"]).env("AGENT_KILL_SWITCH", "true").output().unwrap();
+    let out = db
+        .cmd()
+        .args(["run-cycle", "--json"])
+        .env("AGENT_KILL_SWITCH", "true")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(json_of(&out)["disabled"], true);
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_autonomous_runs").await, 0);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
+        0
+    );
 
     let out = db.cmd().args(["run-cycle", "--json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc = json_of(&out);
     assert_eq!(doc["disabled"], false);
     assert_eq!(doc["succeeded"], 1);
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'completed'").await, 1);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'completed'"
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -131,7 +165,10 @@ async fn unknown_tenant_exits_2_and_writes_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("error: ") && stderr.contains("unknown tenant"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("unknown tenant"),
+        "{stderr}"
+    );
     assert_eq!(table_counts(&c).await, before);
 }
 
@@ -144,7 +181,13 @@ async fn malformed_uuid_exits_2_before_connecting() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end().lines().count(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .trim_end()
+            .lines()
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -153,25 +196,75 @@ async fn json_report_has_exactly_the_spec_shape() {
     let c = db.client().await;
     enable_agent_globally(&c).await;
     let t = tenant_with_overdue_contacts(&c, "Acme", 3, false).await;
-    let out = db.cmd().args(["run-cycle", "--json", "--trigger", "manual"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = db
+        .cmd()
+        .args(["run-cycle", "--json", "--trigger", "manual"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc = json_of(&out);
-    let keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = doc
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut keys = keys;
     keys.sort();
-    assert_eq!(keys, ["disabled", "duration_ms", "failed", "skipped", "succeeded", "tenants", "total"]);
+    assert_eq!(
+        keys,
+        [
+            "disabled",
+            "duration_ms",
+            "failed",
+            "skipped",
+            "succeeded",
+            "tenants",
+            "total"
+        ]
+    );
     assert_eq!(doc["total"], 1);
     let tr = &doc["tenants"][0];
     let mut tkeys: Vec<&str> = tr.as_object().unwrap().keys().map(String::as_str).collect();
     tkeys.sort();
-    assert_eq!(tkeys, ["cycle_number", "duration_ms", "metrics", "reason", "run_id", "status", "tenant_id"]);
+    assert_eq!(
+        tkeys,
+        [
+            "cycle_number",
+            "duration_ms",
+            "metrics",
+            "reason",
+            "run_id",
+            "status",
+            "tenant_id"
+        ]
+    );
     assert_eq!(tr["tenant_id"], t.to_string());
     assert_eq!(tr["status"], "completed");
     assert_eq!(tr["cycle_number"], 1);
     assert!(tr["reason"].is_null());
-    let mut mkeys: Vec<&str> = tr["metrics"].as_object().unwrap().keys().map(String::as_str).collect();
+    let mut mkeys: Vec<&str> = tr["metrics"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     mkeys.sort();
-    assert_eq!(mkeys, ["actions_blocked", "actions_executed", "actions_planned", "cards_created", "emails_sent"]);
+    assert_eq!(
+        mkeys,
+        [
+            "actions_blocked",
+            "actions_executed",
+            "actions_planned",
+            "cards_created",
+            "emails_sent"
+        ]
+    );
     assert_eq!(tr["metrics"]["cards_created"], 3);
     let run_id: Uuid = tr["run_id"].as_str().unwrap().parse().unwrap();
     let row = c
@@ -202,12 +295,26 @@ async fn a_cycle_writes_one_reflection_with_blockers_and_metrics_delta() {
     let blockers: Value = row.get(1);
     let delta: Value = row.get(2);
     assert!(summary.contains("compliance"), "{summary}");
-    assert!(blockers.to_string().contains("no e-mail address"), "{blockers}");
+    assert!(
+        blockers.to_string().contains("no e-mail address"),
+        "{blockers}"
+    );
     assert_eq!(delta["overdue"]["after"], 3);
     assert_eq!(delta["compliance_rate"]["after"], 0.0);
-    assert!(row.get::<_, Value>(3).as_array().map(|a| !a.is_empty()).unwrap_or(false));
+    assert!(row
+        .get::<_, Value>(3)
+        .as_array()
+        .map(|a| !a.is_empty())
+        .unwrap_or(false));
     // The contact without an address got no card.
-    assert_eq!(count(&c, "SELECT count(*) FROM kanban_cards WHERE type = 'send_email'").await, 2);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM kanban_cards WHERE type = 'send_email'"
+        )
+        .await,
+        2
+    );
 }
 
 #[tokio::test]
@@ -216,20 +323,31 @@ async fn malformed_settings_fail_only_that_tenant_with_the_key_named_and_an_aler
     let c = db.client().await;
     enable_agent_globally(&c).await;
     let good = tenant_with_overdue_contacts(&c, "Good", 1, false).await;
-    let bad = tenant_with_settings(&c, "Bad", serde_json::json!({"max_emails_per_hour": "many"})).await;
+    let bad = tenant_with_settings(
+        &c,
+        "Bad",
+        serde_json::json!({"max_emails_per_hour": "many"}),
+    )
+    .await;
     let out = db.cmd().args(["run-cycle", "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let doc = json_of(&out);
     assert_eq!(doc["succeeded"], 1);
     assert_eq!(doc["failed"], 1);
     let bad_row = c
-        .query_one("SELECT status, error_message FROM agent_autonomous_runs WHERE tenant_id = $1", &[&bad])
+        .query_one(
+            "SELECT status, error_message FROM agent_autonomous_runs WHERE tenant_id = $1",
+            &[&bad],
+        )
         .await
         .unwrap();
     assert_eq!(bad_row.get::<_, String>(0), "failed");
     assert!(bad_row.get::<_, String>(1).contains("max_emails_per_hour"));
     let good_status: String = c
-        .query_one("SELECT status FROM agent_autonomous_runs WHERE tenant_id = $1", &[&good])
+        .query_one(
+            "SELECT status FROM agent_autonomous_runs WHERE tenant_id = $1",
+            &[&good],
+        )
         .await
         .unwrap()
         .get(0);
@@ -240,7 +358,10 @@ async fn malformed_settings_fail_only_that_tenant_with_the_key_named_and_an_aler
         .unwrap()
         .get::<_, i64>(0);
     assert_eq!(alerts, 1);
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_tenant_locks").await, 0);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -251,26 +372,62 @@ async fn two_runners_started_together_run_each_of_20_tenants_exactly_once() {
     for i in 0..20 {
         tenant_with_overdue_contacts(&c, &format!("T{i}"), 2, false).await;
     }
-    let a = db.tokio_cmd().args(["run-cycle", "--json", "--concurrency", "4"]).output();
-    let b = db.tokio_cmd().args(["run-cycle", "--json", "--concurrency", "4"]).output();
+    let a = db
+        .tokio_cmd()
+        .args(["run-cycle", "--json", "--concurrency", "4"])
+        .output();
+    let b = db
+        .tokio_cmd()
+        .args(["run-cycle", "--json", "--concurrency", "4"])
+        .output();
     let (a, b) = tokio::join!(a, b);
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.status.code(), Some(0), "{}", String::from_utf8_lossy(&a.stderr));
-    assert_eq!(b.status.code(), Some(0), "{}", String::from_utf8_lossy(&b.stderr));
+    assert_eq!(
+        a.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    assert_eq!(
+        b.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&b.stderr)
+    );
     let (ja, jb) = (json_of(&a), json_of(&b));
     let completed = ja["succeeded"].as_u64().unwrap() + jb["succeeded"].as_u64().unwrap();
     let skipped = ja["skipped"].as_u64().unwrap() + jb["skipped"].as_u64().unwrap();
     assert_eq!(completed + skipped, 40);
     // Each tenant ran once, or twice only strictly one after the other (lease released).
     let per_tenant = c
-        .query("SELECT tenant_id, count(*) FROM agent_autonomous_runs GROUP BY tenant_id", &[])
+        .query(
+            "SELECT tenant_id, count(*) FROM agent_autonomous_runs GROUP BY tenant_id",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(per_tenant.len(), 20);
     // No tenant got two open cards per contact: the runs never overlapped.
-    assert_eq!(count(&c, "SELECT count(*) FROM kanban_cards WHERE type = 'send_email'").await, 40);
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_autonomous_runs WHERE status <> 'completed'").await, 0);
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_tenant_locks").await, 0);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM kanban_cards WHERE type = 'send_email'"
+        )
+        .await,
+        40
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM agent_autonomous_runs WHERE status <> 'completed'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
+        0
+    );
     // Overlap check: no two runs of a tenant overlap in time.
     assert_eq!(
         count(
@@ -291,7 +448,10 @@ async fn a_held_lease_makes_the_tenant_skipped_with_exit_0() {
     enable_agent_globally(&c).await;
     let t = tenant_with_overdue_contacts(&c, "Acme", 1, false).await;
     let other: Option<Uuid> = c
-        .query_one("SELECT acquire_tenant_lock($1, 'another-runner', 60)", &[&t])
+        .query_one(
+            "SELECT acquire_tenant_lock($1, 'another-runner', 60)",
+            &[&t],
+        )
         .await
         .unwrap()
         .get(0);
@@ -312,8 +472,22 @@ async fn running_twice_in_an_hour_drafts_no_second_card_and_does_not_refire_the_
     tenant_with_overdue_contacts(&c, "Acme", 3, false).await;
     db.cmd().arg("run-cycle").assert().success();
     db.cmd().arg("run-cycle").assert().success();
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'completed'").await, 2);
-    assert_eq!(count(&c, "SELECT count(*) FROM kanban_cards WHERE type = 'send_email'").await, 3);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'completed'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM kanban_cards WHERE type = 'send_email'"
+        )
+        .await,
+        3
+    );
     // Compliance is 0 % → one low-compliance alert, counted twice, not two alerts.
     let row = c
         .query_one("SELECT count(*), max(occurrences) FROM agent_alerts WHERE alert_type = 'low_engagement_compliance'", &[])
@@ -322,9 +496,21 @@ async fn running_twice_in_an_hour_drafts_no_second_card_and_does_not_refire_the_
     assert_eq!(row.get::<_, i64>(0), 1);
     assert_eq!(row.get::<_, i32>(1), 2);
     // Once acknowledged, the still-true condition opens a new alert.
-    c.execute("UPDATE agent_alerts SET acknowledged = true, acknowledged_at = now()", &[]).await.unwrap();
+    c.execute(
+        "UPDATE agent_alerts SET acknowledged = true, acknowledged_at = now()",
+        &[],
+    )
+    .await
+    .unwrap();
     db.cmd().arg("run-cycle").assert().success();
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_alerts WHERE alert_type = 'low_engagement_compliance'").await, 2);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM agent_alerts WHERE alert_type = 'low_engagement_compliance'"
+        )
+        .await,
+        2
+    );
 }
 
 #[tokio::test]
@@ -335,7 +521,12 @@ async fn review_tasks_for_error_order_exceptions_are_not_blocked_by_the_human_ta
     let t = tenant(&c, "Acme", true).await;
     let cl = client_row(&c, t, "Acme Lending").await;
     let o = order(&c, t, cl).await;
-    c.execute("UPDATE orders SET property_address = NULL WHERE id = $1", &[&o]).await.unwrap();
+    c.execute(
+        "UPDATE orders SET property_address = NULL WHERE id = $1",
+        &[&o],
+    )
+    .await
+    .unwrap();
     db.cmd().arg("process-orders").assert().success();
     db.cmd().arg("run-cycle").assert().success();
     let n = c
@@ -353,7 +544,14 @@ async fn review_tasks_for_error_order_exceptions_are_not_blocked_by_the_human_ta
     );
     // A second cycle does not open a second review card for the same order.
     db.cmd().arg("run-cycle").assert().success();
-    assert_eq!(count(&c, "SELECT count(*) FROM kanban_cards WHERE type = 'create_task'").await, 1);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM kanban_cards WHERE type = 'create_task'"
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -362,10 +560,17 @@ async fn dry_run_prints_the_plan_and_writes_nothing() {
     let c = db.client().await;
     enable_agent_globally(&c).await;
     let t = tenant_with_overdue_contacts(&c, "Acme", 2, true).await;
-    c.execute("DELETE FROM engagement_clocks WHERE tenant_id = $1", &[&t]).await.unwrap();
+    c.execute("DELETE FROM engagement_clocks WHERE tenant_id = $1", &[&t])
+        .await
+        .unwrap();
     let before = table_counts(&c).await;
     let out = db.cmd().args(["run-cycle", "--dry-run"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("draft a follow-up"), "{stdout}");
     assert!(stdout.contains("no e-mail address"), "{stdout}");
@@ -381,11 +586,22 @@ async fn max_tenants_runs_the_longest_waiting_tenants_first() {
         tenant_with_overdue_contacts(&c, &format!("T{i}"), 1, false).await;
     }
     for _ in 0..3 {
-        let out = db.cmd().args(["run-cycle", "--json", "--max-tenants", "1"]).output().unwrap();
+        let out = db
+            .cmd()
+            .args(["run-cycle", "--json", "--max-tenants", "1"])
+            .output()
+            .unwrap();
         assert_eq!(json_of(&out)["total"], 1);
     }
     // Three single-tenant invocations covered all three tenants.
-    assert_eq!(count(&c, "SELECT count(DISTINCT tenant_id) FROM agent_autonomous_runs").await, 3);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(DISTINCT tenant_id) FROM agent_autonomous_runs"
+        )
+        .await,
+        3
+    );
 }
 
 #[tokio::test]
@@ -396,7 +612,9 @@ async fn a_slow_tenant_past_its_timeout_is_marked_timeout_its_query_cancelled_an
     let t = tenant_with_overdue_contacts(&c, "Slow", 1, false).await;
     let mut locker = db.client().await;
     let tx = locker.transaction().await.unwrap();
-    tx.batch_execute("LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    tx.batch_execute("LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
     let out = db
         .tokio_cmd()
         .args(["run-cycle", "--json", "--tenant-timeout", "2"])
@@ -412,7 +630,10 @@ async fn a_slow_tenant_past_its_timeout_is_marked_timeout_its_query_cancelled_an
     .await;
     tx.rollback().await.unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(waiting, 0, "the timed-out query was abandoned, not cancelled");
+    assert_eq!(
+        waiting, 0,
+        "the timed-out query was abandoned, not cancelled"
+    );
     let doc = json_of(&out);
     assert_eq!(doc["tenants"][0]["status"], "timeout");
     let row = c
@@ -421,7 +642,10 @@ async fn a_slow_tenant_past_its_timeout_is_marked_timeout_its_query_cancelled_an
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "timeout");
     assert!(row.get::<_, bool>(1));
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_tenant_locks").await, 0);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -432,11 +656,23 @@ async fn a_lease_stolen_mid_cycle_stops_the_runner_and_it_writes_nothing_more() 
     let t = tenant_with_overdue_contacts(&c, "Stolen", 2, false).await;
     let mut locker = db.client().await;
     let tx = locker.transaction().await.unwrap();
-    tx.batch_execute("LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE").await.unwrap();
-    let child = db.tokio_cmd().args(["run-cycle", "--json", "--lease", "3"]).output();
+    tx.batch_execute("LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let child = db
+        .tokio_cmd()
+        .args(["run-cycle", "--json", "--lease", "3"])
+        .output();
     let thief = async {
         wait_until_blocked(&c).await;
-        let first: Uuid = c.query_one("SELECT run_id FROM agent_tenant_locks WHERE tenant_id = $1", &[&t]).await.unwrap().get(0);
+        let first: Uuid = c
+            .query_one(
+                "SELECT run_id FROM agent_tenant_locks WHERE tenant_id = $1",
+                &[&t],
+            )
+            .await
+            .unwrap()
+            .get(0);
         c.execute("UPDATE agent_tenant_locks SET expires_at = now() - interval '1 second' WHERE tenant_id = $1", &[&t])
             .await
             .unwrap();
@@ -452,23 +688,60 @@ async fn a_lease_stolen_mid_cycle_stops_the_runner_and_it_writes_nothing_more() 
     };
     let (out, (first, second)) = tokio::join!(child, thief);
     let out = out.unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let row = c
-        .query_one("SELECT status, phase FROM agent_autonomous_runs WHERE id = $1", &[&first])
+        .query_one(
+            "SELECT status, phase FROM agent_autonomous_runs WHERE id = $1",
+            &[&first],
+        )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, String>(0), "timeout", "the taker closes the old run");
+    assert_eq!(
+        row.get::<_, String>(0),
+        "timeout",
+        "the taker closes the old run"
+    );
     assert_eq!(row.get::<_, String>(1), "failed");
     // Nothing of the first run after the steal: no cards, no reflection, lease untouched.
-    assert_eq!(c.query_one("SELECT count(*) FROM kanban_cards WHERE run_id = $1", &[&first]).await.unwrap().get::<_, i64>(0), 0);
     assert_eq!(
-        c.query_one("SELECT count(*) FROM agent_hourly_reflections WHERE run_id = $1", &[&first]).await.unwrap().get::<_, i64>(0),
+        c.query_one(
+            "SELECT count(*) FROM kanban_cards WHERE run_id = $1",
+            &[&first]
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0),
         0
     );
-    let holder: Uuid = c.query_one("SELECT run_id FROM agent_tenant_locks WHERE tenant_id = $1", &[&t]).await.unwrap().get(0);
+    assert_eq!(
+        c.query_one(
+            "SELECT count(*) FROM agent_hourly_reflections WHERE run_id = $1",
+            &[&first]
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0),
+        0
+    );
+    let holder: Uuid = c
+        .query_one(
+            "SELECT run_id FROM agent_tenant_locks WHERE tenant_id = $1",
+            &[&t],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(holder, second);
     let released: bool = c
-        .query_one("SELECT release_tenant_lock($1, $2, 'completed')", &[&t, &first])
+        .query_one(
+            "SELECT release_tenant_lock($1, $2, 'completed')",
+            &[&t, &first],
+        )
         .await
         .unwrap()
         .get(0);
@@ -484,7 +757,9 @@ async fn sigterm_during_a_slow_tenant_marks_it_interrupted_releases_and_exits_1(
     let t = tenant_with_overdue_contacts(&c, "Slow", 1, false).await;
     let mut locker = db.client().await;
     let tx = locker.transaction().await.unwrap();
-    tx.batch_execute("LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    tx.batch_execute("LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
     let child = db
         .tokio_cmd()
         .args(["run-cycle", "--json", "--grace", "1"])
@@ -493,17 +768,32 @@ async fn sigterm_during_a_slow_tenant_marks_it_interrupted_releases_and_exits_1(
         .unwrap();
     wait_until_blocked(&c).await;
     let pid = child.id().unwrap();
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await.unwrap().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(out.status.code(), Some(1));
     let row = c
-        .query_one("SELECT status, error_message FROM agent_autonomous_runs WHERE tenant_id = $1", &[&t])
+        .query_one(
+            "SELECT status, error_message FROM agent_autonomous_runs WHERE tenant_id = $1",
+            &[&t],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "failed");
-    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("interrupted"));
-    assert_eq!(count(&c, "SELECT count(*) FROM agent_tenant_locks").await, 0);
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("interrupted")
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -514,8 +804,14 @@ async fn after_sigkill_the_next_runner_marks_the_dead_run_timeout_once_the_lease
     let t = tenant_with_overdue_contacts(&c, "Crash", 1, false).await;
     let mut locker = db.client().await;
     let tx = locker.transaction().await.unwrap();
-    tx.batch_execute("LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE").await.unwrap();
-    let mut child = db.tokio_cmd().args(["run-cycle", "--lease", "60"]).spawn().unwrap();
+    tx.batch_execute("LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut child = db
+        .tokio_cmd()
+        .args(["run-cycle", "--lease", "60"])
+        .spawn()
+        .unwrap();
     wait_until_blocked(&c).await;
     child.kill().await.unwrap();
     tx.rollback().await.unwrap();
@@ -523,15 +819,34 @@ async fn after_sigkill_the_next_runner_marks_the_dead_run_timeout_once_the_lease
     let out = db.cmd().args(["run-cycle", "--json"]).output().unwrap();
     assert_eq!(json_of(&out)["tenants"][0]["status"], "skipped");
     // Once it has expired, the next runner takes over.
-    c.execute("UPDATE agent_tenant_locks SET expires_at = now() - interval '1 second'", &[]).await.unwrap();
+    c.execute(
+        "UPDATE agent_tenant_locks SET expires_at = now() - interval '1 second'",
+        &[],
+    )
+    .await
+    .unwrap();
     let out = db.cmd().args(["run-cycle", "--json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows = c
         .query("SELECT cycle_number, status, completed_at IS NOT NULL FROM agent_autonomous_runs WHERE tenant_id = $1 ORDER BY cycle_number", &[&t])
         .await
         .unwrap();
-    let got: Vec<(i32, String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
-    assert_eq!(got, vec![(1, "timeout".to_string(), true), (2, "completed".to_string(), true)]);
+    let got: Vec<(i32, String, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "timeout".to_string(), true),
+            (2, "completed".to_string(), true)
+        ]
+    );
 }
 
 #[tokio::test]
@@ -542,7 +857,12 @@ async fn an_approved_follow_up_is_sent_once_over_smtp_and_the_contact_is_complia
     let t = tenant_with_overdue_contacts(&c, "Acme", 1, false).await;
     let server = smtp::SmtpServer::start().await;
     db.cmd().arg("run-cycle").assert().success();
-    c.execute("UPDATE kanban_cards SET state = 'approved' WHERE type = 'send_email'", &[]).await.unwrap();
+    c.execute(
+        "UPDATE kanban_cards SET state = 'approved' WHERE type = 'send_email'",
+        &[],
+    )
+    .await
+    .unwrap();
 
     for _ in 0..2 {
         // Async process: the test's runtime must keep serving the SMTP server meanwhile.
@@ -554,19 +874,37 @@ async fn an_approved_follow_up_is_sent_once_over_smtp_and_the_contact_is_complia
             .output()
             .await
             .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let messages = server.messages();
     assert_eq!(messages.len(), 1, "sent exactly once across two cycles");
-    assert_eq!(messages[0].rcpt_to, vec!["contact0@acme.example".to_string()]);
-    assert_eq!(messages[0].header("From").as_deref(), Some("agent@crm.example"));
+    assert_eq!(
+        messages[0].rcpt_to,
+        vec!["contact0@acme.example".to_string()]
+    );
+    assert_eq!(
+        messages[0].header("From").as_deref(),
+        Some("agent@crm.example")
+    );
     let sent: i64 = c
         .query_one("SELECT coalesce(sum(emails_sent), 0)::bigint FROM agent_autonomous_runs WHERE tenant_id = $1", &[&t])
         .await
         .unwrap()
         .get(0);
     assert_eq!(sent, 1);
-    assert_eq!(count(&c, "SELECT count(*) FROM kanban_cards WHERE state = 'done' AND executed_at IS NOT NULL").await, 1);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM kanban_cards WHERE state = 'done' AND executed_at IS NOT NULL"
+        )
+        .await,
+        1
+    );
     // The contact's clock was touched by the agent (NULL toucher) and is compliant again.
     assert_eq!(
         count(

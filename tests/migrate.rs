@@ -12,10 +12,17 @@ async fn migrate_applies_every_file_to_an_empty_database_and_records_it() {
     let out = db.cmd().arg("migrate").assert().success();
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
     let n = autopilot::migrate::MIGRATIONS.len();
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("applied ")).count(), n, "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("applied ")).count(),
+        n,
+        "{stdout}"
+    );
     let c = db.client().await;
     let rows = c
-        .query("SELECT version, checksum, execution_ms FROM autopilot_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version, checksum, execution_ms FROM autopilot_migrations ORDER BY version",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(rows.len(), n);
@@ -31,7 +38,10 @@ async fn second_migrate_is_a_no_op() {
     let db = TestDb::new().await;
     let c = db.client().await;
     let before: Vec<chrono::DateTime<chrono::Utc>> = c
-        .query("SELECT applied_at FROM autopilot_migrations ORDER BY version", &[])
+        .query(
+            "SELECT applied_at FROM autopilot_migrations ORDER BY version",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -43,7 +53,10 @@ async fn second_migrate_is_a_no_op() {
         .success()
         .stdout(predicate::str::contains("applied ").not());
     let after: Vec<chrono::DateTime<chrono::Utc>> = c
-        .query("SELECT applied_at FROM autopilot_migrations ORDER BY version", &[])
+        .query(
+            "SELECT applied_at FROM autopilot_migrations ORDER BY version",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -63,7 +76,11 @@ async fn eight_concurrent_migrates_all_succeed_and_apply_each_file_once() {
     let mut applied_lines = 0;
     for out in outputs {
         let out = out.unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         applied_lines += String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| l.starts_with("applied "))
@@ -94,7 +111,11 @@ async fn changed_applied_migration_fails_with_exit_1_naming_the_file() {
         .code(1)
         .stderr(predicate::str::contains(first.file.as_str()))
         .stderr(predicate::str::starts_with("error: "));
-    db.cmd().args(["migrate", "--status"]).assert().code(1).stdout(predicate::str::contains("changed"));
+    db.cmd()
+        .args(["migrate", "--status"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("changed"));
 }
 
 #[tokio::test]
@@ -112,7 +133,11 @@ async fn status_and_dry_run_list_pending_and_change_nothing() {
         .stdout(predicate::str::contains("pending"));
     let c = db.client().await;
     assert_eq!(
-        count(&c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").await,
+        count(
+            &c,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        )
+        .await,
         0,
         "dry-run/status must not create anything"
     );
@@ -141,8 +166,22 @@ async fn migrate_applies_over_existing_host_tables_with_extra_columns() {
     .unwrap();
     db.cmd().arg("migrate").assert().success();
     // Extra host columns and rows are untouched; the listed columns were added.
-    assert_eq!(count(&c, "SELECT count(*) FROM clients WHERE crm_source = 'hubspot'").await, 1);
-    assert_eq!(count(&c, "SELECT count(*) FROM tenants WHERE plan = 'pro' AND agent_enabled = false").await, 1);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM clients WHERE crm_source = 'hubspot'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM tenants WHERE plan = 'pro' AND agent_enabled = false"
+        )
+        .await,
+        1
+    );
     for (table, column) in [
         ("tenants", "agent_settings"),
         ("clients", "credit_limit"),
@@ -183,7 +222,10 @@ async fn every_migration_file_can_be_run_twice() {
 fn unreachable_database_exits_75_with_one_line_and_no_password() {
     let out = assert_cmd::Command::new(BIN)
         .env_clear()
-        .env("DATABASE_URL", "postgres://agent:Sup3rS3cretPw@127.0.0.1:1/crm")
+        .env(
+            "DATABASE_URL",
+            "postgres://agent:Sup3rS3cretPw@127.0.0.1:1/crm",
+        )
         .arg("migrate")
         .assert()
         .code(75);
@@ -218,13 +260,25 @@ async fn wrong_password_is_refused_without_printing_it() {
         .failure();
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert!(!stderr.contains("Wr0ngPassw0rdXYZ"), "{stderr}");
-    assert!(stderr.contains("password authentication failed"), "{stderr}");
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
     assert_eq!(out.get_output().status.code(), Some(75));
     // The same through PGPASSWORD.
     let out = assert_cmd::Command::new(BIN)
         .env_clear()
         .env("PGHOST", hostpart.split(':').next().unwrap())
-        .env("PGPORT", hostpart.split(':').nth(1).unwrap().split('/').next().unwrap())
+        .env(
+            "PGPORT",
+            hostpart
+                .split(':')
+                .nth(1)
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap(),
+        )
         .env("PGUSER", "pw_tester")
         .env("PGPASSWORD", "Wr0ngPassw0rdXYZ")
         .env("PGDATABASE", "postgres")
@@ -245,6 +299,9 @@ fn no_database_configured_exits_2_naming_database_url() {
         .assert()
         .code(2);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
-    assert!(stderr.starts_with("error: ") && stderr.contains("DATABASE_URL"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("DATABASE_URL"),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }

@@ -37,7 +37,10 @@ async fn a_human_task_without_a_reason_is_blocked_and_an_escalation_is_allowed()
     let now = Utc::now();
     for kind in ["create_task", "call"] {
         let a = Action::new(kind, json!({"title": "call them"}));
-        let b = evaluate(&c, t, &s, &a, now).await.unwrap().expect("blocked");
+        let b = evaluate(&c, t, &s, &a, now)
+            .await
+            .unwrap()
+            .expect("blocked");
         assert_eq!(b.violation, Violation::HumanTaskNoRequest);
     }
     let mut a = Action::new("create_task", json!({"order_id": Uuid::new_v4()}));
@@ -62,14 +65,21 @@ async fn research_waits_while_the_tenant_has_engagement_violations() {
     let mut research = Action::new("research", json!({"topic": "market"}));
     research.quota = Some(Quota::Research);
     let now = Utc::now();
-    assert_eq!(evaluate(&c, t, &s, &research, now).await.unwrap(), None, "no clocks, no violations");
+    assert_eq!(
+        evaluate(&c, t, &s, &research, now).await.unwrap(),
+        None,
+        "no clocks, no violations"
+    );
     c.execute(
         "INSERT INTO engagement_clocks (tenant_id, client_id, contact_id, next_touch_due) VALUES ($1, $2, $3, now() - interval '2 days')",
         &[&t, &cl, &k],
     )
     .await
     .unwrap();
-    let b = evaluate(&c, t, &s, &research, now).await.unwrap().expect("blocked");
+    let b = evaluate(&c, t, &s, &research, now)
+        .await
+        .unwrap()
+        .expect("blocked");
     assert_eq!(b.violation, Violation::ResearchBeforeExhaustion);
 }
 
@@ -79,8 +89,14 @@ async fn destructive_payloads_are_blocked_as_sensitive_without_using_quota() {
     let c = db.client().await;
     let t = tenant(&c, "Acme", true).await;
     let s = TenantSettings::default();
-    let a = send("a@acme.example", json!({"to": "a@acme.example", "body": "please TRUNCATE the orders table"}));
-    let b = evaluate(&c, t, &s, &a, Utc::now()).await.unwrap().expect("blocked");
+    let a = send(
+        "a@acme.example",
+        json!({"to": "a@acme.example", "body": "please TRUNCATE the orders table"}),
+    );
+    let b = evaluate(&c, t, &s, &a, Utc::now())
+        .await
+        .unwrap()
+        .expect("blocked");
     assert_eq!(b.violation, Violation::SensitiveAction);
     assert_eq!(quota_used(&c, t).await, 0);
 }
@@ -98,20 +114,38 @@ async fn suppression_blocks_by_address_in_any_case_or_by_contact() {
     )
     .await
     .unwrap();
-    c.execute("INSERT INTO email_suppressions (tenant_id, contact_id, reason) VALUES ($1, $2, 'bounce')", &[&t, &k])
-        .await
-        .unwrap();
+    c.execute(
+        "INSERT INTO email_suppressions (tenant_id, contact_id, reason) VALUES ($1, $2, 'bounce')",
+        &[&t, &k],
+    )
+    .await
+    .unwrap();
     let s = TenantSettings::default();
     let now = Utc::now();
-    let b = evaluate(&c, t, &s, &send("pat.doe@acme.EXAMPLE", json!({})), now).await.unwrap().unwrap();
+    let b = evaluate(&c, t, &s, &send("pat.doe@acme.EXAMPLE", json!({})), now)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(b.violation, Violation::Suppression);
     let mut by_contact = send("fresh@acme.example", json!({}));
     by_contact.recipient_contact = Some(k);
-    assert_eq!(evaluate(&c, t, &s, &by_contact, now).await.unwrap().unwrap().violation, Violation::Suppression);
+    assert_eq!(
+        evaluate(&c, t, &s, &by_contact, now)
+            .await
+            .unwrap()
+            .unwrap()
+            .violation,
+        Violation::Suppression
+    );
     assert_eq!(quota_used(&c, t).await, 0, "a blocked send uses no quota");
     // Another tenant's suppression does not apply.
     let other = tenant(&c, "Other", true).await;
-    assert_eq!(evaluate(&c, other, &s, &send("pat.doe@acme.example", json!({})), now).await.unwrap(), None);
+    assert_eq!(
+        evaluate(&c, other, &s, &send("pat.doe@acme.example", json!({})), now)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -119,11 +153,19 @@ async fn suppression_that_cannot_be_checked_blocks_the_send() {
     let db = TestDb::new().await;
     let c = db.client().await;
     let t = tenant(&c, "Acme", true).await;
-    c.batch_execute("ALTER TABLE email_suppressions RENAME TO email_suppressions_gone").await.unwrap();
-    let b = evaluate(&c, t, &TenantSettings::default(), &send("a@acme.example", json!({})), Utc::now())
+    c.batch_execute("ALTER TABLE email_suppressions RENAME TO email_suppressions_gone")
         .await
-        .unwrap()
-        .expect("fail closed");
+        .unwrap();
+    let b = evaluate(
+        &c,
+        t,
+        &TenantSettings::default(),
+        &send("a@acme.example", json!({})),
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    .expect("fail closed");
     assert_eq!(b.violation, Violation::Suppression);
     assert!(b.reason.contains("could not be checked"), "{}", b.reason);
 }
@@ -134,7 +176,10 @@ async fn action_types_outside_the_allowed_list_are_blocked() {
     let c = db.client().await;
     let t = tenant(&c, "Acme", true).await;
     let s = TenantSettings::parse(&json!({"allowed_action_types": ["create_task"]})).unwrap();
-    let b = evaluate(&c, t, &s, &send("a@acme.example", json!({})), Utc::now()).await.unwrap().unwrap();
+    let b = evaluate(&c, t, &s, &send("a@acme.example", json!({})), Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(b.violation, Violation::ActionNotAllowed);
     assert_eq!(quota_used(&c, t).await, 0);
 }
@@ -144,19 +189,46 @@ async fn the_first_blocking_policy_in_spec_order_decides() {
     let db = TestDb::new().await;
     let c = db.client().await;
     let t = tenant(&c, "Acme", true).await;
-    c.execute("INSERT INTO email_suppressions (tenant_id, email) VALUES ($1, 'a@acme.example')", &[&t])
-        .await
-        .unwrap();
-    let s = TenantSettings::parse(&json!({"allowed_action_types": ["create_task"], "max_emails_per_hour": 0})).unwrap();
+    c.execute(
+        "INSERT INTO email_suppressions (tenant_id, email) VALUES ($1, 'a@acme.example')",
+        &[&t],
+    )
+    .await
+    .unwrap();
+    let s = TenantSettings::parse(
+        &json!({"allowed_action_types": ["create_task"], "max_emails_per_hour": 0}),
+    )
+    .unwrap();
     // Rate limit (exhausted) comes before sensitive, suppression and not-allowed.
     let a = send("a@acme.example", json!({"op": "delete all contacts"}));
-    assert_eq!(evaluate(&c, t, &s, &a, Utc::now()).await.unwrap().unwrap().violation, Violation::RateLimit);
+    assert_eq!(
+        evaluate(&c, t, &s, &a, Utc::now())
+            .await
+            .unwrap()
+            .unwrap()
+            .violation,
+        Violation::RateLimit
+    );
     // With quota left: sensitive before suppression and not-allowed.
     let s = TenantSettings::parse(&json!({"allowed_action_types": ["create_task"]})).unwrap();
-    assert_eq!(evaluate(&c, t, &s, &a, Utc::now()).await.unwrap().unwrap().violation, Violation::SensitiveAction);
+    assert_eq!(
+        evaluate(&c, t, &s, &a, Utc::now())
+            .await
+            .unwrap()
+            .unwrap()
+            .violation,
+        Violation::SensitiveAction
+    );
     // Suppression before not-allowed.
     let a = send("a@acme.example", json!({}));
-    assert_eq!(evaluate(&c, t, &s, &a, Utc::now()).await.unwrap().unwrap().violation, Violation::Suppression);
+    assert_eq!(
+        evaluate(&c, t, &s, &a, Utc::now())
+            .await
+            .unwrap()
+            .unwrap()
+            .violation,
+        Violation::Suppression
+    );
 }
 
 #[tokio::test]
@@ -173,7 +245,12 @@ async fn allowed_sends_take_quota_until_the_hourly_limit_then_are_rate_limited()
     assert_eq!(b.violation, Violation::RateLimit);
     assert_eq!(quota_used(&c, t).await, 2);
     // The next UTC hour has a fresh window.
-    assert_eq!(evaluate(&c, t, &s, &a, now + chrono::Duration::hours(1)).await.unwrap(), None);
+    assert_eq!(
+        evaluate(&c, t, &s, &a, now + chrono::Duration::hours(1))
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -187,7 +264,10 @@ async fn a_recorded_block_names_run_type_action_and_reason() {
         .unwrap()
         .get(0);
     let a = Action::new("call", json!({"who": "x"}));
-    let b = evaluate(&c, t, &TenantSettings::default(), &a, Utc::now()).await.unwrap().unwrap();
+    let b = evaluate(&c, t, &TenantSettings::default(), &a, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
     record(&c, t, Some(run), &a, &b, Utc::now()).await.unwrap();
     let row = c
         .query_one(
