@@ -762,6 +762,16 @@ async fn tenant_cycle(
     let mut changes: Vec<String> = Vec::new();
     let mut insights: Vec<String> = Vec::new();
 
+    // Wall time per phase, kept in the run's metrics (and logged at debug) for profiling.
+    let mut phase_ms: Vec<(&str, u64)> = Vec::new();
+    let mut phase_start = Instant::now();
+    let mut lap = |name: &'static str, start: &mut Instant| {
+        let ms = start.elapsed().as_millis() as u64;
+        tracing::debug!(%tenant, phase = name, ms, "phase done");
+        phase_ms.push((name, ms));
+        *start = Instant::now();
+    };
+
     // Plan ---------------------------------------------------------------------------------
     let created = {
         let tx = c.transaction().await?;
@@ -782,6 +792,7 @@ async fn tenant_cycle(
     }
     m.actions_planned = plan.actions.len() as i32;
     set_phase(c, fence, "act", &m).await?;
+    lap("plan", &mut phase_start);
 
     // Act ----------------------------------------------------------------------------------
     let mut blocks: Vec<(Action, Block)> = Vec::new();
@@ -899,6 +910,7 @@ async fn tenant_cycle(
         ));
     }
     set_phase(c, fence, "react", &m).await?;
+    lap("act", &mut phase_start);
 
     // React --------------------------------------------------------------------------------
     let orders_report = orders::process_tenant(c, tenant, 500, Some(&fence), now)
@@ -921,6 +933,7 @@ async fn tenant_cycle(
         ));
     }
     set_phase(c, fence, "reflect", &m).await?;
+    lap("react", &mut phase_start);
 
     // Reflect ------------------------------------------------------------------------------
     let report = engagement::tenant_report(&*c, tenant, 5, now).await?;
@@ -970,7 +983,11 @@ async fn tenant_cycle(
         "Cycle {cycle_number}: planned {}, executed {}, blocked {}; {} e-mail(s) sent, {} card(s) created; compliance {:.1} %, {} overdue.",
         m.actions_planned, m.actions_executed, m.actions_blocked, m.emails_sent, m.cards_created, report.compliance_rate, report.overdue
     );
+    lap("reflect_report", &mut phase_start);
+    let phase_ms: serde_json::Map<String, Value> =
+        phase_ms.into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
     let run_metrics = json!({
+        "phase_ms": phase_ms,
         "actions": m,
         "orders": orders_report,
         "email": send_report,

@@ -20,6 +20,7 @@
 //!   A cancelled order is `skipped` and its open findings are resolved.
 //! - auto-fixes of a re-validation are appended to the entry's `auto_fixes` history.
 
+use futures::StreamExt;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -855,10 +856,13 @@ struct Summary {
 /// without `--tenant`, every tenant that had queued work. A tenant whose processing fails
 /// (other than the database becoming unreachable) is reported with its error, the others
 /// go on, and the exit code is 1.
+/// Connections (and tenants drained at once) of the `process-orders` command.
+const COMMAND_WORKERS: usize = 4;
+
 pub async fn run(ctx: &Context, args: &ProcessOrdersArgs) -> Result<u8> {
     let now = ctx.now();
-    let pool = ctx.db.pool(2)?;
-    let mut conn = crate::db::get(&pool, &ctx.db).await?;
+    let pool = ctx.db.pool(COMMAND_WORKERS)?;
+    let conn = crate::db::get(&pool, &ctx.db).await?;
     crate::db::require_tenants(&**conn, &args.tenants).await?;
 
     let queued = queue_missing(&**conn, &args.tenants, now).await?;
@@ -883,9 +887,28 @@ pub async fn run(ctx: &Context, args: &ProcessOrdersArgs) -> Result<u8> {
         total: OrdersReport::default(),
         tenants: Vec::new(),
     };
+    drop(conn);
+    // Tenants are drained in parallel on their own connections: the work is bound by the
+    // server, and a few backends keep every core of it busy while each waits on I/O.
+    let mut outcomes: Vec<(Uuid, Result<OrdersReport>)> = futures::stream::iter(tenants)
+        .map(|tenant| {
+            let pool = &pool;
+            async move {
+                let result = async {
+                    let mut conn = crate::db::get(pool, &ctx.db).await?;
+                    drain_tenant(&mut conn, tenant, args.batch, None, now).await
+                }
+                .await;
+                (tenant, result)
+            }
+        })
+        .buffer_unordered(COMMAND_WORKERS)
+        .collect()
+        .await;
+    outcomes.sort_by_key(|(tenant, _)| *tenant);
     let mut failed = false;
-    for tenant in tenants {
-        match drain_tenant(&mut conn, tenant, args.batch, None, now).await {
+    for (tenant, outcome) in outcomes {
+        match outcome {
             Ok(r) => {
                 summary.total.add(&r);
                 summary.tenants.push(TenantSummary {
