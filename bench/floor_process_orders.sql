@@ -1,0 +1,168 @@
+-- SQL floor of `autopilot process-orders` (all tenants): the same work as the fewest
+-- set-based statements, for the ratio autopilot/floor printed by scripts/bench.
+--
+-- Same rules as src/orders.rs::validate (SPEC §6), same writes: queue the orders without an
+-- entry, claim the pending entries, apply the auto-fixes to the orders, resolve the
+-- agent's findings that no longer apply, upsert one exception row per finding (idempotent
+-- on (order_id, code)), record the outcome on each entry. Messages and details are built
+-- like the binary's (format(), jsonb_build_object()).
+--
+-- Used by bench/floor_run_cycle.sql too (\ir).
+
+-- 1. Orders the trigger missed (none in the benchmark data, but the binary looks).
+INSERT INTO public.order_processing_queue (tenant_id, order_id, queued_at)
+SELECT o.tenant_id, o.id, now()
+FROM public.orders o
+WHERE o.tenant_id IS NOT NULL
+  AND o.status IS DISTINCT FROM 'cancelled'
+  AND NOT EXISTS (SELECT 1 FROM public.order_processing_queue q WHERE q.order_id = o.id)
+ON CONFLICT (order_id) DO NOTHING;
+
+-- 2. Claim every pending (or stale processing) entry.
+BEGIN;
+CREATE TEMP TABLE floor_claimed (id uuid, tenant_id uuid, order_id uuid) ON COMMIT DROP;
+WITH c AS (
+    UPDATE public.order_processing_queue q
+    SET status = 'processing', claimed_at = now(), attempts = q.attempts + 1
+    WHERE q.status = 'pending'
+       OR (q.status = 'processing' AND (q.claimed_at IS NULL OR q.claimed_at < now() - interval '600 seconds'))
+    RETURNING q.id, q.tenant_id, q.order_id
+)
+INSERT INTO floor_claimed SELECT * FROM c;
+
+-- 3. Validate (auto-fixed values first, then the rules), one row per order.
+CREATE TEMP TABLE floor_v ON COMMIT DROP AS
+SELECT fc.id AS queue_id, o.id AS order_id, o.tenant_id,
+       (lower(btrim(o.status)) = 'cancelled') AS cancelled,
+       o.fee_amount AS fee, o.total_amount AS total0, o.tech_fee AS tech0,
+       fx.total, fx.tech, fx.fixes,
+       p.id AS product_id, p.min_price, p.max_price,
+       c.id AS client_id, c.is_active, c.credit_limit, c.balance,
+       coalesce(lower(btrim(o.payment_method)) = 'bill', false) AS billed,
+       coalesce(btrim(o.property_address), '') = '' AS no_address,
+       coalesce(btrim(o.borrower_email), '') = '' AND coalesce(btrim(o.borrower_phone), '') = '' AS no_borrower_contact,
+       coalesce(btrim(o.property_city), '') = '' AS no_city,
+       coalesce(btrim(o.property_state), '') = '' AS no_state,
+       coalesce(btrim(o.property_zip), '') = '' AS no_zip,
+       coalesce(btrim(o.borrower_name), '') = '' AS no_borrower_name,
+       coalesce(btrim(o.property_contact_phone), '') = '' AS no_contact_phone
+FROM floor_claimed fc
+JOIN public.orders o ON o.tenant_id = fc.tenant_id AND o.id = fc.order_id
+LEFT JOIN public.products p ON p.tenant_id = o.tenant_id AND p.id = o.product_id
+LEFT JOIN public.clients c ON c.tenant_id = o.tenant_id AND c.id = o.client_id
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN o.fee_amount > 0 AND (o.total_amount IS NULL OR o.total_amount < o.fee_amount)
+                THEN o.fee_amount ELSE o.total_amount END AS total,
+           CASE WHEN o.tech_fee < 0 THEN 0.00 ELSE o.tech_fee END AS tech,
+           (SELECT coalesce(jsonb_agg(x.fix), '[]'::jsonb)
+            FROM (VALUES
+                (CASE WHEN o.fee_amount > 0 AND (o.total_amount IS NULL OR o.total_amount < o.fee_amount)
+                      THEN jsonb_build_object('field', 'total_amount', 'from', o.total_amount::text,
+                                              'to', o.fee_amount::text, 'rule', 'total_below_fee') END),
+                (CASE WHEN o.tech_fee < 0
+                      THEN jsonb_build_object('field', 'tech_fee', 'from', o.tech_fee::text,
+                                              'to', '0.00', 'rule', 'negative_tech_fee') END)
+            ) AS x (fix)
+            WHERE x.fix IS NOT NULL) AS fixes
+) fx
+FOR UPDATE OF o;
+ANALYZE floor_v;
+
+-- Findings: one row per rule that fires.
+CREATE TEMP TABLE floor_f ON COMMIT DROP AS
+SELECT v.tenant_id, v.order_id, v.queue_id, r.exception_type, r.severity, r.code, r.field,
+       r.message, r.details
+FROM floor_v v
+CROSS JOIN LATERAL (VALUES
+    (NOT coalesce(v.fee > 0, false), 'pricing', 'error', 'pricing.fee_not_positive', 'fee_amount',
+     CASE WHEN v.fee IS NULL THEN 'Order has no fee' ELSE format('Order fee %s is not positive', v.fee) END,
+     jsonb_build_object('fee_amount', v.fee::text)),
+    (v.fee > 0 AND v.product_id IS NOT NULL AND (v.fee < v.min_price OR v.fee > v.max_price),
+     'pricing', 'warning', 'pricing.fee_outside_range', 'fee_amount',
+     format('Order fee %s is %s the product''s price range (%s – %s)', v.fee,
+            CASE WHEN v.fee < v.min_price THEN 'below' ELSE 'above' END, v.min_price, v.max_price),
+     jsonb_build_object('fee_amount', v.fee::text, 'min_price', v.min_price::text,
+                        'max_price', v.max_price::text, 'product_id', v.product_id)),
+    (v.billed AND v.client_id IS NULL, 'credit', 'error', 'credit.client_missing', 'client_id',
+     'Billed order has no client to bill', jsonb_build_object('client_id', NULL)),
+    (v.billed AND v.client_id IS NOT NULL AND NOT v.is_active, 'credit', 'critical',
+     'credit.client_inactive', 'client_id', 'Billed order''s client is inactive',
+     jsonb_build_object('client_id', v.client_id)),
+    (v.billed AND v.client_id IS NOT NULL AND coalesce(v.total, 0) > v.credit_limit - v.balance,
+     'credit', 'error', 'credit.limit_exceeded', 'total_amount',
+     format('Order total %s exceeds the client''s available credit %s', coalesce(v.total, 0), v.credit_limit - v.balance),
+     jsonb_build_object('client_id', v.client_id, 'total_amount', coalesce(v.total, 0)::text,
+                        'credit_limit', v.credit_limit::text, 'balance', v.balance::text,
+                        'available_credit', (v.credit_limit - v.balance)::text)),
+    (v.billed AND v.client_id IS NOT NULL AND coalesce(v.total, 0) <= v.credit_limit - v.balance
+     AND v.credit_limit > 0 AND (v.balance + coalesce(v.total, 0)) * 5 > v.credit_limit * 4,
+     'credit', 'warning', 'credit.high_utilization', 'total_amount',
+     format('Order brings the client''s credit use above 80 %% (%s of %s)', v.balance + coalesce(v.total, 0), v.credit_limit),
+     jsonb_build_object('client_id', v.client_id, 'total_amount', coalesce(v.total, 0)::text,
+                        'credit_limit', v.credit_limit::text, 'balance', v.balance::text,
+                        'available_credit', (v.credit_limit - v.balance)::text)),
+    (v.no_address, 'requirements', 'error', 'requirements.property_address_missing', 'property_address',
+     'Order has no property address', '{}'::jsonb),
+    (v.no_borrower_contact, 'requirements', 'error', 'requirements.borrower_contact_missing', 'borrower_email',
+     'Order has neither a borrower e-mail nor a borrower phone', '{"fields": ["borrower_email", "borrower_phone"]}'::jsonb),
+    (v.no_city, 'requirements', 'warning', 'requirements.property_city_missing', 'property_city',
+     'Order has no property city', '{}'::jsonb),
+    (v.no_state, 'requirements', 'warning', 'requirements.property_state_missing', 'property_state',
+     'Order has no property state', '{}'::jsonb),
+    (v.no_zip, 'requirements', 'warning', 'requirements.property_zip_missing', 'property_zip',
+     'Order has no property ZIP code', '{}'::jsonb),
+    (v.no_borrower_name, 'requirements', 'warning', 'requirements.borrower_name_missing', 'borrower_name',
+     'Order has no borrower name', '{}'::jsonb),
+    (v.no_contact_phone, 'requirements', 'warning', 'requirements.property_contact_phone_missing',
+     'property_contact_phone', 'Order has no property contact phone', '{}'::jsonb)
+) AS r (fires, exception_type, severity, code, field, message, details)
+WHERE NOT v.cancelled AND r.fires;
+CREATE INDEX ON floor_f (order_id, code);
+ANALYZE floor_f;
+
+-- 4. Auto-fixes on the orders.
+UPDATE public.orders o
+SET total_amount = v.total, tech_fee = v.tech
+FROM floor_v v
+WHERE o.id = v.order_id AND NOT v.cancelled AND v.fixes <> '[]'::jsonb;
+
+-- 5. The agent's findings that no longer apply.
+UPDATE public.order_processing_exceptions e
+SET resolved = true, resolved_at = now(), updated_at = now()
+FROM floor_v v
+WHERE e.order_id = v.order_id
+  AND NOT e.resolved
+  AND e.code LIKE ANY (ARRAY['pricing.%', 'credit.%', 'requirements.%'])
+  AND NOT EXISTS (SELECT 1 FROM floor_f f WHERE f.order_id = e.order_id AND f.code = e.code);
+
+-- 6. One exception row per finding, idempotent.
+INSERT INTO public.order_processing_exceptions
+    (tenant_id, order_id, queue_id, exception_type, severity, code, field, message, details,
+     created_at, updated_at)
+SELECT tenant_id, order_id, queue_id, exception_type, severity, code, field, message, details, now(), now()
+FROM floor_f
+ON CONFLICT (order_id, code) DO UPDATE
+SET queue_id = EXCLUDED.queue_id, exception_type = EXCLUDED.exception_type,
+    severity = EXCLUDED.severity, field = EXCLUDED.field, message = EXCLUDED.message,
+    details = EXCLUDED.details, resolved = false, resolved_at = NULL, resolved_by = NULL,
+    updated_at = EXCLUDED.updated_at;
+
+-- 7. The outcome on each entry.
+UPDATE public.order_processing_queue q
+SET status = CASE WHEN v.cancelled THEN 'skipped'
+                  -- every error/critical rule clears one of the three flags
+                  WHEN NOT (coalesce(v.fee > 0, false) AND NOT v.no_address AND NOT v.no_borrower_contact
+                            AND NOT (v.billed AND (v.client_id IS NULL OR NOT v.is_active
+                                     OR coalesce(v.total, 0) > v.credit_limit - v.balance)))
+                  THEN 'exception'
+                  ELSE 'validated' END,
+    processed_at = now(),
+    pricing_valid = CASE WHEN NOT v.cancelled THEN coalesce(v.fee > 0, false) END,
+    credit_valid = CASE WHEN NOT v.cancelled THEN NOT (v.billed AND (v.client_id IS NULL OR NOT v.is_active
+                         OR coalesce(v.total, 0) > v.credit_limit - v.balance)) END,
+    requirements_valid = CASE WHEN NOT v.cancelled THEN NOT (v.no_address OR v.no_borrower_contact) END,
+    auto_fixes = q.auto_fixes || CASE WHEN v.cancelled THEN '[]'::jsonb ELSE v.fixes END,
+    last_error = NULL
+FROM floor_v v
+WHERE q.id = v.queue_id;
+COMMIT;
