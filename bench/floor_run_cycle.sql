@@ -40,7 +40,7 @@ INSERT INTO public.engagement_clocks AS ec
     (tenant_id, client_id, contact_id, next_touch_due, engagement_interval_days,
      priority_score, created_at, updated_at)
 SELECT ct.tenant_id, ct.client_id, ct.id, now(), t.days,
-       public.engagement_priority(0, ct.is_primary, ct.title), now(), now()
+       (least(2 * greatest(coalesce(0, 0), 0), 50) + CASE WHEN coalesce(ct.is_primary, false) THEN 20 ELSE 0 END + CASE WHEN ct.title ~* '\m(president|ceo|owner|director)' THEN 15 WHEN ct.title ~* '\m(manager|lead|head)' THEN 10 ELSE 0 END)::numeric(5,2), now(), now()
 FROM public.contacts ct
 JOIN fr_t t ON t.id = ct.tenant_id
 WHERE NOT EXISTS (SELECT 1 FROM public.engagement_clocks e WHERE e.contact_id = ct.id)
@@ -50,8 +50,7 @@ UPDATE public.engagement_clocks ec
 SET priority_score = s.score, updated_at = now()
 FROM (
     SELECT e.id,
-           public.engagement_priority(public.engagement_days_overdue(e.next_touch_due, now()),
-                                      ct.is_primary, ct.title) AS score
+           (least(2 * greatest(coalesce((CASE WHEN e.next_touch_due <= now() THEN floor(extract(epoch FROM (now() - e.next_touch_due)) / 86400)::int ELSE 0 END), 0), 0), 50) + CASE WHEN coalesce(ct.is_primary, false) THEN 20 ELSE 0 END + CASE WHEN ct.title ~* '\m(president|ceo|owner|director)' THEN 15 WHEN ct.title ~* '\m(manager|lead|head)' THEN 10 ELSE 0 END)::numeric(5,2) AS score
     FROM public.engagement_clocks e
     JOIN fr_t t ON t.id = e.tenant_id
     LEFT JOIN public.contacts ct ON ct.id = e.contact_id AND ct.tenant_id = e.tenant_id
@@ -99,10 +98,10 @@ FROM (
         SELECT v.tenant_id, v.id AS clock_id, v.contact_id, coalesce(ct.client_id, v.client_id) AS client_id,
                nullif(btrim(ct.email), '') AS email, ct.first_name,
                concat_ws(' ', ct.first_name, ct.last_name) AS name, cl.company_name, t.name AS sender,
-               public.engagement_days_overdue(v.next_touch_due, now()) AS days_overdue, v.priority_score,
+               (CASE WHEN v.next_touch_due <= now() THEN floor(extract(epoch FROM (now() - v.next_touch_due)) / 86400)::int ELSE 0 END) AS days_overdue, v.priority_score,
                t.cap,
                row_number() OVER (PARTITION BY v.tenant_id
-                                  ORDER BY public.engagement_days_overdue(v.next_touch_due, now()) DESC,
+                                  ORDER BY (CASE WHEN v.next_touch_due <= now() THEN floor(extract(epoch FROM (now() - v.next_touch_due)) / 86400)::int ELSE 0 END) DESC,
                                            v.priority_score DESC, v.next_touch_due, v.id) AS rn
         FROM public.engagement_clocks v
         JOIN fr_t t ON t.id = v.tenant_id
@@ -146,7 +145,7 @@ DO UPDATE SET last_touch_at = EXCLUDED.last_touch_at, last_touch_type = 'email',
 UPDATE public.engagement_clocks ec
 SET last_touch_at = now(), last_touch_type = 'email', last_touch_by = NULL,
     next_touch_due = now() + make_interval(days => ec.engagement_interval_days),
-    priority_score = public.engagement_priority(0, ct.is_primary, ct.title), updated_at = now()
+    priority_score = (least(2 * greatest(coalesce(0, 0), 0), 50) + CASE WHEN coalesce(ct.is_primary, false) THEN 20 ELSE 0 END + CASE WHEN ct.title ~* '\m(president|ceo|owner|director)' THEN 15 WHEN ct.title ~* '\m(manager|lead|head)' THEN 10 ELSE 0 END)::numeric(5,2), updated_at = now()
 FROM fr_send s JOIN public.contacts ct ON ct.id = s.contact_id
 WHERE ec.contact_id = s.contact_id;
 COMMIT;
@@ -161,7 +160,7 @@ CREATE TEMP TABLE fr_sum AS
 SELECT e.tenant_id, count(*) AS total,
        count(*) FILTER (WHERE e.next_touch_due <= now()) AS overdue,
        round(100.0 * count(*) FILTER (WHERE e.next_touch_due > now()) / count(*), 2) AS compliance_rate,
-       coalesce(round(avg(public.engagement_days_overdue(e.next_touch_due, now()))
+       coalesce(round(avg((CASE WHEN e.next_touch_due <= now() THEN floor(extract(epoch FROM (now() - e.next_touch_due)) / 86400)::int ELSE 0 END))
                       FILTER (WHERE e.next_touch_due <= now()), 2), 0) AS avg_days_overdue
 FROM public.engagement_clocks e JOIN fr_t t ON t.id = e.tenant_id
 GROUP BY e.tenant_id;
@@ -169,8 +168,8 @@ GROUP BY e.tenant_id;
 CREATE TEMP TABLE fr_top AS
 SELECT tenant_id, jsonb_agg(format('contact %s is %s days overdue (priority %s)', contact_id, days_overdue, priority_score)) AS priorities
 FROM (
-    SELECT e.tenant_id, e.contact_id, public.engagement_days_overdue(e.next_touch_due, now()) AS days_overdue, e.priority_score,
-           row_number() OVER (PARTITION BY e.tenant_id ORDER BY public.engagement_days_overdue(e.next_touch_due, now()) DESC,
+    SELECT e.tenant_id, e.contact_id, (CASE WHEN e.next_touch_due <= now() THEN floor(extract(epoch FROM (now() - e.next_touch_due)) / 86400)::int ELSE 0 END) AS days_overdue, e.priority_score,
+           row_number() OVER (PARTITION BY e.tenant_id ORDER BY (CASE WHEN e.next_touch_due <= now() THEN floor(extract(epoch FROM (now() - e.next_touch_due)) / 86400)::int ELSE 0 END) DESC,
                               e.priority_score DESC, e.next_touch_due, e.id) AS rn
     FROM public.engagement_clocks e JOIN fr_t t ON t.id = e.tenant_id
     WHERE e.next_touch_due <= now()

@@ -17,19 +17,28 @@ AS $$
                 ELSE 0 END
 $$;
 
--- 2 points per overdue day up to 50, +20 for a primary contact, +15 for a decision-maker
--- title, else +10 for manager/lead/head. Titles match case-insensitively at word starts
--- ("Vice President", "Team Lead", "Head of Operations", "CEO & Founder").
+-- Points a contact earns whatever its clock: +20 for a primary contact, +15 for a
+-- decision-maker title, else +10 for manager/lead/head. Titles match case-insensitively at
+-- word starts ("Vice President", "Team Lead", "Head of Operations", "CEO & Founder").
+CREATE OR REPLACE FUNCTION public.engagement_contact_points(p_is_primary boolean, p_title text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = ''
+AS $$
+    SELECT CASE WHEN coalesce(p_is_primary, false) THEN 20 ELSE 0 END
+         + CASE WHEN p_title ~* '\m(president|ceo|owner|director)' THEN 15
+                WHEN p_title ~* '\m(manager|lead|head)' THEN 10
+                ELSE 0 END
+$$;
+
+-- 2 points per overdue day up to 50, plus the contact's points.
 CREATE OR REPLACE FUNCTION public.engagement_priority(p_days_overdue integer, p_is_primary boolean, p_title text)
 RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = ''
 AS $$
     SELECT (least(2 * greatest(coalesce(p_days_overdue, 0), 0), 50)
-        + CASE WHEN coalesce(p_is_primary, false) THEN 20 ELSE 0 END
-        + CASE WHEN p_title ~* '\m(president|ceo|owner|director)' THEN 15
-               WHEN p_title ~* '\m(manager|lead|head)' THEN 10
-               ELSE 0 END)::numeric(5,2)
+        + public.engagement_contact_points(p_is_primary, p_title))::numeric(5,2)
 $$;
 
 -- A tenant's engagement interval from its settings; 21 days when absent or not a positive
@@ -377,7 +386,9 @@ LANGUAGE sql STABLE
 SET search_path = ''
 AS $$
     SELECT c.id, c.client_id, c.contact_id,
-           public.engagement_days_overdue(c.next_touch_due, p_now) AS days_overdue,
+           -- engagement_days_overdue, inlined: a nested call of a function with a pinned
+           -- search_path is never inlined and costs microseconds per row.
+           pg_catalog.floor(EXTRACT(EPOCH FROM (p_now - c.next_touch_due)) / 86400)::integer AS days_overdue,
            c.priority_score, c.next_touch_due, c.last_touch_at, c.last_touch_type
     FROM public.engagement_clocks c
     WHERE c.tenant_id = p_tenant_id AND c.next_touch_due <= p_now
@@ -399,6 +410,53 @@ LANGUAGE sql STABLE
 SET search_path = ''
 AS $$
     SELECT * FROM public.get_engagement_violations_at(p_tenant_id, pg_catalog.now())
+$$;
+
+-- Refresh the priority scores of a tenant's clocks as of p_now; only rows whose score
+-- changes are written (an hourly refresh would otherwise rewrite every clock). Returns
+-- the number of rows changed.
+--
+-- The formula of engagement_priority / engagement_contact_points / engagement_days_overdue
+-- is spelled out inline here because this runs over every clock of every tenant each hour,
+-- and a nested call of a function with a pinned search_path is never inlined (a few
+-- microseconds per row and call). tests/functions.rs checks that both agree.
+CREATE OR REPLACE FUNCTION public.refresh_engagement_scores(p_tenant_id uuid, p_now timestamptz)
+RETURNS bigint
+LANGUAGE sql
+SET search_path = ''
+AS $$
+    WITH contact_clocks AS (
+        UPDATE public.engagement_clocks ec
+        SET priority_score = (least(2 * CASE WHEN ec.next_touch_due <= p_now
+                                             THEN pg_catalog.floor(EXTRACT(EPOCH FROM (p_now - ec.next_touch_due)) / 86400)::integer
+                                             ELSE 0 END, 50) + ct.points)::numeric(5,2),
+            updated_at = p_now
+        FROM (SELECT c.id,
+                     CASE WHEN coalesce(c.is_primary, false) THEN 20 ELSE 0 END
+                     + CASE WHEN c.title ~* '\m(president|ceo|owner|director)' THEN 15
+                            WHEN c.title ~* '\m(manager|lead|head)' THEN 10
+                            ELSE 0 END AS points
+              FROM public.contacts c WHERE c.tenant_id = p_tenant_id) ct
+        WHERE ec.tenant_id = p_tenant_id AND ec.contact_id = ct.id
+          AND ec.priority_score IS DISTINCT FROM
+              (least(2 * CASE WHEN ec.next_touch_due <= p_now
+                              THEN pg_catalog.floor(EXTRACT(EPOCH FROM (p_now - ec.next_touch_due)) / 86400)::integer
+                              ELSE 0 END, 50) + ct.points)::numeric(5,2)
+        RETURNING 1
+    ), client_clocks AS (
+        UPDATE public.engagement_clocks ec
+        SET priority_score = least(2 * CASE WHEN ec.next_touch_due <= p_now
+                                            THEN pg_catalog.floor(EXTRACT(EPOCH FROM (p_now - ec.next_touch_due)) / 86400)::integer
+                                            ELSE 0 END, 50)::numeric(5,2),
+            updated_at = p_now
+        WHERE ec.tenant_id = p_tenant_id AND ec.contact_id IS NULL
+          AND ec.priority_score IS DISTINCT FROM
+              least(2 * CASE WHEN ec.next_touch_due <= p_now
+                             THEN pg_catalog.floor(EXTRACT(EPOCH FROM (p_now - ec.next_touch_due)) / 86400)::integer
+                             ELSE 0 END, 50)::numeric(5,2)
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM contact_clocks) + (SELECT count(*) FROM client_clocks)
 $$;
 
 -- Alerts -------------------------------------------------------------------------------------
@@ -481,6 +539,7 @@ REVOKE EXECUTE ON FUNCTION
     public.update_engagement_clock(uuid, uuid, uuid, text, uuid),
     public.get_engagement_violations_at(uuid, timestamptz),
     public.get_engagement_violations(uuid),
+    public.refresh_engagement_scores(uuid, timestamptz),
     public.raise_agent_alert(uuid, text, text, text, jsonb, timestamptz)
 FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION
@@ -497,5 +556,6 @@ GRANT EXECUTE ON FUNCTION
     public.update_engagement_clock(uuid, uuid, uuid, text, uuid),
     public.get_engagement_violations_at(uuid, timestamptz),
     public.get_engagement_violations(uuid),
+    public.refresh_engagement_scores(uuid, timestamptz),
     public.raise_agent_alert(uuid, text, text, text, jsonb, timestamptz)
 TO service_role;

@@ -984,8 +984,10 @@ async fn tenant_cycle(
         m.actions_planned, m.actions_executed, m.actions_blocked, m.emails_sent, m.cards_created, report.compliance_rate, report.overdue
     );
     lap("reflect_report", &mut phase_start);
-    let phase_ms: serde_json::Map<String, Value> =
-        phase_ms.into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let phase_ms: serde_json::Map<String, Value> = phase_ms
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
     let run_metrics = json!({
         "phase_ms": phase_ms,
         "actions": m,

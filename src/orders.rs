@@ -20,9 +20,9 @@
 //!   A cancelled order is `skipped` and its open findings are resolved.
 //! - auto-fixes of a re-validation are appended to the entry's `auto_fixes` history.
 
-use futures::StreamExt;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::{json, Value};

@@ -1160,3 +1160,73 @@ async fn authenticated_and_anon_cannot_run_the_agents_functions() {
         0
     );
 }
+
+#[tokio::test]
+async fn batch_score_refresh_agrees_with_engagement_priority_for_every_title_and_due_date() {
+    // refresh_engagement_scores spells the formula out inline for speed; it must give the
+    // same score as engagement_priority for every kind of contact and due date.
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let t = tenant(&c, "Acme", true).await;
+    let cl = client_row(&c, t, "Acme Lending").await;
+    let titles = [
+        None,
+        Some("President"),
+        Some("vice president of lending"),
+        Some("CEO & Founder"),
+        Some("Owner"),
+        Some("Managing Director"),
+        Some("Branch Manager"),
+        Some("Team LEAD"),
+        Some("Head of Operations"),
+        Some("Loan Officer"),
+        Some("Leadership Coach"),
+    ];
+    let mut n = 0;
+    for title in titles {
+        for primary in [false, true] {
+            let k = contact(&c, t, cl, Some("x@acme.example"), title, primary).await;
+            // Due dates from 40 days ago to 3 days ahead, including the exact instant.
+            let offset_hours = (n % 11) as f64 * 100.0 - 72.0;
+            c.execute(
+                "INSERT INTO engagement_clocks (tenant_id, client_id, contact_id, next_touch_due, priority_score)
+                 VALUES ($1, $2, $3, now() - make_interval(hours => $4::float8::int), 0)",
+                &[&t, &cl, &k, &offset_hours],
+            )
+            .await
+            .unwrap();
+            n += 1;
+        }
+    }
+    c.execute(
+        "INSERT INTO engagement_clocks (tenant_id, client_id, next_touch_due) VALUES ($1, $2, now() - interval '9 days')",
+        &[&t, &cl],
+    )
+    .await
+    .unwrap();
+    let changed: i64 = c
+        .query_one("SELECT refresh_engagement_scores($1, now())", &[&t])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(changed > 0);
+    let disagreements: i64 = c
+        .query_one(
+            "SELECT count(*) FROM engagement_clocks e LEFT JOIN contacts ct ON ct.id = e.contact_id
+              WHERE e.tenant_id = $1
+                AND e.priority_score <> engagement_priority(engagement_days_overdue(e.next_touch_due, now()),
+                                                            coalesce(ct.is_primary, false), ct.title)",
+            &[&t],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(disagreements, 0);
+    // A second refresh at the same instant changes nothing.
+    let again: i64 = c
+        .query_one("SELECT refresh_engagement_scores($1, now())", &[&t])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(again, 0);
+}

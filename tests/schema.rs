@@ -857,12 +857,6 @@ const INDEXES: &[(&str, &str, bool, &[&str])] = &[
         &["(tenant_id, next_touch_due)"],
     ),
     (
-        "engagement_clocks",
-        "engagement_clocks_tenant_priority_idx",
-        false,
-        &["(tenant_id, priority_score DESC)"],
-    ),
-    (
         "order_processing_queue",
         "order_processing_queue_order_id_key",
         true,
