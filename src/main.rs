@@ -7,6 +7,12 @@ use autopilot::cli::Cli;
 use autopilot::error::{exit_code_for, redact};
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, which turns a closed pipe into a panic on the next println!.
+    #[cfg(unix)]
+    // SAFETY: called first thing, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::parse_args() {
         Ok(cli) => cli,
         Err(code) => return ExitCode::from(code),

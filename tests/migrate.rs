@@ -305,3 +305,15 @@ fn no_database_configured_exits_2_naming_database_url() {
     );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn a_closed_stdout_pipe_ends_the_process_quietly_without_a_panic() {
+    // `autopilot completions bash | head -1`: the reader goes away early.
+    let out = std::process::Command::new("bash")
+        .args(["-c", &format!("{BIN} completions bash | head -c 10 >/dev/null; echo \"${{PIPESTATUS[0]}}\"")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+}
