@@ -11,6 +11,7 @@
 
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
@@ -409,10 +410,13 @@ struct Report<'a> {
 
 /// `autopilot check-engagement`. Tenants are processed in tenant-id order, each in its own
 /// transaction (clocks created, scores refreshed, report read at one instant).
+/// Connections (and tenants checked at once) of the `check-engagement` command.
+const COMMAND_WORKERS: usize = 4;
+
 pub async fn run(ctx: &Context, args: &CheckEngagementArgs) -> Result<u8> {
     let now = ctx.now();
-    let pool = ctx.db.pool(2)?;
-    let mut client = crate::db::get(&pool, &ctx.db).await?;
+    let pool = ctx.db.pool(COMMAND_WORKERS)?;
+    let client = crate::db::get(&pool, &ctx.db).await?;
     let pg: &tokio_postgres::Client = &client;
     crate::db::require_tenants(pg, &args.tenants).await?;
 
@@ -426,23 +430,33 @@ pub async fn run(ctx: &Context, args: &CheckEngagementArgs) -> Result<u8> {
     .map(|r| (r.get(0), r.get(1)))
     .collect();
 
+    drop(client);
+
+    // Each tenant in its own transaction on its own pooled connection, a few at a time:
+    // the work is bound by the server, and several backends keep all of its cores busy.
+    // `buffered` keeps the report in tenant order.
     let limit = i64::from(args.limit);
-    let mut reports = Vec::with_capacity(tenants.len());
-    for (tenant, _) in &tenants {
-        let tx = client
-            .transaction()
-            .await
-            .context("starting a transaction")?;
-        let created = ensure_clocks(&*tx, *tenant, now).await?;
-        refresh_scores(&*tx, *tenant, now).await?;
-        let mut report = tenant_report(&*tx, *tenant, limit, now).await?;
-        tx.commit()
-            .await
-            .with_context(|| format!("committing the engagement refresh of tenant {tenant}"))?;
-        report.clocks_created = created;
-        tracing::info!(tenant = %tenant, created, compliance_rate = report.compliance_rate, "engagement checked");
-        reports.push(report);
-    }
+    let reports: Vec<TenantEngagement> = futures::stream::iter(tenants.iter().map(|(t, _)| *t))
+        .map(|tenant| {
+            let pool = &pool;
+            async move {
+                let mut conn = crate::db::get(pool, &ctx.db).await?;
+                let client: &mut tokio_postgres::Client = &mut conn;
+                let tx = client.transaction().await.context("starting a transaction")?;
+                let created = ensure_clocks(&tx, tenant, now).await?;
+                refresh_scores(&tx, tenant, now).await?;
+                let mut report = tenant_report(&tx, tenant, limit, now).await?;
+                tx.commit()
+                    .await
+                    .with_context(|| format!("committing the engagement refresh of tenant {tenant}"))?;
+                report.clocks_created = created;
+                tracing::info!(tenant = %tenant, created, compliance_rate = report.compliance_rate, "engagement checked");
+                Ok::<_, anyhow::Error>(report)
+            }
+        })
+        .buffered(COMMAND_WORKERS)
+        .try_collect()
+        .await?;
 
     if args.json {
         println!("{}", serde_json::to_string(&Report { tenants: &reports })?);
