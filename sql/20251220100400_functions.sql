@@ -63,12 +63,19 @@ $$;
 -- lease is held. The lease row is locked (or inserted) first, so of any number of
 -- concurrent callers exactly one proceeds; an expired lease is taken over and every run of
 -- the tenant still marked running is closed as `timeout` (its runner is dead or fenced out).
+--
+-- p_skip_if_finished_since: a runner passes the instant it started, so that of two runners
+-- started together each tenant runs once: a tenant whose cycle another runner finished
+-- after that instant is not run again (NULL when the lease is free for that reason too).
+-- The check runs after this caller holds the lease row, so it cannot race with a release.
+DROP FUNCTION IF EXISTS public.acquire_tenant_lease(uuid, text, interval, text, timestamptz);
 CREATE OR REPLACE FUNCTION public.acquire_tenant_lease(
     p_tenant_id uuid,
     p_holder text,
     p_lease interval,
     p_trigger text DEFAULT 'scheduled',
-    p_now timestamptz DEFAULT now()
+    p_now timestamptz DEFAULT now(),
+    p_skip_if_finished_since timestamptz DEFAULT NULL
 ) RETURNS uuid
 LANGUAGE plpgsql
 SET search_path = ''
@@ -112,6 +119,14 @@ BEGIN
         WHERE tenant_id = p_tenant_id;
         EXIT;
     END LOOP;
+
+    IF p_skip_if_finished_since IS NOT NULL AND EXISTS (
+        SELECT 1 FROM public.agent_autonomous_runs r
+        WHERE r.tenant_id = p_tenant_id AND r.completed_at >= p_skip_if_finished_since
+    ) THEN
+        DELETE FROM public.agent_tenant_locks WHERE tenant_id = p_tenant_id AND run_id = v_run;
+        RETURN NULL;
+    END IF;
 
     UPDATE public.agent_autonomous_runs r
     SET status = 'timeout',
@@ -533,7 +548,7 @@ GRANT SELECT ON public.engagement_clock_status TO authenticated, service_role;
 
 -- Function privileges: the agent's functions are for service_role (and the owner).
 REVOKE EXECUTE ON FUNCTION
-    public.acquire_tenant_lease(uuid, text, interval, text, timestamptz),
+    public.acquire_tenant_lease(uuid, text, interval, text, timestamptz, timestamptz),
     public.acquire_tenant_lock(uuid, text, integer),
     public.assert_tenant_lease(uuid, uuid, timestamptz),
     public.extend_tenant_lease(uuid, uuid, interval, timestamptz),
@@ -550,7 +565,7 @@ REVOKE EXECUTE ON FUNCTION
     public.raise_agent_alert(uuid, text, text, text, jsonb, timestamptz)
 FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION
-    public.acquire_tenant_lease(uuid, text, interval, text, timestamptz),
+    public.acquire_tenant_lease(uuid, text, interval, text, timestamptz, timestamptz),
     public.acquire_tenant_lock(uuid, text, integer),
     public.assert_tenant_lease(uuid, uuid, timestamptz),
     public.extend_tenant_lease(uuid, uuid, interval, timestamptz),

@@ -39,7 +39,12 @@ WHERE (cardinality($1::uuid[]) = 0 AND t.is_active AND t.agent_enabled) OR t.id 
 ORDER BY (SELECT max(r.started_at) FROM public.agent_autonomous_runs r WHERE r.tenant_id = t.id) NULLS FIRST, t.id
 LIMIT $2";
 
-const ACQUIRE: &str = "SELECT public.acquire_tenant_lease($1, $2, make_interval(secs => $3), $4)";
+/// `$5`: when this invocation started; a tenant another runner finished since is not run
+/// again (two runners started together run each tenant once).
+const ACQUIRE: &str =
+    "SELECT public.acquire_tenant_lease($1, $2, make_interval(secs => $3), $4, now(), $5)";
+const FINISHED_SINCE: &str = "SELECT EXISTS (SELECT 1 FROM public.agent_autonomous_runs
+WHERE tenant_id = $1 AND completed_at >= $2)";
 const RUN_CYCLE_NUMBER: &str =
     "SELECT cycle_number FROM public.agent_autonomous_runs WHERE id = $1";
 const HEARTBEAT: &str = "SELECT public.extend_tenant_lease($1, $2, make_interval(secs => $3))";
@@ -184,6 +189,9 @@ struct Shared<'a> {
     pool: deadpool_postgres::Pool,
     mailer: Option<email::Mailer>,
     holder: String,
+    /// When this invocation started (database clock): tenants another runner finished
+    /// since are not run again.
+    invoked_at: DateTime<Utc>,
     stop: watch::Receiver<bool>,
     /// run id → (tenant id, lost-lease signal), renewed by the heartbeat task.
     leases: Mutex<HashMap<Uuid, (Uuid, Arc<Notify>)>>,
@@ -198,6 +206,7 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
     let pool = ctx.db.pool(args.concurrency as usize + 1)?;
 
     let conn = db::get(&pool, &ctx.db).await?;
+    let invoked_at: DateTime<Utc> = conn.query_one("SELECT now()", &[]).await?.get(0);
     db::require_tenants(&**conn, &args.tenants).await?;
     if let Some(reason) = kill_switch_reason(&**conn).await? {
         let report = CycleReport {
@@ -259,6 +268,7 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         pool,
         mailer,
         holder: holder_name(),
+        invoked_at,
         stop: stop_rx,
         leases: Mutex::new(HashMap::new()),
     };
@@ -507,18 +517,28 @@ async fn run_tenant_inner(
     let run_id: Option<Uuid> = conn
         .query_one(
             ACQUIRE,
-            &[&t.id, &sh.holder, &lease_secs, &args.trigger.as_str()],
+            &[
+                &t.id,
+                &sh.holder,
+                &lease_secs,
+                &args.trigger.as_str(),
+                &sh.invoked_at,
+            ],
         )
         .await
         .with_context(|| format!("acquiring lease for tenant {}", t.id))?
         .get(0);
     let Some(run_id) = run_id else {
-        return Ok(result(
-            t,
-            started,
-            "skipped",
-            Some("lease held by another runner".into()),
-        ));
+        let finished: bool = conn
+            .query_one(FINISHED_SINCE, &[&t.id, &sh.invoked_at])
+            .await?
+            .get(0);
+        let reason = if finished {
+            "another runner completed this tenant's cycle after this one started"
+        } else {
+            "lease held by another runner"
+        };
+        return Ok(result(t, started, "skipped", Some(reason.into())));
     };
     let cycle_number: i32 = conn.query_one(RUN_CYCLE_NUMBER, &[&run_id]).await?.get(0);
     let fence = Fence {

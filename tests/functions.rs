@@ -1230,3 +1230,53 @@ async fn batch_score_refresh_agrees_with_engagement_priority_for_every_title_and
         .get(0);
     assert_eq!(again, 0);
 }
+
+#[tokio::test]
+async fn a_runner_does_not_rerun_a_tenant_another_runner_finished_after_it_started() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let t = tenant(&c, "Acme", true).await;
+    let started: chrono::DateTime<chrono::Utc> =
+        c.query_one("SELECT now()", &[]).await.unwrap().get(0);
+    let other: uuid::Uuid = c
+        .query_one(
+            "SELECT acquire_tenant_lease($1, 'runner-a', interval '1 minute')",
+            &[&t],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    c.execute("SELECT release_tenant_lock($1, $2)", &[&t, &other])
+        .await
+        .unwrap();
+    // Runner B started before A finished: it skips the tenant and leaves no lease behind.
+    let b: Option<uuid::Uuid> = c
+        .query_one(
+            "SELECT acquire_tenant_lease($1, 'runner-b', interval '1 minute', 'scheduled', now(), $2)",
+            &[&t, &started],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(b, None);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
+        0
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
+        1
+    );
+    // A runner started after A finished runs it.
+    let later: chrono::DateTime<chrono::Utc> =
+        c.query_one("SELECT now()", &[]).await.unwrap().get(0);
+    let b: Option<uuid::Uuid> = c
+        .query_one(
+            "SELECT acquire_tenant_lease($1, 'runner-b', interval '1 minute', 'scheduled', now(), $2)",
+            &[&t, &later],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(b.is_some());
+}
