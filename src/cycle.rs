@@ -193,6 +193,8 @@ struct Shared<'a> {
     /// since are not run again.
     invoked_at: DateTime<Utc>,
     stop: watch::Receiver<bool>,
+    /// Set by a second signal: in-flight tenants stop without waiting for the grace.
+    stop_now: watch::Receiver<bool>,
     /// run id → (tenant id, lost-lease signal), renewed by the heartbeat task.
     leases: Mutex<HashMap<Uuid, (Uuid, Arc<Notify>)>>,
 }
@@ -254,12 +256,17 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         .collect();
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_now_tx, stop_now_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::warn!(
-            "signal received: starting no new tenant, giving in-flight tenants a grace period"
+            "signal received: starting no new tenant, giving in-flight tenants a grace period (signal again to stop now)"
         );
         let _ = stop_tx.send(true);
+        // An operator who signals twice does not want to wait for the grace period.
+        wait_for_signal().await;
+        tracing::warn!("second signal: stopping in-flight tenants now");
+        let _ = stop_now_tx.send(true);
     });
 
     let shared = Shared {
@@ -270,6 +277,7 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         holder: holder_name(),
         invoked_at,
         stop: stop_rx,
+        stop_now: stop_now_rx,
         leases: Mutex::new(HashMap::new()),
     };
     let results: Vec<TenantResult> = if args.dry_run {
@@ -572,10 +580,14 @@ async fn run_tenant_inner(
             let ending = {
                 let work = tenant_cycle(&mut conn, sh, t, fence, &settings, cycle_number, now);
                 let mut stop = sh.stop.clone();
+                let mut stop_now = sh.stop_now.clone();
                 let grace = Duration::from_secs(args.grace);
                 let interrupted = async move {
                     let _ = stop.wait_for(|s| *s).await;
-                    tokio::time::sleep(grace).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(grace) => {},
+                        _ = stop_now.wait_for(|s| *s) => {},
+                    }
                 };
                 tokio::select! {
                     r = tokio::time::timeout(Duration::from_secs(args.tenant_timeout), work) => match r {

@@ -923,3 +923,57 @@ async fn an_approved_follow_up_is_sent_once_over_smtp_and_the_contact_is_complia
         1
     );
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_second_signal_stops_in_flight_tenants_without_waiting_for_the_grace() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let t = tenant_with_overdue_contacts(&c, "Slow", 1, false).await;
+    let mut locker = db.client().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let child = db
+        .tokio_cmd()
+        .args(["run-cycle", "--json", "--grace", "60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_blocked(&c).await;
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    // Far less than the 60 s grace.
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("stopped without waiting for the grace")
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let row = c
+        .query_one(
+            "SELECT status, error_message FROM agent_autonomous_runs WHERE tenant_id = $1",
+            &[&t],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "failed");
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("interrupted")
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
+        0
+    );
+}
