@@ -223,7 +223,7 @@ pub struct AckReport {
 
 pub async fn run_ack(ctx: &Context, args: &AckAlertArgs) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
-    let mut conn = crate::db::get(&pool, &ctx.db).await?;
+    let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
     let now = ctx.now();
     let tx = conn.transaction().await?;
 

@@ -207,7 +207,7 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         .transpose()?;
     let pool = ctx.db.pool(args.concurrency as usize + 1)?;
 
-    let conn = db::get(&pool, &ctx.db).await?;
+    let conn = db::get_checked(&pool, &ctx.db).await?;
     let invoked_at: DateTime<Utc> = conn.query_one("SELECT now()", &[]).await?.get(0);
     db::require_tenants(&**conn, &args.tenants).await?;
     if let Some(reason) = kill_switch_reason(&**conn).await? {

@@ -474,6 +474,14 @@ pub async fn get(pool: &Pool, settings: &DbSettings) -> Result<deadpool_postgres
     }
 }
 
+/// The first connection of a command: also checks that the schema is not behind this
+/// binary (see [`crate::migrate::ensure_current`]).
+pub async fn get_checked(pool: &Pool, settings: &DbSettings) -> Result<deadpool_postgres::Object> {
+    let conn = get(pool, settings).await?;
+    crate::migrate::ensure_current(&**conn).await?;
+    Ok(conn)
+}
+
 /// SQLSTATE raised by `assert_tenant_lease` when a run lost its lease.
 pub const LEASE_LOST_SQLSTATE: &str = "AP001";
 

@@ -270,6 +270,38 @@ async fn apply_pending(
     Ok(0)
 }
 
+const APPLIED_VERSIONS: &str = "SELECT version FROM public.autopilot_migrations";
+
+/// Refuse to work on a database whose schema is behind this binary (a new binary deployed
+/// before `autopilot migrate` ran): one clear error instead of a failed cycle per tenant.
+/// A database without the tracking table is left alone (its schema is managed elsewhere).
+pub async fn ensure_current(client: &impl tokio_postgres::GenericClient) -> Result<()> {
+    let exists: bool = client.query_one(TRACKING_TABLE_EXISTS, &[]).await?.get(0);
+    if !exists {
+        return Ok(());
+    }
+    let applied: Vec<i64> = client
+        .query(APPLIED_VERSIONS, &[])
+        .await
+        .context("reading autopilot_migrations")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let pending: Vec<String> = embedded()
+        .into_iter()
+        .filter(|m| !applied.contains(&m.version))
+        .map(|m| m.file)
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    Err(AppError::failed(format!(
+        "the database schema is behind this binary ({} pending migration(s): {}); run `autopilot migrate` first",
+        pending.len(),
+        pending.join(", ")
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -862,7 +862,7 @@ const COMMAND_WORKERS: usize = 4;
 pub async fn run(ctx: &Context, args: &ProcessOrdersArgs) -> Result<u8> {
     let now = ctx.now();
     let pool = ctx.db.pool(COMMAND_WORKERS)?;
-    let conn = crate::db::get(&pool, &ctx.db).await?;
+    let conn = crate::db::get_checked(&pool, &ctx.db).await?;
     crate::db::require_tenants(&**conn, &args.tenants).await?;
 
     let queued = queue_missing(&**conn, &args.tenants, now).await?;

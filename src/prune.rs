@@ -108,7 +108,7 @@ pub struct PruneReport {
 pub async fn run(ctx: &Context, args: &PruneArgs) -> Result<u8> {
     let cutoff = ctx.now() - args.older_than.duration;
     let pool = ctx.db.pool(1)?;
-    let conn = crate::db::get(&pool, &ctx.db).await?;
+    let conn = crate::db::get_checked(&pool, &ctx.db).await?;
     let mut tables = Vec::new();
     for rule in RULES {
         let rows = if args.dry_run {

@@ -180,7 +180,7 @@ fn tenant_status(r: &tokio_postgres::Row, now: DateTime<Utc>) -> TenantStatus {
 
 pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
-    let conn = crate::db::get(&pool, &ctx.db).await?;
+    let conn = crate::db::get_checked(&pool, &ctx.db).await?;
     crate::db::require_tenants(&**conn, &args.tenants).await?;
     let now = ctx.now();
     let rows = conn

@@ -321,3 +321,33 @@ fn a_closed_stdout_pipe_ends_the_process_quietly_without_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+#[tokio::test]
+async fn commands_refuse_a_database_whose_schema_is_behind_the_binary() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let last = autopilot::migrate::embedded().pop().unwrap();
+    c.execute(
+        "DELETE FROM autopilot_migrations WHERE version = $1",
+        &[&last.version],
+    )
+    .await
+    .unwrap();
+    for args in [
+        vec!["run-cycle"],
+        vec!["check-engagement"],
+        vec!["process-orders"],
+        vec!["status"],
+    ] {
+        let out = db.cmd().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("autopilot migrate") && stderr.contains(last.file.as_str()),
+            "{args:?}: {stderr}"
+        );
+    }
+    // After migrating, they work again.
+    db.cmd().arg("migrate").assert().success();
+    db.cmd().arg("check-engagement").assert().success();
+}
