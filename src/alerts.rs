@@ -5,11 +5,11 @@
 //! alerts per tenant and type): while an alert of a type is unacknowledged, the same
 //! condition only counts another occurrence on it.
 
+use crate::db::Sql;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::cli::AckAlertArgs;
@@ -44,7 +44,7 @@ WHERE tenant_id = $1 AND created_at > $2::timestamptz - interval '15 minutes' AN
 
 /// Raise (or count another occurrence of) an alert. Returns true when a new alert opened.
 pub async fn raise(
-    c: &impl GenericClient,
+    c: &impl Sql,
     tenant: Uuid,
     alert_type: &str,
     severity: &str,
@@ -71,7 +71,7 @@ pub struct CycleFacts {
 
 /// Evaluate every rule of SPEC §7 for a tenant; returns the alert types that opened.
 pub async fn evaluate_rules(
-    c: &impl GenericClient,
+    c: &impl Sql,
     tenant: Uuid,
     facts: Option<CycleFacts>,
     now: DateTime<Utc>,
@@ -171,11 +171,7 @@ pub async fn evaluate_rules(
 }
 
 /// Only the failure-rate rule: evaluated after a cycle that failed before Reflect.
-pub async fn evaluate_failure_rate(
-    c: &impl GenericClient,
-    tenant: Uuid,
-    now: DateTime<Utc>,
-) -> Result<bool> {
+pub async fn evaluate_failure_rate(c: &impl Sql, tenant: Uuid, now: DateTime<Utc>) -> Result<bool> {
     let f = c.query_one(WINDOW_FIGURES, &[&tenant, &now]).await?;
     let finished: i64 = f.get(0);
     let failed: i64 = f.get(1);

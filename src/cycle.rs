@@ -11,13 +11,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)]
+use crate::db::{Begin, Commit, Sql};
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::cli::RunCycleArgs;
@@ -362,7 +363,7 @@ fn print_report(report: &CycleReport, args: &RunCycleArgs) {
     );
 }
 
-async fn kill_switch_reason(c: &impl GenericClient) -> Result<Option<String>> {
+async fn kill_switch_reason(c: &impl Sql) -> Result<Option<String>> {
     if std::env::var("AGENT_KILL_SWITCH")
         .map(|v| v.eq_ignore_ascii_case("true") || v == "1")
         .unwrap_or(false)
@@ -578,7 +579,7 @@ async fn run_tenant_inner(
         Ok(settings) => {
             let cancel = conn.cancel_token();
             let ending = {
-                let work = tenant_cycle(&mut conn, sh, t, fence, &settings, cycle_number, now);
+                let work = tenant_cycle(&mut *conn, sh, t, fence, &settings, cycle_number, now);
                 let mut stop = sh.stop.clone();
                 let mut stop_now = sh.stop_now.clone();
                 let grace = Duration::from_secs(args.grace);
@@ -672,12 +673,12 @@ async fn run_tenant_inner(
 }
 
 async fn set_phase(
-    c: &mut tokio_postgres::Client,
+    c: &mut impl crate::db::Begin,
     fence: Fence,
     phase: &str,
     m: &CycleMetrics,
 ) -> Result<()> {
-    let tx = c.transaction().await?;
+    let tx = c.begin().await?;
     fence.check(&tx).await?;
     tx.execute(
         SET_PHASE,
@@ -699,11 +700,7 @@ async fn set_phase(
 }
 
 /// Plan step 1: the tenant's missing clocks and fresh scores.
-async fn refresh_engagement(
-    c: &impl GenericClient,
-    tenant: Uuid,
-    now: DateTime<Utc>,
-) -> Result<u64> {
+async fn refresh_engagement(c: &impl Sql, tenant: Uuid, now: DateTime<Utc>) -> Result<u64> {
     let created = engagement::ensure_clocks(c, tenant, now)
         .await
         .context("creating engagement clocks")?;
@@ -715,7 +712,7 @@ async fn refresh_engagement(
 
 /// Plan step 2: collect every candidate action, highest priority first, capped.
 async fn collect_plan(
-    c: &impl GenericClient,
+    c: &impl Sql,
     tenant: Uuid,
     settings: &TenantSettings,
     now: DateTime<Utc>,
@@ -762,7 +759,7 @@ async fn collect_plan(
 
 /// Record policy blocks (fenced).
 async fn record_blocks(
-    c: &mut tokio_postgres::Client,
+    c: &mut impl crate::db::Begin,
     fence: Fence,
     blocks: &[(Action, Block)],
     now: DateTime<Utc>,
@@ -770,7 +767,7 @@ async fn record_blocks(
     if blocks.is_empty() {
         return Ok(());
     }
-    let tx = c.transaction().await?;
+    let tx = c.begin().await?;
     fence.check(&tx).await?;
     for (action, block) in blocks {
         policy::record(&tx, fence.tenant_id, Some(fence.run_id), action, block, now).await?;
@@ -781,7 +778,7 @@ async fn record_blocks(
 
 #[allow(clippy::too_many_arguments)]
 async fn tenant_cycle(
-    c: &mut tokio_postgres::Client,
+    c: &mut impl crate::db::Begin,
     sh: &Shared<'_>,
     t: &TenantRow,
     fence: Fence,
@@ -806,7 +803,7 @@ async fn tenant_cycle(
 
     // Plan ---------------------------------------------------------------------------------
     let created = {
-        let tx = c.transaction().await?;
+        let tx = c.begin().await?;
         fence.check(&tx).await?;
         let created = refresh_engagement(&tx, tenant, now).await?;
         tx.commit().await?;
@@ -871,7 +868,7 @@ async fn tenant_cycle(
     record_blocks(c, fence, &blocks, now).await?;
 
     if !drafts.is_empty() || !reviews.is_empty() || !promotes.is_empty() {
-        let tx = c.transaction().await?;
+        let tx = c.begin().await?;
         fence.check(&tx).await?;
         let drafted =
             engagement::insert_followup_cards(&tx, tenant, fence.run_id, &drafts).await? as i32;
@@ -1028,7 +1025,7 @@ async fn tenant_cycle(
         "clocks_created": created,
     });
     {
-        let tx = c.transaction().await?;
+        let tx = c.begin().await?;
         fence.check(&tx).await?;
         tx.execute(
             INSERT_REFLECTION,
@@ -1089,7 +1086,7 @@ fn round2(x: f64) -> f64 {
 }
 
 async fn insert_review_cards(
-    c: &impl GenericClient,
+    c: &impl Sql,
     fence: Fence,
     targets: &[ReviewTarget],
     now: DateTime<Utc>,
@@ -1157,7 +1154,7 @@ async fn dry_run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
             TenantSettings::parse(&t.settings).map_err(|e| anyhow::anyhow!(e.to_string()))?;
         let mut conn = db::get(&sh.pool, &sh.ctx.db).await?;
         let client: &mut tokio_postgres::Client = &mut conn;
-        let tx = client.transaction().await?;
+        let tx = client.begin().await?;
         let now = sh.ctx.now();
         refresh_engagement(&tx, t.id, now).await?;
         let plan = collect_plan(&tx, t.id, &settings, now).await?;

@@ -2,6 +2,7 @@
 //! sslrootcert parsed here because tokio-postgres knows neither verify-* nor root certs),
 //! TLS with rustls, the connection pool, and the lease fence every cycle write passes.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use tokio_postgres::config::SslMode as PgSslMode;
-use tokio_postgres::Config;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Config, Error as PgError, Row, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
@@ -494,7 +496,7 @@ pub struct Fence {
 }
 
 impl Fence {
-    pub async fn check(&self, client: &impl tokio_postgres::GenericClient) -> Result<()> {
+    pub async fn check(&self, client: &impl Sql) -> Result<()> {
         match client
             .execute(
                 "SELECT public.assert_tenant_lease($1, $2)",
@@ -514,10 +516,7 @@ impl Fence {
 }
 
 /// Check the fence when there is one (cycle writes) and do nothing otherwise (commands).
-pub async fn check_fence(
-    fence: Option<&Fence>,
-    client: &impl tokio_postgres::GenericClient,
-) -> Result<()> {
+pub async fn check_fence(fence: Option<&Fence>, client: &impl Sql) -> Result<()> {
     match fence {
         Some(f) => f.check(client).await,
         None => Ok(()),
@@ -541,10 +540,7 @@ pub fn is_lease_lost_err(err: &anyhow::Error) -> bool {
 }
 
 /// Look up which of `ids` are tenants; an unknown id is bad input (exit 2).
-pub async fn require_tenants(
-    client: &impl tokio_postgres::GenericClient,
-    ids: &[Uuid],
-) -> Result<()> {
+pub async fn require_tenants(client: &impl Sql, ids: &[Uuid]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -651,6 +647,186 @@ impl ServerCertVerifier for ChainOnlyVerifier {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+// Statements -------------------------------------------------------------------------------
+
+/// What the modules run their SQL on: a plain connection or transaction (one-off commands,
+/// tests), or a pooled connection or one of its transactions, which prepares each statement
+/// once per connection and reuses it (an hourly cycle runs the same few dozen statements for
+/// every tenant). The method names match tokio-postgres's, so generic code reads the same.
+pub trait Sql: Send + Sync {
+    /// The prepared statement for `sql` (from the connection's cache when it has one).
+    fn statement(&self, sql: &str) -> impl Future<Output = Result<Statement, PgError>> + Send;
+    fn query_statement(
+        &self,
+        st: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Vec<Row>, PgError>> + Send;
+    fn query_one_statement(
+        &self,
+        st: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Row, PgError>> + Send;
+    fn query_opt_statement(
+        &self,
+        st: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Option<Row>, PgError>> + Send;
+    fn execute_statement(
+        &self,
+        st: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<u64, PgError>> + Send;
+
+    fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Vec<Row>, PgError>> + Send {
+        async move {
+            self.query_statement(&self.statement(sql).await?, params)
+                .await
+        }
+    }
+    fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Row, PgError>> + Send {
+        async move {
+            self.query_one_statement(&self.statement(sql).await?, params)
+                .await
+        }
+    }
+    fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Option<Row>, PgError>> + Send {
+        async move {
+            self.query_opt_statement(&self.statement(sql).await?, params)
+                .await
+        }
+    }
+    fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<u64, PgError>> + Send {
+        async move {
+            self.execute_statement(&self.statement(sql).await?, params)
+                .await
+        }
+    }
+}
+
+/// A connection that can open a transaction whose statements are [`Sql`] too.
+pub trait Begin: Sql {
+    type Tx<'a>: Sql + Commit
+    where
+        Self: 'a;
+    fn begin(&mut self) -> impl Future<Output = Result<Self::Tx<'_>, PgError>> + Send;
+}
+
+pub trait Commit {
+    fn commit(self) -> impl Future<Output = Result<(), PgError>> + Send;
+    fn rollback(self) -> impl Future<Output = Result<(), PgError>> + Send;
+}
+
+/// Implements the statement runners by delegating to tokio-postgres's own methods of the
+/// type (or of what it dereferences to).
+macro_rules! run_statements_with {
+    ($target:ty) => {
+        fn query_statement(
+            &self,
+            st: &Statement,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> impl Future<Output = Result<Vec<Row>, PgError>> + Send {
+            <$target>::query(self, st, params)
+        }
+        fn query_one_statement(
+            &self,
+            st: &Statement,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> impl Future<Output = Result<Row, PgError>> + Send {
+            <$target>::query_one(self, st, params)
+        }
+        fn query_opt_statement(
+            &self,
+            st: &Statement,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> impl Future<Output = Result<Option<Row>, PgError>> + Send {
+            <$target>::query_opt(self, st, params)
+        }
+        fn execute_statement(
+            &self,
+            st: &Statement,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> impl Future<Output = Result<u64, PgError>> + Send {
+            <$target>::execute(self, st, params)
+        }
+    };
+}
+
+impl Sql for tokio_postgres::Client {
+    fn statement(&self, sql: &str) -> impl Future<Output = Result<Statement, PgError>> + Send {
+        tokio_postgres::Client::prepare(self, sql)
+    }
+    run_statements_with!(tokio_postgres::Client);
+}
+
+impl Sql for tokio_postgres::Transaction<'_> {
+    fn statement(&self, sql: &str) -> impl Future<Output = Result<Statement, PgError>> + Send {
+        tokio_postgres::Transaction::prepare(self, sql)
+    }
+    run_statements_with!(tokio_postgres::Transaction<'_>);
+}
+
+impl Sql for deadpool_postgres::ClientWrapper {
+    fn statement(&self, sql: &str) -> impl Future<Output = Result<Statement, PgError>> + Send {
+        deadpool_postgres::ClientWrapper::prepare_cached(self, sql)
+    }
+    run_statements_with!(tokio_postgres::Client);
+}
+
+impl Sql for deadpool_postgres::Transaction<'_> {
+    fn statement(&self, sql: &str) -> impl Future<Output = Result<Statement, PgError>> + Send {
+        deadpool_postgres::Transaction::prepare_cached(self, sql)
+    }
+    run_statements_with!(tokio_postgres::Transaction<'_>);
+}
+
+impl Begin for tokio_postgres::Client {
+    type Tx<'a> = tokio_postgres::Transaction<'a>;
+    fn begin(&mut self) -> impl Future<Output = Result<Self::Tx<'_>, PgError>> + Send {
+        tokio_postgres::Client::transaction(self)
+    }
+}
+
+impl Begin for deadpool_postgres::ClientWrapper {
+    type Tx<'a> = deadpool_postgres::Transaction<'a>;
+    fn begin(&mut self) -> impl Future<Output = Result<Self::Tx<'_>, PgError>> + Send {
+        deadpool_postgres::ClientWrapper::transaction(self)
+    }
+}
+
+impl Commit for tokio_postgres::Transaction<'_> {
+    fn commit(self) -> impl Future<Output = Result<(), PgError>> + Send {
+        tokio_postgres::Transaction::commit(self)
+    }
+    fn rollback(self) -> impl Future<Output = Result<(), PgError>> + Send {
+        tokio_postgres::Transaction::rollback(self)
+    }
+}
+
+impl Commit for deadpool_postgres::Transaction<'_> {
+    fn commit(self) -> impl Future<Output = Result<(), PgError>> + Send {
+        deadpool_postgres::Transaction::commit(self)
+    }
+    fn rollback(self) -> impl Future<Output = Result<(), PgError>> + Send {
+        deadpool_postgres::Transaction::rollback(self)
     }
 }
 

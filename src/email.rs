@@ -39,6 +39,8 @@
 
 use std::time::{Duration, SystemTime};
 
+#[allow(unused_imports)]
+use crate::db::{Begin, Commit, Sql};
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
@@ -834,7 +836,7 @@ const FAILURES_LAST_HOUR: &str = "SELECT count(*) FROM public.email_provider_fai
 
 /// Provider failures of the tenant in the hour before `now` (the cycle's React phase).
 pub async fn provider_failures_last_hour(
-    c: &impl tokio_postgres::GenericClient,
+    c: &impl crate::db::Sql,
     tenant: Uuid,
     now: DateTime<Utc>,
 ) -> Result<i64> {
@@ -844,11 +846,7 @@ pub async fn provider_failures_last_hour(
         .get(0))
 }
 
-async fn recent_failures(
-    c: &tokio_postgres::Client,
-    tenant: Uuid,
-    now: DateTime<Utc>,
-) -> Result<i64> {
+async fn recent_failures(c: &impl crate::db::Sql, tenant: Uuid, now: DateTime<Utc>) -> Result<i64> {
     let since = now - chrono::Duration::minutes(CIRCUIT_WINDOW_MINUTES);
     Ok(c.query_one(RECENT_FAILURES, &[&tenant, &since, &now])
         .await
@@ -857,7 +855,7 @@ async fn recent_failures(
 }
 
 async fn raise_circuit_alert(
-    c: &mut tokio_postgres::Client,
+    c: &mut impl crate::db::Begin,
     tenant: Uuid,
     run_id: Option<Uuid>,
     fence: Option<&Fence>,
@@ -874,10 +872,7 @@ async fn raise_circuit_alert(
         "provider": PROVIDER,
         "run_id": run_id,
     });
-    let tx = c
-        .transaction()
-        .await
-        .context("starting the alert transaction")?;
+    let tx = c.begin().await.context("starting the alert transaction")?;
     check_fence(fence, &tx).await?;
     tx.query(RAISE_ALERT, &[&tenant, &message, &metadata, &now])
         .await
@@ -890,7 +885,7 @@ async fn raise_circuit_alert(
 /// most once. See the module documentation for the flow and the failure handling.
 #[allow(clippy::too_many_arguments)]
 pub async fn send_approved(
-    c: &mut tokio_postgres::Client,
+    c: &mut impl crate::db::Begin,
     tenant: Uuid,
     run_id: Option<Uuid>,
     fence: Option<&Fence>,
@@ -905,7 +900,7 @@ pub async fn send_approved(
     {
         let stuck_before = now - chrono::Duration::minutes(STUCK_AFTER_MINUTES);
         let tx = c
-            .transaction()
+            .begin()
             .await
             .context("starting the recovery transaction")?;
         check_fence(fence, &tx).await?;
@@ -952,10 +947,7 @@ pub async fn send_approved(
         let card = match CardToSend::from_payload(id, client_id, contact_id, payload) {
             Ok(card) => card,
             Err(problem) => {
-                let tx = c
-                    .transaction()
-                    .await
-                    .context("starting a card transaction")?;
+                let tx = c.begin().await.context("starting a card transaction")?;
                 check_fence(fence, &tx).await?;
                 tx.execute(BLOCK_CARD, &[&id, &format!("cannot send: {problem}"), &now])
                     .await
@@ -975,10 +967,7 @@ pub async fn send_approved(
         let verdict = crate::policy::evaluate(&*c, tenant, settings, &action, now).await?;
 
         if let Some(block) = verdict {
-            let tx = c
-                .transaction()
-                .await
-                .context("starting a card transaction")?;
+            let tx = c.begin().await.context("starting a card transaction")?;
             check_fence(fence, &tx).await?;
             crate::policy::record(&tx, tenant, run_id, &action, &block, now).await?;
             if block.violation != Violation::RateLimit {
@@ -1000,10 +989,7 @@ pub async fn send_approved(
         // Claim: approved → executing in one statement; only the winner sends.
         let message_id = message_id_for(id, &domain);
         let claimed = {
-            let tx = c
-                .transaction()
-                .await
-                .context("starting the claim transaction")?;
+            let tx = c.begin().await.context("starting the claim transaction")?;
             check_fence(fence, &tx).await?;
             let won = tx
                 .query_opt(CLAIM, &[&id, &message_id, &now])
@@ -1037,10 +1023,7 @@ pub async fn send_approved(
 
         match outcome {
             Ok(()) => {
-                let tx = c
-                    .transaction()
-                    .await
-                    .context("starting the sent transaction")?;
+                let tx = c.begin().await.context("starting the sent transaction")?;
                 check_fence(fence, &tx).await?;
                 tx.execute(MARK_DONE, &[&id, &now])
                     .await
@@ -1063,7 +1046,7 @@ pub async fn send_approved(
                 tracing::warn!(%tenant, card = %id, error_type = failure.error_type.as_str(),
                     smtp_code = ?failure.smtp_code, error = %failure.message, "e-mail send failed");
                 let tx = c
-                    .transaction()
+                    .begin()
                     .await
                     .context("starting the failure transaction")?;
                 check_fence(fence, &tx).await?;

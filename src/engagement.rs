@@ -9,11 +9,11 @@
 //! Every query takes the current time as a parameter (`now`), never SQL `now()`, so the
 //! cycle, the command and the tests all see one consistent instant and can replay time.
 
+use crate::db::Sql;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::cli::CheckEngagementArgs;
@@ -107,22 +107,14 @@ const ALL_TENANTS_SQL: &str = "SELECT id, name FROM public.tenants ORDER BY id";
 const SOME_TENANTS_SQL: &str = "SELECT id, name FROM public.tenants WHERE id = ANY($1) ORDER BY id";
 
 /// Create the missing clock of every contact of `tenant`. Returns the clocks created.
-pub async fn ensure_clocks(
-    c: &impl GenericClient,
-    tenant: Uuid,
-    now: DateTime<Utc>,
-) -> Result<u64> {
+pub async fn ensure_clocks(c: &impl Sql, tenant: Uuid, now: DateTime<Utc>) -> Result<u64> {
     c.execute(ENSURE_CLOCKS_SQL, &[&tenant, &now])
         .await
         .with_context(|| format!("creating the missing engagement clocks of tenant {tenant}"))
 }
 
 /// Recompute the priority score of the tenant's clocks for `now`. Returns the rows changed.
-pub async fn refresh_scores(
-    c: &impl GenericClient,
-    tenant: Uuid,
-    now: DateTime<Utc>,
-) -> Result<u64> {
+pub async fn refresh_scores(c: &impl Sql, tenant: Uuid, now: DateTime<Utc>) -> Result<u64> {
     let changed: i64 = c
         .query_one(REFRESH_SCORES_SQL, &[&tenant, &now])
         .await
@@ -160,7 +152,7 @@ pub struct TenantEngagement {
 
 /// Compliance figures of `tenant` at `now` and its top `limit` violations.
 pub async fn tenant_report(
-    c: &impl GenericClient,
+    c: &impl Sql,
     tenant: Uuid,
     limit: i64,
     now: DateTime<Utc>,
@@ -233,7 +225,7 @@ impl FollowUp {
 
 /// The tenant's overdue contacts still needing a follow-up, in violation order, at most `limit`.
 pub async fn overdue_followups(
-    c: &impl GenericClient,
+    c: &impl Sql,
     tenant: Uuid,
     now: DateTime<Utc>,
     limit: i64,
@@ -339,7 +331,7 @@ pub fn card_priority(score: f64) -> &'static str {
 /// skipped: a card needs a recipient). Returns the cards inserted; a contact that already
 /// has an open agent e-mail card gets none.
 pub async fn insert_followup_cards(
-    c: &impl GenericClient,
+    c: &impl Sql,
     tenant: Uuid,
     run_id: Uuid,
     drafts: &[(FollowUp, Draft)],
@@ -441,8 +433,9 @@ pub async fn run(ctx: &Context, args: &CheckEngagementArgs) -> Result<u8> {
             let pool = &pool;
             async move {
                 let mut conn = crate::db::get(pool, &ctx.db).await?;
-                let client: &mut tokio_postgres::Client = &mut conn;
-                let tx = client.transaction().await.context("starting a transaction")?;
+                // A transaction of the pooled connection: its statements are prepared once
+                // per connection and reused for every tenant.
+                let tx = conn.transaction().await.context("starting a transaction")?;
                 let created = ensure_clocks(&tx, tenant, now).await?;
                 refresh_scores(&tx, tenant, now).await?;
                 let mut report = tenant_report(&tx, tenant, limit, now).await?;

@@ -20,13 +20,14 @@
 //!   A cancelled order is `skipped` and its open findings are resolved.
 //! - auto-fixes of a re-validation are appended to the entry's `auto_fixes` history.
 
+#[allow(unused_imports)]
+use crate::db::{Begin, Commit, Sql};
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::cli::ProcessOrdersArgs;
@@ -508,11 +509,7 @@ fn stale_before(now: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Queue the selected tenants' (all when empty) non-cancelled orders that have no entry.
-pub async fn queue_missing(
-    client: &impl GenericClient,
-    tenants: &[Uuid],
-    now: DateTime<Utc>,
-) -> Result<u64> {
+pub async fn queue_missing(client: &impl Sql, tenants: &[Uuid], now: DateTime<Utc>) -> Result<u64> {
     client
         .execute(QUEUE_MISSING_SQL, &[&tenants, &now])
         .await
@@ -522,14 +519,14 @@ pub async fn queue_missing(
 /// Validate every claimable entry of `tenant`, batch by batch, after queueing the orders
 /// the trigger missed. With a fence, every write transaction first checks the lease.
 pub async fn process_tenant(
-    client: &mut tokio_postgres::Client,
+    client: &mut impl crate::db::Begin,
     tenant: Uuid,
     batch: u32,
     fence: Option<&Fence>,
     now: DateTime<Utc>,
 ) -> Result<OrdersReport> {
     let tx = client
-        .transaction()
+        .begin()
         .await
         .context("starting the queueing transaction")?;
     crate::db::check_fence(fence, &tx).await?;
@@ -542,7 +539,7 @@ pub async fn process_tenant(
 
 /// Claim and validate batches of `tenant` until none is left.
 async fn drain_tenant(
-    client: &mut tokio_postgres::Client,
+    client: &mut impl crate::db::Begin,
     tenant: Uuid,
     batch: u32,
     fence: Option<&Fence>,
@@ -553,7 +550,7 @@ async fn drain_tenant(
     loop {
         // The claim commits on its own so concurrent runners see the entries as taken.
         let tx = client
-            .transaction()
+            .begin()
             .await
             .context("starting the claim transaction")?;
         crate::db::check_fence(fence, &tx).await?;
@@ -651,14 +648,14 @@ fn row_to_parts(r: &tokio_postgres::Row) -> (Uuid, OrderRow, Option<Product>, Op
 /// Validate one claimed batch and write the outcome, in one transaction. Entries another
 /// runner reclaimed meanwhile (attempts changed) are left to it.
 async fn write_back(
-    client: &mut tokio_postgres::Client,
+    client: &mut impl crate::db::Begin,
     ids: &[Uuid],
     attempts: &[i32],
     fence: Option<&Fence>,
     now: DateTime<Utc>,
 ) -> Result<OrdersReport> {
     let tx = client
-        .transaction()
+        .begin()
         .await
         .context("starting the write-back transaction")?;
     crate::db::check_fence(fence, &tx).await?;
@@ -789,7 +786,7 @@ pub struct ReviewTarget {
 /// one per order (its most severe finding), none for an order that already has an open
 /// agent `create_task` card (`kanban_cards.agent_target` = order id).
 pub async fn review_targets(
-    client: &impl GenericClient,
+    client: &impl Sql,
     tenant: Uuid,
     limit: i64,
 ) -> Result<Vec<ReviewTarget>> {
@@ -896,7 +893,7 @@ pub async fn run(ctx: &Context, args: &ProcessOrdersArgs) -> Result<u8> {
             async move {
                 let result = async {
                     let mut conn = crate::db::get(pool, &ctx.db).await?;
-                    drain_tenant(&mut conn, tenant, args.batch, None, now).await
+                    drain_tenant(&mut *conn, tenant, args.batch, None, now).await
                 }
                 .await;
                 (tenant, result)

@@ -8,11 +8,11 @@
 //! every policy passed, so an action blocked by a later policy uses no quota, and a take
 //! that loses a race still ends as a `rate_limit` block.
 
+use crate::db::Sql;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::settings::TenantSettings;
@@ -182,7 +182,7 @@ pub const INSERT_VIOLATION: &str = "INSERT INTO public.agent_policy_violations
 /// Call it outside a transaction (or in one you can afford to lose): the suppression
 /// check fails closed, and a failed query aborts the surrounding transaction.
 pub async fn evaluate(
-    c: &impl GenericClient,
+    c: &impl Sql,
     tenant: Uuid,
     settings: &TenantSettings,
     action: &Action,
@@ -305,7 +305,7 @@ fn redact_addr(email: &str) -> String {
 
 /// Record a block in `agent_policy_violations`.
 pub async fn record(
-    c: &impl GenericClient,
+    c: &impl Sql,
     tenant: Uuid,
     run_id: Option<Uuid>,
     action: &Action,
