@@ -42,6 +42,7 @@ demo: build ## Build, then run scripts/demo (migrate, demo data, agent commands)
 	$(PG_EPHEMERAL) scripts/demo
 
 bench: build ## Build, then run scripts/bench on an ephemeral PostgreSQL
+	$(CARGO) build --release $(LOCKED) --example lease_burst
 	$(PG_EPHEMERAL) scripts/bench
 
 clean: ## Remove build artefacts (cargo clean)

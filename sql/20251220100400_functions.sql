@@ -96,6 +96,14 @@ BEGIN
         RETURN NULL;
     END IF;
 
+    -- Another caller is taking this lease right now: it will hold the lease (or find it
+    -- held), so answer at once instead of queueing behind its row lock. Transaction-scoped,
+    -- so it also works through a transaction-mode pooler.
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('autopilot.tenant_lease'),
+                                                pg_catalog.hashtext(p_tenant_id::text)) THEN
+        RETURN NULL;
+    END IF;
+
     LOOP
         SELECT * INTO v_lock FROM public.agent_tenant_locks WHERE tenant_id = p_tenant_id FOR UPDATE;
         IF NOT FOUND THEN
