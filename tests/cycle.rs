@@ -77,6 +77,17 @@ async fn table_counts(c: &Client) -> Vec<(String, i64)> {
     out
 }
 
+/// A connection holding an exclusive lock on kanban_cards in an open transaction: the
+/// cycle blocks on its first read of cards (Plan) until the test runs `ROLLBACK` on it.
+async fn hold_cards_lock(db: &TestDb) -> Client {
+    let locker = db.client().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    locker
+}
+
 /// Wait until an autopilot session of this database waits on a lock.
 async fn wait_until_blocked(c: &Client) {
     for _ in 0..200 {
@@ -617,11 +628,7 @@ async fn a_slow_tenant_past_its_timeout_is_marked_timeout_its_query_cancelled_an
     let c = db.client().await;
     enable_agent_globally(&c).await;
     let t = tenant_with_overdue_contacts(&c, "Slow", 1, false).await;
-    let mut locker = db.client().await;
-    let tx = locker.transaction().await.unwrap();
-    tx.batch_execute("LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let tx = hold_cards_lock(&db).await;
     let out = db
         .tokio_cmd()
         .args(["run-cycle", "--json", "--tenant-timeout", "2"])
@@ -635,7 +642,7 @@ async fn a_slow_tenant_past_its_timeout_is_marked_timeout_its_query_cancelled_an
            AND application_name = 'autopilot' AND state = 'active'",
     )
     .await;
-    tx.rollback().await.unwrap();
+    tx.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         waiting, 0,
@@ -661,11 +668,7 @@ async fn a_lease_stolen_mid_cycle_stops_the_runner_and_it_writes_nothing_more() 
     let c = db.client().await;
     enable_agent_globally(&c).await;
     let t = tenant_with_overdue_contacts(&c, "Stolen", 2, false).await;
-    let mut locker = db.client().await;
-    let tx = locker.transaction().await.unwrap();
-    tx.batch_execute("LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let tx = hold_cards_lock(&db).await;
     let child = db
         .tokio_cmd()
         .args(["run-cycle", "--json", "--lease", "3"])
@@ -690,7 +693,7 @@ async fn a_lease_stolen_mid_cycle_stops_the_runner_and_it_writes_nothing_more() 
             .get(0);
         // Let the runner notice (heartbeat every second) before the lock goes.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        tx.rollback().await.unwrap();
+        tx.batch_execute("ROLLBACK").await.unwrap();
         (first, second.expect("the thief takes the expired lease"))
     };
     let (out, (first, second)) = tokio::join!(child, thief);
@@ -762,11 +765,7 @@ async fn sigterm_during_a_slow_tenant_marks_it_interrupted_releases_and_exits_1(
     let c = db.client().await;
     enable_agent_globally(&c).await;
     let t = tenant_with_overdue_contacts(&c, "Slow", 1, false).await;
-    let mut locker = db.client().await;
-    let tx = locker.transaction().await.unwrap();
-    tx.batch_execute("LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let tx = hold_cards_lock(&db).await;
     let child = db
         .tokio_cmd()
         .args(["run-cycle", "--json", "--grace", "1"])
@@ -783,7 +782,7 @@ async fn sigterm_during_a_slow_tenant_marks_it_interrupted_releases_and_exits_1(
         .await
         .unwrap()
         .unwrap();
-    tx.rollback().await.unwrap();
+    tx.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(out.status.code(), Some(1));
     let row = c
         .query_one(
@@ -809,11 +808,7 @@ async fn after_sigkill_the_next_runner_marks_the_dead_run_timeout_once_the_lease
     let c = db.client().await;
     enable_agent_globally(&c).await;
     let t = tenant_with_overdue_contacts(&c, "Crash", 1, false).await;
-    let mut locker = db.client().await;
-    let tx = locker.transaction().await.unwrap();
-    tx.batch_execute("LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let tx = hold_cards_lock(&db).await;
     let mut child = db
         .tokio_cmd()
         .args(["run-cycle", "--lease", "60"])
@@ -821,7 +816,7 @@ async fn after_sigkill_the_next_runner_marks_the_dead_run_timeout_once_the_lease
         .unwrap();
     wait_until_blocked(&c).await;
     child.kill().await.unwrap();
-    tx.rollback().await.unwrap();
+    tx.batch_execute("ROLLBACK").await.unwrap();
     // While the lease is unexpired, the tenant is skipped.
     let out = db.cmd().args(["run-cycle", "--json"]).output().unwrap();
     assert_eq!(json_of(&out)["tenants"][0]["status"], "skipped");
@@ -931,11 +926,7 @@ async fn a_second_signal_stops_in_flight_tenants_without_waiting_for_the_grace()
     let c = db.client().await;
     enable_agent_globally(&c).await;
     let t = tenant_with_overdue_contacts(&c, "Slow", 1, false).await;
-    let mut locker = db.client().await;
-    let tx = locker.transaction().await.unwrap();
-    tx.batch_execute("LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let tx = hold_cards_lock(&db).await;
     let child = db
         .tokio_cmd()
         .args(["run-cycle", "--json", "--grace", "60"])
@@ -958,7 +949,7 @@ async fn a_second_signal_stops_in_flight_tenants_without_waiting_for_the_grace()
         .await
         .expect("stopped without waiting for the grace")
         .unwrap();
-    tx.rollback().await.unwrap();
+    tx.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(out.status.code(), Some(1));
     let row = c
         .query_one(
