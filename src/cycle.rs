@@ -523,20 +523,38 @@ async fn run_tenant_inner(
     let args = sh.args;
     let mut conn = db::get(&sh.pool, &sh.ctx.db).await?;
     let lease_secs = args.lease as f64;
-    let run_id: Option<Uuid> = conn
-        .query_one(
-            ACQUIRE,
-            &[
-                &t.id,
-                &sh.holder,
-                &lease_secs,
-                &args.trigger.as_str(),
-                &sh.invoked_at,
-            ],
-        )
-        .await
-        .with_context(|| format!("acquiring lease for tenant {}", t.id))?
-        .get(0);
+    // Taking the lease is bounded by the tenant timeout too: a lease row locked by someone
+    // else (a stuck session, an operator's open transaction) must not hang the runner.
+    let cancel = conn.cancel_token();
+    let trigger = args.trigger.as_str();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+        [&t.id, &sh.holder, &lease_secs, &trigger, &sh.invoked_at];
+    let acquire = conn.query_one(ACQUIRE, &params);
+    let run_id: Option<Uuid> = match tokio::time::timeout(
+        Duration::from_secs(args.tenant_timeout),
+        acquire,
+    )
+    .await
+    {
+        Ok(row) => row
+            .with_context(|| format!("acquiring lease for tenant {}", t.id))?
+            .get(0),
+        Err(_) => {
+            if let Ok(tls) = sh.ctx.db.tls() {
+                let _ = cancel.cancel_query(tls).await;
+            }
+            let _ = deadpool_postgres::Object::take(conn);
+            return Ok(result(
+                    t,
+                    started,
+                    "timeout",
+                    Some(format!(
+                        "could not take the lease within --tenant-timeout of {} s (its row is locked by another session)",
+                        args.tenant_timeout
+                    )),
+                ));
+        }
+    };
     let Some(run_id) = run_id else {
         let finished: bool = conn
             .query_one(FINISHED_SINCE, &[&t.id, &sh.invoked_at])

@@ -968,3 +968,59 @@ async fn a_second_signal_stops_in_flight_tenants_without_waiting_for_the_grace()
         0
     );
 }
+
+#[tokio::test]
+async fn a_lease_row_locked_by_another_session_times_out_instead_of_hanging() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let t = tenant_with_overdue_contacts(&c, "Stuck", 1, false).await;
+    // An expired lease whose row an operator's open transaction keeps locked.
+    let run: Uuid = c
+        .query_one("SELECT acquire_tenant_lock($1, 'old-runner', 60)", &[&t])
+        .await
+        .unwrap()
+        .get(0);
+    c.execute(
+        "UPDATE agent_tenant_locks SET expires_at = now() - interval '1 minute'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let locker = db.client().await;
+    locker
+        .batch_execute("BEGIN; SELECT 1 FROM agent_tenant_locks FOR UPDATE")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let out = db
+        .tokio_cmd()
+        .args(["run-cycle", "--json", "--tenant-timeout", "2"])
+        .output()
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(waited < Duration::from_secs(15), "{waited:?}");
+    let doc = json_of(&out);
+    assert_eq!(doc["tenants"][0]["status"], "timeout");
+    assert!(doc["tenants"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("lease"));
+    // Nothing was taken over while the row was locked: the old run is untouched.
+    let status: String = c
+        .query_one(
+            "SELECT status FROM agent_autonomous_runs WHERE id = $1",
+            &[&run],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "running");
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
+        1
+    );
+}
