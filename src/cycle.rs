@@ -357,6 +357,9 @@ fn print_report(report: &CycleReport, args: &RunCycleArgs) {
             ),
         }
     }
+    if report.total == 0 {
+        println!("no tenant to run: none is active with the agent enabled (tenants.agent_enabled)");
+    }
     println!(
         "{} tenant(s): {} completed, {} failed, {} skipped in {} ms",
         report.total, report.succeeded, report.failed, report.skipped, report.duration_ms
