@@ -98,16 +98,7 @@ pub async fn evaluate_rules(
         cond.then_some((t, sev, msg, meta))
     }
     let mut candidates = Vec::new();
-    if finished > 0 {
-        let rate = failed as f64 * 100.0 / finished as f64;
-        candidates.push(fire(
-            rate > 20.0,
-            CYCLE_FAILURE_RATE,
-            "critical",
-            format!("{failed} of {finished} cycles in the last 24 h failed ({rate:.0} %, threshold 20 %)"),
-            json!({"failed": failed, "finished": finished, "rate": rate}),
-        ));
-    }
+    candidates.push(failure_rate_rule(finished, failed));
     if let Some(facts) = facts {
         candidates.push(fire(
             facts.compliance_rate < 80.0,
@@ -170,30 +161,32 @@ pub async fn evaluate_rules(
     Ok(opened)
 }
 
+/// Cycle failure rate above 20 % over the last 24 hours: critical.
+fn failure_rate_rule(
+    finished: i64,
+    failed: i64,
+) -> Option<(&'static str, &'static str, String, serde_json::Value)> {
+    if finished == 0 {
+        return None;
+    }
+    let rate = failed as f64 * 100.0 / finished as f64;
+    (rate > 20.0).then(|| {
+        (
+            CYCLE_FAILURE_RATE,
+            "critical",
+            format!("{failed} of {finished} cycles in the last 24 h failed ({rate:.0} %, threshold 20 %)"),
+            json!({"failed": failed, "finished": finished, "rate": rate}),
+        )
+    })
+}
+
 /// Only the failure-rate rule: evaluated after a cycle that failed before Reflect.
 pub async fn evaluate_failure_rate(c: &impl Sql, tenant: Uuid, now: DateTime<Utc>) -> Result<bool> {
     let f = c.query_one(WINDOW_FIGURES, &[&tenant, &now]).await?;
-    let finished: i64 = f.get(0);
-    let failed: i64 = f.get(1);
-    if finished == 0 {
-        return Ok(false);
+    match failure_rate_rule(f.get(0), f.get(1)) {
+        Some((t, sev, msg, meta)) => raise(c, tenant, t, sev, &msg, meta, now).await,
+        None => Ok(false),
     }
-    let rate = failed as f64 * 100.0 / finished as f64;
-    if rate <= 20.0 {
-        return Ok(false);
-    }
-    raise(
-        c,
-        tenant,
-        CYCLE_FAILURE_RATE,
-        "critical",
-        &format!(
-            "{failed} of {finished} cycles in the last 24 h failed ({rate:.0} %, threshold 20 %)"
-        ),
-        json!({"failed": failed, "finished": finished, "rate": rate}),
-        now,
-    )
-    .await
 }
 
 // ack-alert -------------------------------------------------------------------------------

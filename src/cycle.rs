@@ -543,10 +543,7 @@ async fn run_tenant_inner(
             .with_context(|| format!("acquiring lease for tenant {}", t.id))?
             .get(0),
         Err(_) => {
-            if let Ok(tls) = sh.ctx.db.tls() {
-                let _ = cancel.cancel_query(tls).await;
-            }
-            let _ = deadpool_postgres::Object::take(conn);
+            abandon(sh, cancel, conn).await;
             return Ok(result(
                     t,
                     started,
@@ -623,12 +620,7 @@ async fn run_tenant_inner(
                 }
             };
             if !matches!(ending, Ending::Done(_)) {
-                // The work future is gone, but its statement may still run on the server:
-                // cancel it, and do not return this connection to the pool.
-                if let Ok(tls) = sh.ctx.db.tls() {
-                    let _ = cancel.cancel_query(tls).await;
-                }
-                let _ = deadpool_postgres::Object::take(conn);
+                abandon(sh, cancel, conn).await;
                 conn = db::get(&sh.pool, &sh.ctx.db).await?;
             }
             ending
@@ -691,6 +683,19 @@ async fn run_tenant_inner(
         duration_ms: started.elapsed().as_millis() as u64,
         metrics,
     })
+}
+
+/// A future that used `conn` was dropped mid-statement: cancel what may still run on the
+/// server, and keep the connection out of the pool.
+async fn abandon(
+    sh: &Shared<'_>,
+    cancel: tokio_postgres::CancelToken,
+    conn: deadpool_postgres::Object,
+) {
+    if let Ok(tls) = sh.ctx.db.tls() {
+        let _ = cancel.cancel_query(tls).await;
+    }
+    let _ = deadpool_postgres::Object::take(conn);
 }
 
 async fn set_phase(

@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -20,10 +19,6 @@ async fn alert(c: &Client, tenant: Uuid, alert_type: &str, severity: &str) -> Uu
 
 async fn acked(c: &Client) -> i64 {
     count(c, "SELECT count(*) FROM agent_alerts WHERE acknowledged").await
-}
-
-fn json_of(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).expect("one JSON document")
 }
 
 #[tokio::test]

@@ -42,16 +42,6 @@ async fn tenant_with_overdue_contacts(
     t
 }
 
-fn json_of(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON document ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
 /// Row counts of every table the cycle may write.
 async fn table_counts(c: &Client) -> Vec<(String, i64)> {
     let mut out = Vec::new();
@@ -86,6 +76,23 @@ async fn hold_cards_lock(db: &TestDb) -> Client {
         .await
         .unwrap();
     locker
+}
+
+/// The tenant's run ended `failed` ("interrupted") and its lease was released.
+async fn assert_interrupted_and_released(c: &Client, t: Uuid) {
+    let row = c
+        .query_one(
+            "SELECT status, error_message FROM agent_autonomous_runs WHERE tenant_id = $1",
+            &[&t],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "failed");
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("interrupted")
+    );
+    assert_eq!(count(c, "SELECT count(*) FROM agent_tenant_locks").await, 0);
 }
 
 /// Wait until an autopilot session of this database waits on a lock.
@@ -784,22 +791,7 @@ async fn sigterm_during_a_slow_tenant_marks_it_interrupted_releases_and_exits_1(
         .unwrap();
     tx.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let row = c
-        .query_one(
-            "SELECT status, error_message FROM agent_autonomous_runs WHERE tenant_id = $1",
-            &[&t],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "failed");
-    assert_eq!(
-        row.get::<_, Option<String>>(1).as_deref(),
-        Some("interrupted")
-    );
-    assert_eq!(
-        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
-        0
-    );
+    assert_interrupted_and_released(&c, t).await;
 }
 
 #[tokio::test]
@@ -951,22 +943,7 @@ async fn a_second_signal_stops_in_flight_tenants_without_waiting_for_the_grace()
         .unwrap();
     tx.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let row = c
-        .query_one(
-            "SELECT status, error_message FROM agent_autonomous_runs WHERE tenant_id = $1",
-            &[&t],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "failed");
-    assert_eq!(
-        row.get::<_, Option<String>>(1).as_deref(),
-        Some("interrupted")
-    );
-    assert_eq!(
-        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
-        0
-    );
+    assert_interrupted_and_released(&c, t).await;
 }
 
 #[tokio::test]

@@ -88,15 +88,6 @@ fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
-fn stdout_json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON document ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
 // ---------------------------------------------------------------------------------------
 // Clocks
 
@@ -377,7 +368,7 @@ async fn check_engagement_json_has_exactly_the_spec_shape_for_every_tenant() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let doc = stdout_json(&out);
+    let doc = json_of(&out);
     assert_eq!(keys(&doc), set(&["tenants"]));
     let tenants = doc["tenants"].as_array().unwrap();
     let mut ids = vec![a, b];
@@ -456,7 +447,7 @@ async fn check_engagement_json_has_exactly_the_spec_shape_for_every_tenant() {
         .args(["--now", &now, "check-engagement", "--json"])
         .output()
         .unwrap();
-    let doc = stdout_json(&again);
+    let doc = json_of(&again);
     let created: Vec<i64> = doc["tenants"]
         .as_array()
         .unwrap()
@@ -499,7 +490,7 @@ async fn limit_caps_the_violations_listed_but_not_the_counts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let doc = stdout_json(&out);
+    let doc = json_of(&out);
     let report = &doc["tenants"][0];
     assert_eq!(doc["tenants"].as_array().unwrap().len(), 1);
     assert_eq!(report["overdue"], 5);

@@ -9,16 +9,6 @@ use serde_json::Value;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-fn json_of(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON document ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
 /// Rows per table from a prune report.
 fn counts(doc: &Value) -> Vec<(String, i64)> {
     doc["tables"]
