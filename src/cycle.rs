@@ -187,7 +187,7 @@ struct Plan {
 struct Shared<'a> {
     ctx: &'a Context,
     args: &'a RunCycleArgs,
-    pool: deadpool_postgres::Pool,
+    pool: db::Pool,
     mailer: Option<email::Mailer>,
     holder: String,
     /// When this invocation started (database clock): tenants another runner finished
@@ -530,8 +530,7 @@ async fn run_tenant_inner(
     // else (a stuck session, an operator's open transaction) must not hang the runner.
     let cancel = conn.cancel_token();
     let trigger = args.trigger.as_str();
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-        [&t.id, &sh.holder, &lease_secs, &trigger, &sh.invoked_at];
+    let params: [&dyn db::Param; 5] = [&t.id, &sh.holder, &lease_secs, &trigger, &sh.invoked_at];
     let acquire = conn.query_one(ACQUIRE, &params);
     let run_id: Option<Uuid> = match tokio::time::timeout(
         Duration::from_secs(args.tenant_timeout),
@@ -687,15 +686,11 @@ async fn run_tenant_inner(
 
 /// A future that used `conn` was dropped mid-statement: cancel what may still run on the
 /// server, and keep the connection out of the pool.
-async fn abandon(
-    sh: &Shared<'_>,
-    cancel: tokio_postgres::CancelToken,
-    conn: deadpool_postgres::Object,
-) {
+async fn abandon(sh: &Shared<'_>, cancel: tokio_postgres::CancelToken, conn: db::Object) {
     if let Ok(tls) = sh.ctx.db.tls() {
         let _ = cancel.cancel_query(tls).await;
     }
-    let _ = deadpool_postgres::Object::take(conn);
+    let _ = db::Object::take(conn);
 }
 
 async fn set_phase(

@@ -3,20 +3,20 @@
 //! TLS with rustls, the connection pool, and the lease fence every cycle write passes.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
-use tokio_postgres::config::SslMode as PgSslMode;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{Config, Error as PgError, Row, Statement};
+use tokio_postgres::config::{Host, SslMode as PgSslMode};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Config, Error as PgError, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
@@ -52,12 +52,148 @@ impl FromStr for SslMode {
     }
 }
 
+/// A root certificate source for verify-ca / verify-full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootCert {
+    /// A PEM file (`sslrootcert=/path`, `PGSSLROOTCERT`, `~/.postgresql/root.crt`).
+    File(PathBuf),
+    /// The system's trust store (`sslrootcert=system`; libpq then requires verify-full).
+    System,
+}
+
+impl std::fmt::Display for RootCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RootCert::File(p) => write!(f, "sslrootcert {}", p.display()),
+            RootCert::System => write!(f, "the system trust store (sslrootcert=system)"),
+        }
+    }
+}
+
+/// libpq's target_session_attrs: which of the listed servers a connection may settle on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionAttrs {
+    Any,
+    ReadWrite,
+    ReadOnly,
+    Primary,
+    Standby,
+    PreferStandby,
+}
+
+impl FromStr for SessionAttrs {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "any" => SessionAttrs::Any,
+            "read-write" => SessionAttrs::ReadWrite,
+            "read-only" => SessionAttrs::ReadOnly,
+            "primary" => SessionAttrs::Primary,
+            "standby" => SessionAttrs::Standby,
+            "prefer-standby" => SessionAttrs::PreferStandby,
+            other => {
+                return Err(AppError::usage(format!(
+                    "invalid target_session_attrs '{other}' (expected any, read-write, read-only, primary, standby or prefer-standby)"
+                )))
+            }
+        })
+    }
+}
+
+impl SessionAttrs {
+    fn as_str(self) -> &'static str {
+        match self {
+            SessionAttrs::Any => "any",
+            SessionAttrs::ReadWrite => "read-write",
+            SessionAttrs::ReadOnly => "read-only",
+            SessionAttrs::Primary => "primary",
+            SessionAttrs::Standby => "standby",
+            SessionAttrs::PreferStandby => "prefer-standby",
+        }
+    }
+}
+
+/// Whether the database is reached through a transaction-mode pooler (`AUTOPILOT_POOLER`):
+/// found out by [`probe_pooling`] (`auto`, the default) or said by the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolerSetting {
+    Auto,
+    /// A transaction-mode pooler (server sessions shared between client connections).
+    Transaction,
+    /// A direct connection or a session-mode pooler (one server session per connection).
+    Session,
+}
+
+impl FromStr for PoolerSetting {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => PoolerSetting::Auto,
+            "transaction" => PoolerSetting::Transaction,
+            "session" | "none" | "direct" => PoolerSetting::Session,
+            other => {
+                return Err(AppError::usage(format!(
+                    "invalid AUTOPILOT_POOLER '{other}' (expected auto, transaction or session)"
+                )))
+            }
+        })
+    }
+}
+
+/// One server to try: a host name or address, or a Unix-socket directory, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: Host,
+    pub hostaddr: Option<IpAddr>,
+    pub port: u16,
+}
+
+impl Target {
+    pub fn is_socket(&self) -> bool {
+        #[cfg(unix)]
+        if let Host::Unix(_) = self.host {
+            return true;
+        }
+        false
+    }
+
+    /// The host as libpq names it (a socket directory is its path).
+    pub fn host_name(&self) -> String {
+        match &self.host {
+            Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            Host::Unix(p) => p.display().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            Host::Tcp(h) if h.contains(':') => write!(f, "[{h}]:{}", self.port),
+            Host::Tcp(h) => write!(f, "{h}:{}", self.port),
+            #[cfg(unix)]
+            Host::Unix(p) => write!(f, "{}/.s.PGSQL.{}", p.display(), self.port),
+        }
+    }
+}
+
 /// Everything needed to open connections, parsed and validated up front.
 #[derive(Clone)]
 pub struct DbSettings {
-    pub config: Config,
+    /// User, password, database, options, application name: everything but the servers.
+    base: Config,
+    /// The servers to try, in order.
+    pub targets: Vec<Target>,
     pub ssl_mode: SslMode,
-    pub ssl_root_cert: Option<PathBuf>,
+    pub ssl_root_cert: Option<RootCert>,
+    pub session_attrs: SessionAttrs,
+    /// Bound of each attempt to open a session (socket, TLS, startup, authentication);
+    /// None waits without bound (`connect_timeout=0`, as libpq).
+    pub connect_timeout: Option<Duration>,
+    pub pooler: PoolerSetting,
+    /// Password-file entries, read when no password is given.
+    passfile: Vec<crate::libpq::PassEntry>,
     /// `user@host:port/db`, never with the password: for messages.
     pub display: String,
 }
@@ -67,6 +203,8 @@ impl std::fmt::Debug for DbSettings {
         f.debug_struct("DbSettings")
             .field("target", &self.display)
             .field("ssl_mode", &self.ssl_mode)
+            .field("session_attrs", &self.session_attrs)
+            .field("pooler", &self.pooler)
             .finish()
     }
 }
@@ -75,21 +213,107 @@ fn env_nonempty(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.is_empty())
 }
 
-/// Split libpq-only parameters (sslmode, sslrootcert, …) out of a URL or key=value
-/// connection string, returning the rest for tokio-postgres and the extracted pairs.
-fn split_libpq_params(conn: &str) -> (String, Vec<(String, String)>) {
-    const OURS: &[&str] = &[
-        "sslmode",
-        "sslrootcert",
-        "sslcert",
-        "sslkey",
-        "sslcrl",
-        "sslpassword",
-    ];
+/// Connection keywords that tokio-postgres does not know (or knows only in part), read
+/// here instead.
+const OURS: &[&str] = &[
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslcrl",
+    "sslpassword",
+    "service",
+    "passfile",
+    "target_session_attrs",
+    "fallback_application_name",
+];
+
+/// Split a keyword=value connection string into its pairs (values quoted with '…' or
+/// bare; `\` escapes the next character), as libpq reads it.
+fn parse_keyword_values(conn: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut chars = conn.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return Err(AppError::usage(format!(
+                "invalid connection string: missing \"=\" after \"{key}\""
+            )));
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => {
+                        if let Some(c) = chars.next() {
+                            value.push(c)
+                        }
+                    }
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                    None => {
+                        return Err(AppError::usage(
+                            "invalid connection string: unterminated quoted string",
+                        ))
+                    }
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                chars.next();
+                if c == '\\' {
+                    if let Some(n) = chars.next() {
+                        value.push(n);
+                    }
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+/// A keyword=value connection string of `pairs`, quoted for tokio-postgres.
+fn keyword_values(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Split libpq-only parameters (sslmode, sslrootcert, service, …) out of a URL or
+/// keyword=value connection string, returning the rest for tokio-postgres and the
+/// extracted pairs.
+fn split_libpq_params(conn: &str) -> Result<(String, Vec<(String, String)>)> {
     let mut extracted = Vec::new();
     if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
         let Some((base, query)) = conn.split_once('?') else {
-            return (conn.to_string(), extracted);
+            return Ok((conn.to_string(), extracted));
         };
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -108,41 +332,119 @@ fn split_libpq_params(conn: &str) -> (String, Vec<(String, String)>) {
         } else {
             format!("{base}?{}", kept.join("&"))
         };
-        (rest, extracted)
+        Ok((rest, extracted))
     } else {
-        let mut kept = Vec::new();
-        for token in conn.split_whitespace() {
-            match token.split_once('=') {
-                Some((k, v)) if OURS.contains(&k.trim()) => {
-                    extracted.push((k.trim().to_string(), v.trim_matches('\'').to_string()))
-                }
-                _ => kept.push(token),
-            }
-        }
-        (kept.join(" "), extracted)
+        let (ours, kept): (Vec<_>, Vec<_>) = parse_keyword_values(conn)?
+            .into_iter()
+            .partition(|(k, _)| OURS.contains(&k.as_str()));
+        Ok((keyword_values(&kept), ours))
     }
 }
 
+/// tokio-postgres's reading of a connection string, its errors as bad input.
+fn parse_config(conn: &str) -> Result<Config> {
+    Config::from_str(conn).map_err(|e| {
+        AppError::usage(format!(
+            "invalid connection settings: {}",
+            crate::error::redact(&e.to_string())
+        ))
+    })
+}
+
+/// Fill what `config` leaves out from `from` (the service file's settings).
+fn merge_config(config: &mut Config, from: &Config) {
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+        for h in from.get_hosts() {
+            match h {
+                Host::Tcp(h) => {
+                    config.host(h);
+                }
+                #[cfg(unix)]
+                Host::Unix(p) => {
+                    config.host_path(p);
+                }
+            }
+        }
+        for a in from.get_hostaddrs() {
+            config.hostaddr(*a);
+        }
+    }
+    if config.get_ports().is_empty() {
+        for p in from.get_ports() {
+            config.port(*p);
+        }
+    }
+    if config.get_user().is_none() {
+        if let Some(u) = from.get_user() {
+            config.user(u);
+        }
+    }
+    if config.get_password().is_none() {
+        if let Some(p) = from.get_password() {
+            config.password(p);
+        }
+    }
+    if config.get_dbname().is_none() {
+        if let Some(d) = from.get_dbname() {
+            config.dbname(d);
+        }
+    }
+    if config.get_options().is_none() {
+        if let Some(o) = from.get_options() {
+            config.options(o);
+        }
+    }
+    if config.get_application_name().is_none() {
+        if let Some(a) = from.get_application_name() {
+            config.application_name(a);
+        }
+    }
+    if config.get_connect_timeout().is_none() {
+        if let Some(t) = from.get_connect_timeout() {
+            config.connect_timeout(*t);
+        }
+    }
+}
+
+/// A host of a list: a Unix-socket directory when it starts with `/`.
+fn add_host(config: &mut Config, h: &str) {
+    if h.starts_with('/') {
+        #[cfg(unix)]
+        config.host_path(h);
+    } else {
+        config.host(h);
+    }
+}
+
+/// libpq's default server when none is named: its Unix-socket directory, where there is
+/// one; else localhost.
+fn default_host(port: u16) -> String {
+    let debian = Path::new(crate::libpq::DEFAULT_SOCKET_DIR);
+    if debian.is_dir() {
+        return debian.display().to_string();
+    }
+    if Path::new(&format!("/tmp/.s.PGSQL.{port}")).exists() {
+        return "/tmp".to_string();
+    }
+    "localhost".to_string()
+}
+
 impl DbSettings {
-    /// From `--database-url`/`DATABASE_URL` when given, else from the libpq variables.
+    /// From `--database-url`/`DATABASE_URL` (a URL or keyword=value string) when given,
+    /// else from the libpq variables; with libpq's order: the connection string, then the
+    /// service it names (`service=`, `PGSERVICE`), then the `PG*` variables, then defaults.
     pub fn resolve(url: Option<&str>) -> Result<DbSettings> {
-        let (mut config, params) = match url.map(str::trim).filter(|u| !u.is_empty()) {
+        let (mut config, mut params) = match url.map(str::trim).filter(|u| !u.is_empty()) {
             Some(url) => {
                 if let Some(pw) = url_password(url) {
                     register_secret(&pw);
                 }
-                let (rest, params) = split_libpq_params(url);
-                let config = Config::from_str(&rest).map_err(|e| {
-                    AppError::usage(format!(
-                        "invalid database URL: {}",
-                        crate::error::redact(&e.to_string())
-                    ))
-                })?;
-                (config, params)
+                let (rest, params) = split_libpq_params(url)?;
+                (parse_config(&rest)?, params)
             }
             None => {
-                // libpq would quietly try localhost:5432; an agent that may write should
-                // rather say that nothing told it where its database is.
+                // libpq would quietly try its default socket; an agent that may write
+                // should rather say that nothing told it where its database is.
                 const PG_VARS: &[&str] = &[
                     "PGHOST",
                     "PGHOSTADDR",
@@ -153,118 +455,289 @@ impl DbSettings {
                 ];
                 if !PG_VARS.iter().any(|v| env_nonempty(v).is_some()) {
                     return Err(AppError::usage(
-                        "no database configured: set DATABASE_URL (or --database-url, or the libpq variables PGHOST, PGPORT, PGUSER, PGDATABASE)",
+                        "no database configured: set DATABASE_URL (or --database-url, or the libpq variables PGHOST, PGPORT, PGUSER, PGDATABASE, or PGSERVICE)",
                     ));
                 }
                 (Config::new(), Vec::new())
             }
         };
-
-        // libpq fills what the connection string leaves out from the environment.
-        if config.get_hosts().is_empty() {
-            let hosts = env_nonempty("PGHOST").unwrap_or_else(|| "localhost".to_string());
-            for h in hosts.split(',') {
-                if h.starts_with('/') {
-                    #[cfg(unix)]
-                    config.host_path(h);
-                } else {
-                    config.host(h);
-                }
-            }
-        }
-        if config.get_ports().is_empty() {
-            if let Some(port) = env_nonempty("PGPORT") {
-                let port: u16 = port
-                    .parse()
-                    .map_err(|_| AppError::usage(format!("invalid PGPORT '{port}'")))?;
-                config.port(port);
-            }
-        }
-        if config.get_user().is_none() {
-            let user = env_nonempty("PGUSER")
-                .or_else(|| env_nonempty("USER"))
-                .unwrap_or_else(|| "postgres".to_string());
-            config.user(&user);
-        }
-        if config.get_password().is_none() {
-            if let Some(pw) = env_nonempty("PGPASSWORD") {
-                config.password(pw.as_bytes());
-            }
-        }
         if let Some(pw) = config.get_password() {
             register_secret(&String::from_utf8_lossy(pw));
         }
-        if config.get_dbname().is_none() {
-            let db = env_nonempty("PGDATABASE")
-                .unwrap_or_else(|| config.get_user().unwrap_or("postgres").to_string());
-            config.dbname(&db);
-        }
-        if config.get_connect_timeout().is_none() {
-            let secs = env_nonempty("PGCONNECT_TIMEOUT")
-                .and_then(|s| s.parse::<u64>().ok())
-                .filter(|s| *s > 0)
-                .unwrap_or(10);
-            config.connect_timeout(Duration::from_secs(secs));
-        }
-        if config.get_application_name().is_none() {
-            config.application_name(
-                env_nonempty("PGAPPNAME").unwrap_or_else(|| "autopilot".to_string()),
-            );
-        }
-        config.keepalives(true);
-
-        let param = |k: &str| {
+        let param = |params: &[(String, String)], k: &str| {
             params
                 .iter()
                 .rev()
                 .find(|(key, _)| key == k)
                 .map(|(_, v)| v.clone())
         };
-        let ssl_mode: SslMode = match param("sslmode").or_else(|| env_nonempty("PGSSLMODE")) {
-            Some(m) => m.parse()?,
+
+        // The service's settings come after the connection string's, before the PG* ones.
+        if let Some(name) = param(&params, "service").or_else(|| env_nonempty("PGSERVICE")) {
+            let entries = crate::libpq::service(&name)?;
+            for (k, v) in &entries {
+                if k == "password" {
+                    register_secret(v);
+                }
+            }
+            let (ours, theirs): (Vec<_>, Vec<_>) = entries
+                .into_iter()
+                .partition(|(k, _)| OURS.contains(&k.as_str()));
+            let from = parse_config(&keyword_values(&theirs))
+                .map_err(|e| AppError::usage(format!("service \"{name}\": {e}")))?;
+            merge_config(&mut config, &from);
+            for (k, v) in ours {
+                if param(&params, &k).is_none() {
+                    params.push((k, v));
+                }
+            }
+        }
+
+        // libpq fills what is still missing from the environment.
+        if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+            if let Some(hosts) = env_nonempty("PGHOST") {
+                for h in hosts.split(',') {
+                    add_host(&mut config, h.trim());
+                }
+            }
+            if let Some(addrs) = env_nonempty("PGHOSTADDR") {
+                for a in addrs.split(',') {
+                    let ip: IpAddr = a.trim().parse().map_err(|_| {
+                        AppError::usage(format!("invalid PGHOSTADDR '{a}' (an IP address)"))
+                    })?;
+                    config.hostaddr(ip);
+                }
+            }
+        }
+        let mut ports: Vec<u16> = config.get_ports().to_vec();
+        if ports.is_empty() {
+            if let Some(list) = env_nonempty("PGPORT") {
+                for p in list.split(',') {
+                    let p = p.trim();
+                    ports.push(if p.is_empty() {
+                        5432
+                    } else {
+                        p.parse()
+                            .ok()
+                            .filter(|p| *p > 0)
+                            .ok_or_else(|| AppError::usage(format!("invalid PGPORT '{p}'")))?
+                    });
+                }
+            }
+        }
+        let mut hosts: Vec<Host> = config.get_hosts().to_vec();
+        let hostaddrs: Vec<IpAddr> = config.get_hostaddrs().to_vec();
+        if hosts.is_empty() && hostaddrs.is_empty() {
+            let h = default_host(ports.first().copied().unwrap_or(5432));
+            let mut c = Config::new();
+            add_host(&mut c, &h);
+            hosts = c.get_hosts().to_vec();
+        }
+        let n = hosts.len().max(hostaddrs.len());
+        if !hosts.is_empty() && !hostaddrs.is_empty() && hosts.len() != hostaddrs.len() {
+            return Err(AppError::usage(format!(
+                "could not match {} host names to {} hostaddr values",
+                hosts.len(),
+                hostaddrs.len()
+            )));
+        }
+        if ports.len() > 1 && ports.len() != n {
+            return Err(AppError::usage(format!(
+                "could not match {} port numbers to {} hosts",
+                ports.len(),
+                n
+            )));
+        }
+        let targets: Vec<Target> = (0..n)
+            .map(|i| {
+                let hostaddr = hostaddrs.get(i).copied();
+                Target {
+                    host: hosts.get(i).cloned().unwrap_or_else(|| {
+                        Host::Tcp(hostaddr.map(|a| a.to_string()).unwrap_or_default())
+                    }),
+                    hostaddr,
+                    port: ports.get(i).or(ports.first()).copied().unwrap_or(5432),
+                }
+            })
+            .collect();
+
+        let mut base = Config::new();
+        let user = config
+            .get_user()
+            .map(str::to_string)
+            .or_else(|| env_nonempty("PGUSER"))
+            .or_else(|| env_nonempty("USER"))
+            .unwrap_or_else(|| "postgres".to_string());
+        base.user(&user);
+        if let Some(pw) = config.get_password() {
+            base.password(pw);
+        } else if let Some(pw) = env_nonempty("PGPASSWORD") {
+            register_secret(&pw);
+            base.password(pw.as_bytes());
+        }
+        let dbname = config
+            .get_dbname()
+            .map(str::to_string)
+            .or_else(|| env_nonempty("PGDATABASE"))
+            .unwrap_or_else(|| user.clone());
+        base.dbname(&dbname);
+        if let Some(o) = config
+            .get_options()
+            .map(str::to_string)
+            .or_else(|| env_nonempty("PGOPTIONS"))
+        {
+            base.options(&o);
+        }
+        base.application_name(
+            config
+                .get_application_name()
+                .map(str::to_string)
+                .or_else(|| env_nonempty("PGAPPNAME"))
+                .or_else(|| param(&params, "fallback_application_name"))
+                .unwrap_or_else(|| "autopilot".to_string()),
+        );
+        base.keepalives(true);
+
+        let connect_timeout = match config.get_connect_timeout() {
+            Some(t) => Some(*t),
+            None => match env_nonempty("PGCONNECT_TIMEOUT") {
+                Some(s) => {
+                    let secs: i64 = s.trim().parse().map_err(|_| {
+                        AppError::usage(format!("invalid PGCONNECT_TIMEOUT '{s}' (seconds)"))
+                    })?;
+                    (secs > 0).then(|| Duration::from_secs(secs as u64))
+                }
+                None => Some(Duration::from_secs(10)),
+            },
+        }
+        // As libpq: a timeout under 2 s is taken as 2 s.
+        .map(|t| t.max(Duration::from_secs(2)));
+
+        let session_attrs = match param(&params, "target_session_attrs")
+            .or_else(|| env_nonempty("PGTARGETSESSIONATTRS"))
+        {
+            Some(s) => s.parse()?,
+            None => SessionAttrs::Any,
+        };
+        let pooler = match env_nonempty("AUTOPILOT_POOLER") {
+            Some(s) => s.parse()?,
+            None => PoolerSetting::Auto,
+        };
+
+        let mut ssl_root_cert = param(&params, "sslrootcert")
+            .or_else(|| env_nonempty("PGSSLROOTCERT"))
+            .map(|p| {
+                if p == "system" {
+                    RootCert::System
+                } else {
+                    RootCert::File(PathBuf::from(p))
+                }
+            });
+        let ssl_mode: SslMode = match param(&params, "sslmode")
+            .or_else(|| env_nonempty("PGSSLMODE"))
+        {
+            Some(m) => {
+                let mode: SslMode = m.parse()?;
+                if ssl_root_cert == Some(RootCert::System) && mode != SslMode::VerifyFull {
+                    return Err(AppError::usage(format!(
+                        "weak sslmode \"{m}\" may not be used with sslrootcert=system (use \"verify-full\")"
+                    )));
+                }
+                mode
+            }
+            None if ssl_root_cert == Some(RootCert::System) => SslMode::VerifyFull,
             None => SslMode::Prefer,
         };
-        let mut ssl_root_cert = param("sslrootcert")
-            .or_else(|| env_nonempty("PGSSLROOTCERT"))
-            .map(PathBuf::from);
         if ssl_root_cert.is_none() {
             if let Some(home) = env_nonempty("HOME") {
                 let default = PathBuf::from(home).join(".postgresql/root.crt");
                 if default.exists() {
-                    ssl_root_cert = Some(default);
+                    ssl_root_cert = Some(RootCert::File(default));
                 }
             }
         }
-        config.ssl_mode(match ssl_mode {
+
+        let passfile = if base.get_password().is_none() {
+            crate::libpq::passfile_path(param(&params, "passfile").as_deref())
+                .map(|p| crate::libpq::read_passfile(&p))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+
+        let hosts_text = targets
+            .iter()
+            .map(|t| t.host_name())
+            .collect::<Vec<_>>()
+            .join(",");
+        let port = targets.first().map(|t| t.port).unwrap_or(5432);
+        let display = format!("{user}@{hosts_text}:{port}/{dbname}");
+        Ok(DbSettings {
+            base,
+            targets,
+            ssl_mode,
+            ssl_root_cert,
+            session_attrs,
+            connect_timeout,
+            pooler,
+            passfile,
+            display,
+        })
+    }
+
+    /// The user name sessions are opened as.
+    pub fn user(&self) -> &str {
+        self.base.get_user().unwrap_or("")
+    }
+
+    /// The database name.
+    pub fn dbname(&self) -> &str {
+        self.base.get_dbname().unwrap_or("")
+    }
+
+    /// The tokio-postgres settings of one attempt on `target`.
+    fn config_for(&self, target: &Target) -> Config {
+        let mut c = self.base.clone();
+        match &target.host {
+            Host::Tcp(h) => {
+                c.host(h);
+            }
+            #[cfg(unix)]
+            Host::Unix(p) => {
+                c.host_path(p);
+            }
+        }
+        if let Some(a) = target.hostaddr {
+            c.hostaddr(a);
+        }
+        c.port(target.port);
+        if let Some(t) = self.connect_timeout {
+            c.connect_timeout(t);
+        }
+        if c.get_password().is_none() {
+            let host = match (&target.host, target.hostaddr) {
+                (Host::Tcp(h), Some(a)) if h.is_empty() => a.to_string(),
+                _ => target.host_name(),
+            };
+            if let Some(pw) = crate::libpq::lookup_password(
+                &self.passfile,
+                &host,
+                target.port,
+                self.dbname(),
+                self.user(),
+            ) {
+                register_secret(&pw);
+                c.password(pw.as_bytes());
+            }
+        }
+        // No TLS over a Unix socket, as libpq.
+        c.ssl_mode(match self.ssl_mode {
+            _ if target.is_socket() => PgSslMode::Disable,
             SslMode::Disable => PgSslMode::Disable,
             SslMode::Allow | SslMode::Prefer => PgSslMode::Prefer,
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
         });
-
-        let host = config
-            .get_hosts()
-            .iter()
-            .map(|h| match h {
-                tokio_postgres::config::Host::Tcp(h) => h.clone(),
-                #[cfg(unix)]
-                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(",");
-        let port = config.get_ports().first().copied().unwrap_or(5432);
-        let display = format!(
-            "{}@{}:{}/{}",
-            config.get_user().unwrap_or(""),
-            host,
-            port,
-            config.get_dbname().unwrap_or("")
-        );
-        Ok(DbSettings {
-            config,
-            ssl_mode,
-            ssl_root_cert,
-            display,
-        })
+        c
     }
 
     /// The TLS connector for this sslmode (unused by the driver when sslmode=disable).
@@ -281,32 +754,15 @@ impl DbSettings {
         };
         let config = match mode {
             SslMode::VerifyCa | SslMode::VerifyFull => {
-                let path = self.ssl_root_cert.as_ref().ok_or_else(|| {
+                let source = self.ssl_root_cert.as_ref().ok_or_else(|| {
                     AppError::usage(format!(
-                        "sslmode={} needs a root certificate: set sslrootcert in the URL or PGSSLROOTCERT",
+                        "sslmode={} needs a root certificate: set sslrootcert in the URL or PGSSLROOTCERT (a file, or \"system\")",
                         if mode == SslMode::VerifyCa { "verify-ca" } else { "verify-full" }
                     ))
                 })?;
-                let pem = std::fs::read(path).map_err(|e| {
-                    AppError::usage(format!("cannot read sslrootcert {}: {e}", path.display()))
-                })?;
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                    let cert = cert.map_err(|e| {
-                        AppError::usage(format!("invalid certificate in {}: {e}", path.display()))
-                    })?;
-                    roots.add(cert).map_err(|e| {
-                        AppError::usage(format!("invalid certificate in {}: {e}", path.display()))
-                    })?;
-                }
-                if roots.is_empty() {
-                    return Err(AppError::usage(format!(
-                        "no certificate found in sslrootcert {}",
-                        path.display()
-                    )));
-                }
+                let roots = Arc::new(root_store(source)?);
                 let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                    Arc::new(roots),
+                    roots,
                     provider.clone(),
                 )
                 .build()
@@ -331,50 +787,136 @@ impl DbSettings {
 
     /// A pool of at most `size` connections.
     pub fn pool(&self, size: usize) -> Result<Pool> {
-        let manager = Manager::from_config(
-            self.config.clone(),
-            self.tls()?,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        Pool::builder(manager)
-            .max_size(size.max(1))
-            .build()
-            .context("building the connection pool")
+        // The TLS settings are checked here, before any connection is tried.
+        self.tls()?;
+        Pool::builder(PgManager {
+            settings: self.clone(),
+            statements: tokio::sync::OnceCell::new(),
+        })
+        .max_size(size.max(1))
+        .build()
+        .context("building the connection pool")
     }
 
     /// One direct connection (used by `migrate`, which needs session-level locks).
     pub async fn connect(&self) -> Result<tokio_postgres::Client> {
-        let tls = self.tls()?;
-        let (client, connection) = self
-            .config
-            .connect(tls)
-            .await
-            .map_err(|e| self.unavailable(&e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "database connection closed");
-            }
-        });
-        Ok(client)
+        Ok(self.open().await?.0)
     }
 
-    /// Map a connection failure to the exit-75 error, naming the target (never the password).
-    pub fn unavailable(&self, e: &tokio_postgres::Error) -> anyhow::Error {
-        // Any failure to establish the session (refused, timed out, TLS, authentication)
-        // means the agent cannot reach its database this time: exit 75.
-        let mut detail = crate::error::redact(&error_text(e));
+    /// Open a session as libpq does: each server of the list in order (for
+    /// `prefer-standby`, a standby first, then any), each attempt bounded by
+    /// `connect_timeout` from the socket to the end of authentication; the first server
+    /// that fits `target_session_attrs` wins. A refused login ends the search (as libpq):
+    /// it is a configuration error (exit 2), not an outage.
+    pub async fn open(&self) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+        let passes = match self.session_attrs {
+            SessionAttrs::PreferStandby => vec![SessionAttrs::Standby, SessionAttrs::Any],
+            other => vec![other],
+        };
+        let mut failures: Vec<String> = Vec::new();
+        for want in &passes {
+            for target in &self.targets {
+                match self.open_one(target, *want).await {
+                    Ok(opened) => return Ok(opened),
+                    Err(Attempt::Fatal(e)) => return Err(e),
+                    Err(Attempt::Pg(e)) => return Err(self.unavailable(&e)),
+                    Err(Attempt::Failed(why)) => {
+                        let line = if self.targets.len() > 1 || passes.len() > 1 {
+                            format!("{target}: {why}")
+                        } else {
+                            why
+                        };
+                        if !failures.contains(&line) {
+                            failures.push(line);
+                        }
+                    }
+                }
+            }
+        }
+        Err(AppError::Unavailable(format!(
+            "cannot connect to database {}: {}",
+            self.display,
+            failures.join("; ")
+        ))
+        .into())
+    }
+
+    async fn open_one(
+        &self,
+        target: &Target,
+        want: SessionAttrs,
+    ) -> std::result::Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), Attempt> {
+        let config = self.config_for(target);
+        let attempt = async {
+            let (client, task) = if target.is_socket() {
+                let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+                (client, spawn_connection(conn))
+            } else {
+                let tls = self.tls().map_err(Attempt::Fatal)?;
+                let (client, conn) = config.connect(tls).await?;
+                (client, spawn_connection(conn))
+            };
+            if want != SessionAttrs::Any {
+                if let Some(why) = session_mismatch(&client, want).await? {
+                    task.abort();
+                    return Err(Attempt::Failed(why));
+                }
+            }
+            Ok((client, task))
+        };
+        match self.connect_timeout {
+            None => attempt.await,
+            Some(limit) => match tokio::time::timeout(limit, attempt).await {
+                Ok(r) => r,
+                Err(_) => Err(Attempt::Failed(format!(
+                    "timeout expired: no session within connect_timeout of {} s",
+                    limit.as_secs()
+                ))),
+            },
+        }
+        .map_err(|e| match e {
+            Attempt::Pg(e) => self.classify(&e),
+            other => other,
+        })
+    }
+
+    /// A connection failure as an attempt outcome: a refused login or a missing password
+    /// is final and bad configuration (exit 2), anything else lets the next server be tried.
+    fn classify(&self, e: &tokio_postgres::Error) -> Attempt {
+        let text = crate::error::redact(&error_text(e));
+        let code = e.as_db_error().map(|d| d.code().code().to_string());
+        if matches!(code.as_deref(), Some("28P01" | "28000")) {
+            return Attempt::Fatal(AppError::usage(format!(
+                "cannot connect to database {}: {text} (check the user name and password: DATABASE_URL, PGPASSWORD or the password file)",
+                self.display
+            )));
+        }
+        if text.contains("password missing") {
+            return Attempt::Fatal(AppError::usage(format!(
+                "cannot connect to database {}: the server asks for a password and none is configured (set it in DATABASE_URL, PGPASSWORD or the password file ~/.pgpass / PGPASSFILE)",
+                self.display
+            )));
+        }
+        let mut detail = text;
         if let Some(hint) = self.tls_hint(e) {
             detail.push_str(" (");
             detail.push_str(&hint);
             detail.push(')');
         }
-        AppError::Unavailable(format!(
-            "cannot connect to database {}: {detail}",
-            self.display
-        ))
-        .into()
+        Attempt::Failed(detail)
+    }
+
+    /// Map a connection failure to the exit-75 error, naming the target (never the password).
+    pub fn unavailable(&self, e: &tokio_postgres::Error) -> anyhow::Error {
+        match self.classify(e) {
+            Attempt::Fatal(e) => e,
+            Attempt::Failed(detail) => AppError::Unavailable(format!(
+                "cannot connect to database {}: {detail}",
+                self.display
+            ))
+            .into(),
+            Attempt::Pg(_) => unreachable!("classify never returns Pg"),
+        }
     }
 
     /// What a rejected server certificate means for the operator, in their terms
@@ -383,7 +925,7 @@ impl DbSettings {
         let root = || {
             self.ssl_root_cert
                 .as_ref()
-                .map(|p| format!("sslrootcert {}", p.display()))
+                .map(|r| r.to_string())
                 .unwrap_or_else(|| "sslrootcert".to_string())
         };
         match rustls_error(e)? {
@@ -407,6 +949,108 @@ impl DbSettings {
             _ => None,
         }
     }
+}
+
+/// How one attempt to open a session ended, when it did not succeed.
+enum Attempt {
+    /// Stop trying (bad configuration: exit 2).
+    Fatal(anyhow::Error),
+    /// Try the next server; why this one did not do.
+    Failed(String),
+    /// A driver error still to be classified.
+    Pg(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for Attempt {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Attempt::Pg(e)
+    }
+}
+
+fn spawn_connection<S, T>(conn: tokio_postgres::Connection<S, T>) -> tokio::task::JoinHandle<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %crate::error::redact(&e.to_string()), "database connection closed");
+        }
+    })
+}
+
+/// Why the server of `client` does not fit `want` (None when it does), as libpq decides:
+/// read-write / read-only by `transaction_read_only`, primary / standby by recovery.
+async fn session_mismatch(
+    client: &tokio_postgres::Client,
+    want: SessionAttrs,
+) -> std::result::Result<Option<String>, tokio_postgres::Error> {
+    // A simple query: nothing prepared, so it works through any pooler.
+    let rows = client
+        .simple_query("SELECT pg_catalog.pg_is_in_recovery()::text, pg_catalog.current_setting('transaction_read_only')")
+        .await?;
+    let (recovery, read_only) = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((r.get(0) == Some("true"), r.get(1) == Some("on")))
+            }
+            _ => None,
+        })
+        .unwrap_or((false, false));
+    let why = match want {
+        SessionAttrs::ReadWrite if read_only => Some("session is read-only"),
+        SessionAttrs::ReadOnly if !read_only => Some("session is not read-only"),
+        SessionAttrs::Primary if recovery => Some("server is in hot standby mode"),
+        SessionAttrs::Standby | SessionAttrs::PreferStandby if !recovery => {
+            Some("server is not in hot standby mode")
+        }
+        _ => None,
+    };
+    Ok(why.map(|w| format!("{w} (target_session_attrs={})", want.as_str())))
+}
+
+/// The root certificates of `source`.
+fn root_store(source: &RootCert) -> Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    match source {
+        RootCert::File(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                AppError::usage(format!("cannot read sslrootcert {}: {e}", path.display()))
+            })?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| {
+                    AppError::usage(format!("invalid certificate in {}: {e}", path.display()))
+                })?;
+                roots.add(cert).map_err(|e| {
+                    AppError::usage(format!("invalid certificate in {}: {e}", path.display()))
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(AppError::usage(format!(
+                    "no certificate found in sslrootcert {}",
+                    path.display()
+                )));
+            }
+        }
+        RootCert::System => {
+            // The platform's store as OpenSSL (and so libpq) finds it, SSL_CERT_FILE and
+            // SSL_CERT_DIR included.
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(AppError::usage(format!(
+                    "sslrootcert=system: no trusted certificate found in the system trust store{}",
+                    found
+                        .errors
+                        .first()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                )));
+            }
+        }
+    }
+    Ok(roots)
 }
 
 /// The password of a postgres:// URL, if any (to be redacted from messages).
@@ -457,12 +1101,63 @@ pub fn error_text(e: &tokio_postgres::Error) -> String {
     text
 }
 
-/// Take a pooled connection, mapping failures to reach the server to exit 75.
-pub async fn get(pool: &Pool, settings: &DbSettings) -> Result<deadpool_postgres::Object> {
+/// The connection pool of a command.
+pub type Pool = deadpool::managed::Pool<PgManager>;
+/// A connection taken from a [`Pool`] (dereferences to [`Conn`]).
+pub type Object = deadpool::managed::Object<PgManager>;
+
+/// Opens the pool's sessions with [`DbSettings::open`] and decides once, at the first,
+/// how they send statements ([`statements_for`]).
+pub struct PgManager {
+    settings: DbSettings,
+    statements: tokio::sync::OnceCell<Statements>,
+}
+
+impl std::fmt::Debug for PgManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgManager")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl deadpool::managed::Manager for PgManager {
+    type Type = Conn;
+    type Error = anyhow::Error;
+
+    async fn create(&self) -> Result<Conn> {
+        let statements = *self
+            .statements
+            .get_or_try_init(|| statements_for(&self.settings))
+            .await?;
+        let (client, task) = self.settings.open().await?;
+        Ok(Conn::new(
+            deadpool_postgres::ClientWrapper::new(client, task),
+            statements,
+        ))
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut Conn,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<anyhow::Error> {
+        if conn.is_closed() {
+            return Err(deadpool::managed::RecycleError::message(
+                "connection closed",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Take a pooled connection, mapping failures to reach the server to exit 75 (and a
+/// refused login to exit 2).
+pub async fn get(pool: &Pool, settings: &DbSettings) -> Result<Object> {
     match pool.get().await {
         Ok(obj) => Ok(obj),
-        Err(deadpool_postgres::PoolError::Backend(e)) => Err(settings.unavailable(&e)),
-        Err(deadpool_postgres::PoolError::Timeout(_)) => Err(AppError::Unavailable(format!(
+        Err(deadpool::managed::PoolError::Backend(e)) => Err(e),
+        Err(deadpool::managed::PoolError::Timeout(_)) => Err(AppError::Unavailable(format!(
             "cannot connect to database {}: timed out",
             settings.display
         ))
@@ -478,10 +1173,137 @@ pub async fn get(pool: &Pool, settings: &DbSettings) -> Result<deadpool_postgres
 
 /// The first connection of a command: also checks that the schema is not behind this
 /// binary (see [`crate::migrate::ensure_current`]).
-pub async fn get_checked(pool: &Pool, settings: &DbSettings) -> Result<deadpool_postgres::Object> {
+pub async fn get_checked(pool: &Pool, settings: &DbSettings) -> Result<Object> {
     let conn = get(pool, settings).await?;
-    crate::migrate::ensure_current(&**conn).await?;
+    crate::migrate::ensure_current(&*conn).await?;
     Ok(conn)
+}
+
+// Poolers -----------------------------------------------------------------------------------
+
+/// What [`probe_pooling`] found out about the path to the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pooling {
+    /// Server sessions are shared between client connections (a transaction- or
+    /// statement-mode pooler): nothing may be kept in the session between transactions.
+    Transaction {
+        /// What proved it.
+        evidence: String,
+    },
+    /// Each client connection kept its own server session (a direct connection or a
+    /// session-mode pooler), as far as the probe could see.
+    Session,
+}
+
+impl Pooling {
+    pub fn is_transaction(&self) -> bool {
+        matches!(self, Pooling::Transaction { .. })
+    }
+}
+
+/// How many rounds [`probe_pooling`] tries before it concludes that sessions are not shared.
+const PROBE_ROUNDS: usize = 4;
+
+/// Find out whether the database is reached through a transaction-mode pooler: open two
+/// client connections and ask each, in turn, for its server session's process id. With a
+/// direct connection or a session-mode pooler each client connection keeps one server
+/// session for its life, so the ids differ and never change; a transaction pooler hands
+/// an idle server session to whichever client asks next, so either the second connection
+/// lands on the first one's session or a connection's session changes between two
+/// statements. Either observation is proof; none in a few rounds means session pooling.
+/// Everything is sent as simple queries (nothing prepared), so the probe itself works
+/// through any pooler.
+pub async fn probe_pooling(settings: &DbSettings) -> Result<Pooling> {
+    let (a, task_a) = settings.open().await?;
+    let (b, task_b) = settings.open().await?;
+    let result = async {
+        let mut seen_a: Option<i32> = None;
+        let mut seen_b: Option<i32> = None;
+        for _ in 0..PROBE_ROUNDS {
+            let pa = backend_pid(&a).await?;
+            let pb = backend_pid(&b).await?;
+            if pa == pb {
+                return Ok(Pooling::Transaction {
+                    evidence: format!(
+                        "two client connections were served by the same server session (pid {pa})"
+                    ),
+                });
+            }
+            for (seen, now, which) in [(&mut seen_a, pa, "first"), (&mut seen_b, pb, "second")] {
+                match *seen {
+                    Some(before) if before != now => {
+                        return Ok(Pooling::Transaction {
+                            evidence: format!(
+                                "the {which} client connection moved from server session {before} to {now} between two statements"
+                            ),
+                        })
+                    }
+                    _ => *seen = Some(now),
+                }
+            }
+        }
+        Ok(Pooling::Session)
+    }
+    .await;
+    task_a.abort();
+    task_b.abort();
+    result.map_err(|e: tokio_postgres::Error| settings.unavailable(&e))
+}
+
+async fn backend_pid(
+    c: &tokio_postgres::Client,
+) -> std::result::Result<i32, tokio_postgres::Error> {
+    let rows = c.simple_query("SELECT pg_catalog.pg_backend_pid()").await?;
+    Ok(rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+            _ => None,
+        })
+        .unwrap_or(0))
+}
+
+/// Whether the database is behind a transaction pooler: `AUTOPILOT_POOLER` when the
+/// operator said, else [`probe_pooling`].
+pub async fn behind_transaction_pooler(settings: &DbSettings) -> Result<bool> {
+    Ok(match settings.pooler {
+        PoolerSetting::Transaction => true,
+        PoolerSetting::Session => false,
+        PoolerSetting::Auto => probe_pooling(settings).await?.is_transaction(),
+    })
+}
+
+/// How the pooled connections of `settings` send statements.
+pub async fn statements_for(settings: &DbSettings) -> Result<Statements> {
+    Ok(if behind_transaction_pooler(settings).await? {
+        Statements::Unnamed
+    } else {
+        Statements::Prepared
+    })
+}
+
+/// Stop (exit 2, before anything is changed) when the database is reached through a
+/// transaction-mode pooler: `migrate` holds a session advisory lock for its whole run,
+/// which such a pooler cannot keep.
+pub async fn require_session_connection(settings: &DbSettings) -> Result<()> {
+    let evidence = match settings.pooler {
+        PoolerSetting::Session => return Ok(()),
+        PoolerSetting::Transaction => "AUTOPILOT_POOLER=transaction".to_string(),
+        PoolerSetting::Auto => match probe_pooling(settings).await? {
+            Pooling::Session => return Ok(()),
+            Pooling::Transaction { evidence } => evidence,
+        },
+    };
+    let port = settings.targets.first().map(|t| t.port).unwrap_or(5432);
+    let direct = if port == 6543 {
+        "port 5432 (Supabase: the session pooler or the direct connection; 6543 is the transaction pooler)".to_string()
+    } else {
+        "the database's own port (usually 5432) or the pooler's session mode (Supabase: port 5432, not 6543)".to_string()
+    };
+    Err(AppError::usage(format!(
+        "migrate needs a direct or session-mode connection, but {} (port {port}) is a transaction-mode pooler ({evidence}); nothing was changed: run migrate against {direct}",
+        settings.display
+    )))
 }
 
 /// SQLSTATE raised by `assert_tenant_lease` when a run lost its lease.
@@ -652,74 +1474,158 @@ impl ServerCertVerifier for ChainOnlyVerifier {
 
 // Statements -------------------------------------------------------------------------------
 
-/// What the modules run their SQL on: a plain connection or transaction (one-off commands,
-/// tests), or a pooled connection or one of its transactions, which prepares each statement
-/// once per connection and reuses it (an hourly cycle runs the same few dozen statements for
-/// every tenant). The method names match tokio-postgres's, so generic code reads the same.
-pub trait Sql: Send + Sync {
-    /// The prepared statement for `sql` (from the connection's cache when it has one).
-    fn statement(&self, sql: &str) -> impl Future<Output = Result<Statement, PgError>> + Send;
-    fn query_statement(
-        &self,
-        st: &Statement,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<Vec<Row>, PgError>> + Send;
-    fn query_one_statement(
-        &self,
-        st: &Statement,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<Row, PgError>> + Send;
-    fn query_opt_statement(
-        &self,
-        st: &Statement,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<Option<Row>, PgError>> + Send;
-    fn execute_statement(
-        &self,
-        st: &Statement,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<u64, PgError>> + Send;
+/// A statement parameter: a value tokio-postgres can encode, and the PostgreSQL type it is
+/// sent as. An unnamed statement (Parse, Bind, Execute in one round trip, nothing kept on
+/// the server) must name its parameters' types up front, as the server has not described
+/// them: the type here is the one the server inferred when the statement was prepared, so
+/// the same SQL means the same thing on both paths.
+pub trait Param: ToSql + Sync {
+    /// The PostgreSQL type this value is sent as.
+    fn param_type(&self) -> Type;
+    /// The value as tokio-postgres's parameter type.
+    fn as_sql(&self) -> &(dyn ToSql + Sync);
+}
 
+/// A Rust type with one PostgreSQL type (and its array type), for [`Param`] of the type
+/// itself, of `Option`s (NULL of that type) and of vectors and slices (arrays).
+pub trait PgTyped {
+    const TYPE: Type;
+    const ARRAY: Type;
+}
+
+macro_rules! pg_typed {
+    ($($t:ty => $ty:ident, $arr:ident;)*) => {$(
+        impl PgTyped for $t {
+            const TYPE: Type = Type::$ty;
+            const ARRAY: Type = Type::$arr;
+        }
+        impl Param for $t {
+            fn param_type(&self) -> Type {
+                Type::$ty
+            }
+            fn as_sql(&self) -> &(dyn ToSql + Sync) {
+                self
+            }
+        }
+    )*};
+}
+
+pg_typed! {
+    bool => BOOL, BOOL_ARRAY;
+    i16 => INT2, INT2_ARRAY;
+    i32 => INT4, INT4_ARRAY;
+    i64 => INT8, INT8_ARRAY;
+    f32 => FLOAT4, FLOAT4_ARRAY;
+    f64 => FLOAT8, FLOAT8_ARRAY;
+    String => TEXT, TEXT_ARRAY;
+    &str => TEXT, TEXT_ARRAY;
+    Uuid => UUID, UUID_ARRAY;
+    chrono::DateTime<chrono::Utc> => TIMESTAMPTZ, TIMESTAMPTZ_ARRAY;
+    chrono::NaiveDate => DATE, DATE_ARRAY;
+    serde_json::Value => JSONB, JSONB_ARRAY;
+    rust_decimal::Decimal => NUMERIC, NUMERIC_ARRAY;
+}
+
+impl<T: PgTyped> PgTyped for Option<T> {
+    const TYPE: Type = T::TYPE;
+    const ARRAY: Type = T::ARRAY;
+}
+
+impl<T: PgTyped + ToSql + Sync> Param for Option<T> {
+    fn param_type(&self) -> Type {
+        T::TYPE
+    }
+    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        self
+    }
+}
+
+impl<T: PgTyped + ToSql + Sync> Param for Vec<T> {
+    fn param_type(&self) -> Type {
+        T::ARRAY
+    }
+    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        self
+    }
+}
+
+impl<T: PgTyped + ToSql + Sync> Param for &[T] {
+    fn param_type(&self) -> Type {
+        T::ARRAY
+    }
+    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        self
+    }
+}
+
+impl<T: PgTyped + ToSql + Sync> Param for Option<Vec<T>> {
+    fn param_type(&self) -> Type {
+        T::ARRAY
+    }
+    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        self
+    }
+}
+
+impl<T: Param> Param for &T {
+    fn param_type(&self) -> Type {
+        (**self).param_type()
+    }
+    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        (**self).as_sql()
+    }
+}
+
+/// How a connection sends statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statements {
+    /// Named prepared statements, prepared once per connection and cached: only where the
+    /// server session belongs to this connection for its whole life (direct or session
+    /// pooling).
+    Prepared,
+    /// Unnamed statements, nothing kept on the server between round trips: works through a
+    /// transaction-mode pooler without prepared-statement support.
+    Unnamed,
+}
+
+fn typed<'a>(params: &'a [&'a dyn Param]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    params
+        .iter()
+        .map(|p| (p.as_sql(), p.param_type()))
+        .collect()
+}
+
+fn untyped<'a>(params: &'a [&'a dyn Param]) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|p| p.as_sql()).collect()
+}
+
+/// What the modules run their SQL on: a plain connection or transaction (one-off commands,
+/// tests), or a pooled connection ([`Conn`]) or one of its transactions ([`Tx`]). Plain
+/// connections always send unnamed statements; pooled ones prepare each statement once per
+/// connection and reuse it where the connection's server session is its own, and send
+/// unnamed statements through a transaction pooler. The method names match
+/// tokio-postgres's, so generic code reads the same.
+pub trait Sql: Send + Sync {
     fn query(
         &self,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<Vec<Row>, PgError>> + Send {
-        async move {
-            self.query_statement(&self.statement(sql).await?, params)
-                .await
-        }
-    }
+        params: &[&dyn Param],
+    ) -> impl Future<Output = Result<Vec<Row>, PgError>> + Send;
     fn query_one(
         &self,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<Row, PgError>> + Send {
-        async move {
-            self.query_one_statement(&self.statement(sql).await?, params)
-                .await
-        }
-    }
+        params: &[&dyn Param],
+    ) -> impl Future<Output = Result<Row, PgError>> + Send;
     fn query_opt(
         &self,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<Option<Row>, PgError>> + Send {
-        async move {
-            self.query_opt_statement(&self.statement(sql).await?, params)
-                .await
-        }
-    }
+        params: &[&dyn Param],
+    ) -> impl Future<Output = Result<Option<Row>, PgError>> + Send;
     fn execute(
         &self,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> impl Future<Output = Result<u64, PgError>> + Send {
-        async move {
-            self.execute_statement(&self.statement(sql).await?, params)
-                .await
-        }
-    }
+        params: &[&dyn Param],
+    ) -> impl Future<Output = Result<u64, PgError>> + Send;
 }
 
 /// A connection that can open a transaction whose statements are [`Sql`] too.
@@ -735,68 +1641,171 @@ pub trait Commit {
     fn rollback(self) -> impl Future<Output = Result<(), PgError>> + Send;
 }
 
-/// Implements the statement runners by delegating to tokio-postgres's own methods of the
-/// type (or of what it dereferences to).
-macro_rules! run_statements_with {
+/// Implements [`Sql`] with unnamed statements on a tokio-postgres client or transaction.
+macro_rules! unnamed_sql {
     ($target:ty) => {
-        fn query_statement(
-            &self,
-            st: &Statement,
-            params: &[&(dyn ToSql + Sync)],
-        ) -> impl Future<Output = Result<Vec<Row>, PgError>> + Send {
-            <$target>::query(self, st, params)
-        }
-        fn query_one_statement(
-            &self,
-            st: &Statement,
-            params: &[&(dyn ToSql + Sync)],
-        ) -> impl Future<Output = Result<Row, PgError>> + Send {
-            <$target>::query_one(self, st, params)
-        }
-        fn query_opt_statement(
-            &self,
-            st: &Statement,
-            params: &[&(dyn ToSql + Sync)],
-        ) -> impl Future<Output = Result<Option<Row>, PgError>> + Send {
-            <$target>::query_opt(self, st, params)
-        }
-        fn execute_statement(
-            &self,
-            st: &Statement,
-            params: &[&(dyn ToSql + Sync)],
-        ) -> impl Future<Output = Result<u64, PgError>> + Send {
-            <$target>::execute(self, st, params)
+        impl Sql for $target {
+            async fn query(&self, sql: &str, params: &[&dyn Param]) -> Result<Vec<Row>, PgError> {
+                <$target>::query_typed(self, sql, &typed(params)).await
+            }
+            async fn query_one(&self, sql: &str, params: &[&dyn Param]) -> Result<Row, PgError> {
+                <$target>::query_typed_one(self, sql, &typed(params)).await
+            }
+            async fn query_opt(
+                &self,
+                sql: &str,
+                params: &[&dyn Param],
+            ) -> Result<Option<Row>, PgError> {
+                <$target>::query_typed_opt(self, sql, &typed(params)).await
+            }
+            async fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, PgError> {
+                <$target>::execute_typed(self, sql, &typed(params)).await
+            }
         }
     };
 }
 
-impl Sql for tokio_postgres::Client {
-    fn statement(&self, sql: &str) -> impl Future<Output = Result<Statement, PgError>> + Send {
-        tokio_postgres::Client::prepare(self, sql)
-    }
-    run_statements_with!(tokio_postgres::Client);
-}
+unnamed_sql!(tokio_postgres::Client);
+unnamed_sql!(tokio_postgres::Transaction<'_>);
 
-impl Sql for tokio_postgres::Transaction<'_> {
-    fn statement(&self, sql: &str) -> impl Future<Output = Result<Statement, PgError>> + Send {
-        tokio_postgres::Transaction::prepare(self, sql)
-    }
-    run_statements_with!(tokio_postgres::Transaction<'_>);
-}
-
+/// The client under a pooled connection, reached past [`Conn`] (`&**conn`): unnamed
+/// statements, safe whatever the pooler.
 impl Sql for deadpool_postgres::ClientWrapper {
-    fn statement(&self, sql: &str) -> impl Future<Output = Result<Statement, PgError>> + Send {
-        deadpool_postgres::ClientWrapper::prepare_cached(self, sql)
+    fn query(
+        &self,
+        sql: &str,
+        params: &[&dyn Param],
+    ) -> impl Future<Output = Result<Vec<Row>, PgError>> + Send {
+        Sql::query(&**self, sql, params)
     }
-    run_statements_with!(tokio_postgres::Client);
+    fn query_one(
+        &self,
+        sql: &str,
+        params: &[&dyn Param],
+    ) -> impl Future<Output = Result<Row, PgError>> + Send {
+        Sql::query_one(&**self, sql, params)
+    }
+    fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&dyn Param],
+    ) -> impl Future<Output = Result<Option<Row>, PgError>> + Send {
+        Sql::query_opt(&**self, sql, params)
+    }
+    fn execute(
+        &self,
+        sql: &str,
+        params: &[&dyn Param],
+    ) -> impl Future<Output = Result<u64, PgError>> + Send {
+        Sql::execute(&**self, sql, params)
+    }
 }
 
-impl Sql for deadpool_postgres::Transaction<'_> {
-    fn statement(&self, sql: &str) -> impl Future<Output = Result<Statement, PgError>> + Send {
-        deadpool_postgres::Transaction::prepare_cached(self, sql)
-    }
-    run_statements_with!(tokio_postgres::Transaction<'_>);
+/// A pooled connection: the client, its statement cache, and how it sends statements.
+pub struct Conn {
+    client: deadpool_postgres::ClientWrapper,
+    statements: Statements,
 }
+
+impl Conn {
+    pub fn new(client: deadpool_postgres::ClientWrapper, statements: Statements) -> Conn {
+        Conn { client, statements }
+    }
+
+    /// How this connection sends statements.
+    pub fn statements(&self) -> Statements {
+        self.statements
+    }
+
+    /// A transaction whose statements are sent the way the connection's are.
+    pub async fn transaction(&mut self) -> Result<Tx<'_>, PgError> {
+        let statements = self.statements;
+        Ok(Tx {
+            tx: self.client.transaction().await?,
+            statements,
+        })
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = deadpool_postgres::ClientWrapper;
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.client
+    }
+}
+
+/// A transaction of a pooled connection ([`Conn::transaction`]).
+pub struct Tx<'a> {
+    tx: deadpool_postgres::Transaction<'a>,
+    statements: Statements,
+}
+
+impl Tx<'_> {
+    pub async fn commit(self) -> Result<(), PgError> {
+        self.tx.commit().await
+    }
+    pub async fn rollback(self) -> Result<(), PgError> {
+        self.tx.rollback().await
+    }
+}
+
+/// Implements [`Sql`] for a pooled connection or transaction: cached prepared statements or
+/// unnamed ones, as the connection says.
+macro_rules! pooled_sql {
+    ($target:ty, $inner:ident) => {
+        impl Sql for $target {
+            async fn query(&self, sql: &str, params: &[&dyn Param]) -> Result<Vec<Row>, PgError> {
+                match self.statements {
+                    Statements::Unnamed => self.$inner.query_typed(sql, &typed(params)).await,
+                    Statements::Prepared => {
+                        let st = self.$inner.prepare_cached(sql).await?;
+                        (*self.$inner).query(&st, &untyped(params)).await
+                    }
+                }
+            }
+            async fn query_one(&self, sql: &str, params: &[&dyn Param]) -> Result<Row, PgError> {
+                match self.statements {
+                    Statements::Unnamed => self.$inner.query_typed_one(sql, &typed(params)).await,
+                    Statements::Prepared => {
+                        let st = self.$inner.prepare_cached(sql).await?;
+                        (*self.$inner).query_one(&st, &untyped(params)).await
+                    }
+                }
+            }
+            async fn query_opt(
+                &self,
+                sql: &str,
+                params: &[&dyn Param],
+            ) -> Result<Option<Row>, PgError> {
+                match self.statements {
+                    Statements::Unnamed => self.$inner.query_typed_opt(sql, &typed(params)).await,
+                    Statements::Prepared => {
+                        let st = self.$inner.prepare_cached(sql).await?;
+                        (*self.$inner).query_opt(&st, &untyped(params)).await
+                    }
+                }
+            }
+            async fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, PgError> {
+                match self.statements {
+                    Statements::Unnamed => self.$inner.execute_typed(sql, &typed(params)).await,
+                    Statements::Prepared => {
+                        let st = self.$inner.prepare_cached(sql).await?;
+                        (*self.$inner).execute(&st, &untyped(params)).await
+                    }
+                }
+            }
+        }
+    };
+}
+
+pooled_sql!(Conn, client);
+pooled_sql!(Tx<'_>, tx);
 
 impl Begin for tokio_postgres::Client {
     type Tx<'a> = tokio_postgres::Transaction<'a>;
@@ -805,10 +1814,10 @@ impl Begin for tokio_postgres::Client {
     }
 }
 
-impl Begin for deadpool_postgres::ClientWrapper {
-    type Tx<'a> = deadpool_postgres::Transaction<'a>;
+impl Begin for Conn {
+    type Tx<'a> = Tx<'a>;
     fn begin(&mut self) -> impl Future<Output = Result<Self::Tx<'_>, PgError>> + Send {
-        deadpool_postgres::ClientWrapper::transaction(self)
+        self.transaction()
     }
 }
 
@@ -821,12 +1830,12 @@ impl Commit for tokio_postgres::Transaction<'_> {
     }
 }
 
-impl Commit for deadpool_postgres::Transaction<'_> {
+impl Commit for Tx<'_> {
     fn commit(self) -> impl Future<Output = Result<(), PgError>> + Send {
-        deadpool_postgres::Transaction::commit(self)
+        Tx::commit(self)
     }
     fn rollback(self) -> impl Future<Output = Result<(), PgError>> + Send {
-        deadpool_postgres::Transaction::rollback(self)
+        Tx::rollback(self)
     }
 }
 
@@ -838,7 +1847,8 @@ mod tests {
     fn libpq_only_parameters_are_split_out_of_a_url() {
         let (rest, params) = split_libpq_params(
             "postgres://u:p@h:5/db?sslmode=verify-full&application_name=x&sslrootcert=%2Ftmp%2Fca.crt",
-        );
+        )
+        .unwrap();
         assert_eq!(rest, "postgres://u:p@h:5/db?application_name=x");
         assert_eq!(
             params,
@@ -847,6 +1857,19 @@ mod tests {
                 ("sslrootcert".to_string(), "/tmp/ca.crt".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn keyword_value_strings_keep_quoted_values_whole() {
+        let (rest, params) = split_libpq_params(
+            "host=/tmp port = 5 options='-c a=b -c x=\\'y\\'' service=crm user=u\\ v",
+        )
+        .unwrap();
+        assert_eq!(params, vec![("service".to_string(), "crm".to_string())]);
+        let c = Config::from_str(&rest).unwrap();
+        assert_eq!(c.get_options(), Some("-c a=b -c x='y'"));
+        assert_eq!(c.get_user(), Some("u v"));
+        assert_eq!(c.get_ports(), &[5]);
     }
 
     #[test]

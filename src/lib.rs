@@ -10,6 +10,7 @@ pub mod db;
 pub mod email;
 pub mod engagement;
 pub mod error;
+pub mod libpq;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;

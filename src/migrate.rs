@@ -135,6 +135,7 @@ fn check_drift(embedded: &[Migration], applied: &[AppliedRow]) -> Result<()> {
 }
 
 pub async fn run(settings: &DbSettings, args: &MigrateArgs) -> Result<u8> {
+    crate::db::require_session_connection(settings).await?;
     let mut client = settings.connect().await?;
     let embedded = embedded();
 
@@ -275,7 +276,7 @@ const APPLIED_VERSIONS: &str = "SELECT version FROM public.autopilot_migrations"
 /// Refuse to work on a database whose schema is behind this binary (a new binary deployed
 /// before `autopilot migrate` ran): one clear error instead of a failed cycle per tenant.
 /// A database without the tracking table is left alone (its schema is managed elsewhere).
-pub async fn ensure_current(client: &impl tokio_postgres::GenericClient) -> Result<()> {
+pub async fn ensure_current(client: &impl crate::db::Sql) -> Result<()> {
     let exists: bool = client.query_one(TRACKING_TABLE_EXISTS, &[]).await?.get(0);
     if !exists {
         return Ok(());

@@ -264,7 +264,9 @@ async fn wrong_password_is_refused_without_printing_it() {
         stderr.contains("password authentication failed"),
         "{stderr}"
     );
-    assert_eq!(out.get_output().status.code(), Some(75));
+    // A refused login is a configuration error (SPEC 1: exit 2), not an outage to retry.
+    assert_eq!(out.get_output().status.code(), Some(2));
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     // The same through PGPASSWORD.
     let out = assert_cmd::Command::new(BIN)
         .env_clear()
@@ -285,7 +287,7 @@ async fn wrong_password_is_refused_without_printing_it() {
         .env("PGSSLMODE", "disable")
         .arg("migrate")
         .assert()
-        .code(75);
+        .code(2);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert!(!stderr.contains("Wr0ngPassw0rdXYZ"), "{stderr}");
 }
