@@ -132,7 +132,7 @@ pub struct CycleReport {
 struct TenantRow {
     id: Uuid,
     name: String,
-    settings: Value,
+    settings: Result<Value, crate::settings::SettingsError>,
     runnable: Option<&'static str>,
 }
 
@@ -244,7 +244,14 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
             TenantRow {
                 id: r.get(0),
                 name: r.get(1),
-                settings: r.get(2),
+                // Decoding can fail on the tenant's data (JSON nested deeper than serde_json's
+                // recursion limit): that tenant is refused with the reason, the others run.
+                settings: r
+                    .try_get::<_, Value>(2)
+                    .map_err(|e| crate::settings::SettingsError {
+                        key: "(root)".to_string(),
+                        problem: format!("cannot be decoded: {}", db::error_text(&e)),
+                    }),
                 runnable: if !active {
                     Some("tenant is not active")
                 } else if !enabled {
@@ -367,13 +374,10 @@ fn print_report(report: &CycleReport, args: &RunCycleArgs) {
 }
 
 async fn kill_switch_reason(c: &impl Sql) -> Result<Option<String>> {
-    if std::env::var("AGENT_KILL_SWITCH")
-        .map(|v| v.eq_ignore_ascii_case("true") || v == "1")
-        .unwrap_or(false)
-    {
-        return Ok(Some(
-            "AGENT_KILL_SWITCH=true is set in the environment".to_string(),
-        ));
+    if let Some(value) = env_kill_switch(std::env::var_os("AGENT_KILL_SWITCH")) {
+        return Ok(Some(format!(
+            "AGENT_KILL_SWITCH={value:?} is set in the environment (only 0, false, off, no or empty let the agent run)"
+        )));
     }
     let row = c
         .query_opt(KILL_SWITCH, &[])
@@ -391,6 +395,20 @@ async fn kill_switch_reason(c: &impl Sql) -> Result<Option<String>> {
     Ok(Some(format!(
         "global kill switch is on (system_config agent_config.global_enabled is not true){why}"
     )))
+}
+
+/// The environment kill switch fails closed: anything but an explicit off value (`0`,
+/// `false`, `off`, `no`, empty; trimmed, any case) stops the agent, so a typo or an
+/// unexpected spelling (`yes`, `on`, ` true`) never leaves it running. Returns the value
+/// that stopped it.
+pub fn env_kill_switch(value: Option<std::ffi::OsString>) -> Option<String> {
+    let value = value?;
+    let text = value.to_string_lossy();
+    let off = matches!(
+        text.trim().to_ascii_lowercase().as_str(),
+        "" | "0" | "false" | "off" | "no"
+    );
+    (!off).then(|| text.into_owned())
 }
 
 fn holder_name() -> String {
@@ -578,7 +596,7 @@ async fn run_tenant_inner(
     }
     let now = sh.ctx.now();
 
-    let ending = match TenantSettings::parse(&t.settings) {
+    let ending = match t.settings.clone().and_then(|v| TenantSettings::parse(&v)) {
         Err(e) => {
             let msg = e.to_string();
             // Recorded as a failed run plus an alert; the other tenants go on.
@@ -727,6 +745,7 @@ async fn set_phase(
 
 /// Plan step 1: the tenant's missing clocks and fresh scores.
 async fn refresh_engagement(c: &impl Sql, tenant: Uuid, now: DateTime<Utc>) -> Result<u64> {
+    engagement::check_clocks_finite(c, tenant).await?;
     let created = engagement::ensure_clocks(c, tenant, now)
         .await
         .context("creating engagement clocks")?;
@@ -1176,8 +1195,11 @@ async fn dry_run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
         return result(t, started, "skipped", Some(why.into()));
     }
     let outcome: Result<(Plan, CycleMetrics)> = async {
-        let settings =
-            TenantSettings::parse(&t.settings).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        let settings = t
+            .settings
+            .clone()
+            .and_then(|v| TenantSettings::parse(&v))
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
         let mut conn = db::get(&sh.pool, &sh.ctx.db).await?;
         let client: &mut tokio_postgres::Client = &mut conn;
         let tx = client.begin().await?;
@@ -1226,5 +1248,22 @@ async fn dry_run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
             }
         }
         Err(e) => result(t, started, "failed", Some(one_line(&format!("{e:#}")))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_kill_switch_fails_closed_on_anything_but_an_explicit_off_value() {
+        let on = |v: &str| env_kill_switch(Some(v.into())).is_some();
+        for v in ["yes", "on", "1", " true", "TRUE", "true", "Y", "stop", "2"] {
+            assert!(on(v), "{v:?} must stop the agent");
+        }
+        for v in ["", " ", "0", "false", "FALSE", " off ", "No", "no"] {
+            assert!(!on(v), "{v:?} is an explicit off value");
+        }
+        assert!(env_kill_switch(None).is_none());
     }
 }

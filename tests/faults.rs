@@ -1,0 +1,269 @@
+//! The fault suite (issue 13): the real binary against the real PostgreSQL under the faults
+//! that happen every week in production — runners racing across the hour, SIGKILL at any
+//! point, a PostgreSQL restart mid-cycle, sessions holding locks, one tenant's bad data,
+//! a kill switch spelled unexpectedly, signals. Loops are bounded (a few seconds each) and
+//! every test prints what it counted besides asserting it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+/// A tenant with the agent enabled, one client and `overdue` contacts whose clocks are
+/// 10 days overdue.
+async fn tenant_with_overdue_contacts(c: &Client, name: &str, overdue: usize) -> Uuid {
+    let t = tenant(c, name, true).await;
+    let cl = client_row(c, t, &format!("{name} Lending")).await;
+    for i in 0..overdue {
+        let email = format!(
+            "contact{i}@{}.example",
+            name.to_lowercase().replace(' ', "")
+        );
+        contact(c, t, cl, Some(&email), Some("Loan Officer"), i == 0).await;
+    }
+    c.execute(
+        "INSERT INTO engagement_clocks (tenant_id, client_id, contact_id, next_touch_due)
+         SELECT tenant_id, client_id, id, now() - interval '10 days' FROM contacts WHERE tenant_id = $1",
+        &[&t],
+    )
+    .await
+    .unwrap();
+    t
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Lines of stderr that start with `error:` (the one-line error contract).
+fn error_lines(out: &std::process::Output) -> Vec<String> {
+    stderr_of(out)
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .map(str::to_string)
+        .collect()
+}
+
+async fn run_statuses(c: &Client, tenant: Uuid) -> Vec<String> {
+    c.query(
+        "SELECT status FROM agent_autonomous_runs WHERE tenant_id = $1 ORDER BY cycle_number",
+        &[&tenant],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+// Item 6: the environment kill switch fails closed ----------------------------------------
+
+#[tokio::test]
+async fn kill_switch_values_other_than_an_explicit_off_stop_the_agent() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    tenant_with_overdue_contacts(&c, "Acme", 1).await;
+    let mut stopped = 0;
+    for value in ["yes", "on", "1", " true", "TRUE", "enabled"] {
+        let out = db
+            .cmd()
+            .args(["run-cycle", "--json"])
+            .env("AGENT_KILL_SWITCH", value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+        let doc = json_of(&out);
+        assert_eq!(doc["disabled"], true, "AGENT_KILL_SWITCH={value:?}");
+        assert!(doc["reason"]
+            .as_str()
+            .unwrap()
+            .contains("AGENT_KILL_SWITCH"));
+        stopped += 1;
+    }
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
+        0
+    );
+    // An explicit off value lets it run.
+    let out = db
+        .cmd()
+        .args(["run-cycle", "--json"])
+        .env("AGENT_KILL_SWITCH", " Off ")
+        .output()
+        .unwrap();
+    assert_eq!(json_of(&out)["disabled"], false, "{}", stderr_of(&out));
+    println!("kill switch values that stopped the agent: {stopped} of 6; ' Off ' ran it");
+}
+
+// Item 5: one tenant's data never breaks the others ---------------------------------------
+
+/// `{"a":{"a":…}}` nested `depth` levels deep.
+fn nested_json(depth: usize) -> Value {
+    let mut v = json!(1);
+    for _ in 0..depth {
+        v = json!({ "a": v });
+    }
+    v
+}
+
+#[tokio::test]
+async fn settings_nested_deeper_than_the_json_limit_fail_only_that_tenant_without_a_panic() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let good = tenant_with_overdue_contacts(&c, "Good", 1).await;
+    let bad = tenant_with_overdue_contacts(&c, "Deep", 1).await;
+    c.execute(
+        "UPDATE tenants SET agent_settings = jsonb_build_object('extra', $2::jsonb) WHERE id = $1",
+        &[&bad, &nested_json(200)],
+    )
+    .await
+    .unwrap();
+    let out = db.cmd().args(["run-cycle", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(!stderr_of(&out).contains("panicked"), "{}", stderr_of(&out));
+    let doc = json_of(&out);
+    assert_eq!(doc["succeeded"], 1);
+    assert_eq!(doc["failed"], 1);
+    assert_eq!(run_statuses(&c, good).await, vec!["completed"]);
+    let row = c
+        .query_one(
+            "SELECT status, error_message FROM agent_autonomous_runs WHERE tenant_id = $1",
+            &[&bad],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "failed");
+    assert!(row.get::<_, String>(1).contains("invalid agent_settings"));
+    assert_eq!(
+        c.query_one(
+            "SELECT count(*) FROM agent_alerts WHERE tenant_id = $1 AND alert_type = 'invalid_agent_settings'",
+            &[&bad]
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_out_of_bounds_interval_is_refused_before_anything_is_sent_and_others_proceed() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let good = tenant_with_overdue_contacts(&c, "Good", 1).await;
+    let bad = tenant_with_overdue_contacts(&c, "Huge", 1).await;
+    c.execute(
+        "UPDATE tenants SET agent_settings = '{\"engagement_interval_days\": 2147483647}' WHERE id = $1",
+        &[&bad],
+    )
+    .await
+    .unwrap();
+    // An approved card the bad tenant would otherwise send.
+    c.execute(
+        "INSERT INTO kanban_cards (tenant_id, type, title, state, action_payload)
+         VALUES ($1, 'send_email', 'hello', 'approved',
+                 '{\"to\": \"x@huge.example\", \"subject\": \"s\", \"body\": \"b\"}')",
+        &[&bad],
+    )
+    .await
+    .unwrap();
+    let out = db.cmd().args(["run-cycle", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let doc = json_of(&out);
+    let bad_entry = doc["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant_id"] == bad.to_string())
+        .unwrap()
+        .clone();
+    assert_eq!(bad_entry["status"], "failed");
+    assert!(bad_entry["reason"]
+        .as_str()
+        .unwrap()
+        .contains("engagement_interval_days"));
+    assert_eq!(run_statuses(&c, good).await, vec!["completed"]);
+    // Nothing was done for the bad tenant: the card is untouched, no card drafted.
+    assert_eq!(
+        c.query_one(
+            "SELECT count(*) FROM kanban_cards WHERE tenant_id = $1 AND state = 'approved'",
+            &[&bad]
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0),
+        1
+    );
+    assert_eq!(
+        c.query_one(
+            "SELECT count(*) FROM kanban_cards WHERE tenant_id = $1",
+            &[&bad]
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_clock_at_infinity_fails_only_its_tenant_in_check_engagement_and_run_cycle() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let good = tenant_with_overdue_contacts(&c, "Good", 2).await;
+    let bad = tenant_with_overdue_contacts(&c, "Infinite", 2).await;
+    let bad2 = tenant_with_overdue_contacts(&c, "Plusinf", 1).await;
+    c.execute(
+        "UPDATE engagement_clocks SET next_touch_due = '-infinity'
+          WHERE id = (SELECT id FROM engagement_clocks WHERE tenant_id = $1 LIMIT 1)",
+        &[&bad],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "UPDATE engagement_clocks SET next_touch_due = 'infinity' WHERE tenant_id = $1",
+        &[&bad2],
+    )
+    .await
+    .unwrap();
+
+    let out = db
+        .cmd()
+        .args(["check-engagement", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let doc = json_of(&out);
+    let reported: Vec<String> = doc["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tenant_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reported, vec![good.to_string()]);
+    assert_eq!(doc["tenants"][0]["overdue"], 2);
+    let failed = doc["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 2);
+    assert!(failed
+        .iter()
+        .all(|f| f["error"].as_str().unwrap().contains("infinite")));
+
+    let out = db.cmd().args(["run-cycle", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let doc = json_of(&out);
+    assert_eq!(doc["succeeded"], 1);
+    assert_eq!(doc["failed"], 2);
+    assert_eq!(run_statuses(&c, good).await, vec!["completed"]);
+    assert_eq!(run_statuses(&c, bad).await, vec!["failed"]);
+    println!(
+        "tenants with an infinite clock: 2 failed, 1 healthy tenant completed in both commands"
+    );
+}
