@@ -157,6 +157,10 @@ pub struct RunCycleArgs {
     /// collector; its directory must exist.
     #[arg(long, value_name = "PATH", env = "AUTOPILOT_METRICS_FILE", value_parser = parse_metrics_path)]
     pub metrics_file: Option<PathBuf>,
+    /// Run tenants whose cycle already completed in this hour (the hourly cadence is
+    /// otherwise kept whatever the number of runners and their starts).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args, Clone)]

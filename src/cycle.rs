@@ -40,12 +40,11 @@ WHERE (cardinality($1::uuid[]) = 0 AND t.is_active AND t.agent_enabled) OR t.id 
 ORDER BY (SELECT max(r.started_at) FROM public.agent_autonomous_runs r WHERE r.tenant_id = t.id) NULLS FIRST, t.id
 LIMIT $2";
 
-/// `$5`: when this invocation started; a tenant another runner finished since is not run
-/// again (two runners started together run each tenant once).
-const ACQUIRE: &str =
-    "SELECT public.acquire_tenant_lease($1, $2, make_interval(secs => $3), $4, now(), $5)";
-const FINISHED_SINCE: &str = "SELECT EXISTS (SELECT 1 FROM public.agent_autonomous_runs
-WHERE tenant_id = $1 AND completed_at >= $2)";
+/// `$5`: the cadence window (the UTC hour) this run belongs to; a tenant whose cycle
+/// completed in it is not run again, whatever runner ran it and whenever (`$6` = `--force`).
+const ACQUIRE: &str = "SELECT public.acquire_tenant_lease_in_window($1, $2, make_interval(secs => $3), $4, $5, $6, now())";
+const COMPLETED_IN_WINDOW: &str = "SELECT max(completed_at) FROM public.agent_autonomous_runs
+WHERE tenant_id = $1 AND status = 'completed' AND cadence_window = $2";
 const RUN_CYCLE_NUMBER: &str =
     "SELECT cycle_number FROM public.agent_autonomous_runs WHERE id = $1";
 const HEARTBEAT: &str = "SELECT public.extend_tenant_lease($1, $2, make_interval(secs => $3))";
@@ -190,9 +189,6 @@ struct Shared<'a> {
     pool: deadpool_postgres::Pool,
     mailer: Option<email::Mailer>,
     holder: String,
-    /// When this invocation started (database clock): tenants another runner finished
-    /// since are not run again.
-    invoked_at: DateTime<Utc>,
     stop: watch::Receiver<bool>,
     /// Set by a second signal: in-flight tenants stop without waiting for the grace.
     stop_now: watch::Receiver<bool>,
@@ -209,7 +205,6 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
     let pool = ctx.db.pool(args.concurrency as usize + 1)?;
 
     let conn = db::get_checked(&pool, &ctx.db).await?;
-    let invoked_at: DateTime<Utc> = conn.query_one("SELECT now()", &[]).await?.get(0);
     db::require_tenants(&**conn, &args.tenants).await?;
     if let Some(reason) = kill_switch_reason(&**conn).await? {
         let report = CycleReport {
@@ -283,7 +278,6 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         pool,
         mailer,
         holder: holder_name(),
-        invoked_at,
         stop: stop_rx,
         stop_now: stop_now_rx,
         leases: Mutex::new(HashMap::new()),
@@ -395,6 +389,13 @@ async fn kill_switch_reason(c: &impl Sql) -> Result<Option<String>> {
     Ok(Some(format!(
         "global kill switch is on (system_config agent_config.global_enabled is not true){why}"
     )))
+}
+
+/// The hourly cadence window `now` falls in: the UTC hour (SPEC §1, "at most once per
+/// hourly window").
+pub fn cadence_window(now: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    now.duration_trunc(TimeDelta::hours(1)).unwrap_or(now)
 }
 
 /// The environment kill switch fails closed: anything but an explicit off value (`0`,
@@ -548,8 +549,15 @@ async fn run_tenant_inner(
     // else (a stuck session, an operator's open transaction) must not hang the runner.
     let cancel = conn.cancel_token();
     let trigger = args.trigger.as_str();
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-        [&t.id, &sh.holder, &lease_secs, &trigger, &sh.invoked_at];
+    let window = cadence_window(sh.ctx.now());
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        &t.id,
+        &sh.holder,
+        &lease_secs,
+        &trigger,
+        &window,
+        &args.force,
+    ];
     let acquire = conn.query_one(ACQUIRE, &params);
     let run_id: Option<Uuid> = match tokio::time::timeout(
         Duration::from_secs(args.tenant_timeout),
@@ -574,16 +582,19 @@ async fn run_tenant_inner(
         }
     };
     let Some(run_id) = run_id else {
-        let finished: bool = conn
-            .query_one(FINISHED_SINCE, &[&t.id, &sh.invoked_at])
+        let completed: Option<DateTime<Utc>> = conn
+            .query_one(COMPLETED_IN_WINDOW, &[&t.id, &window])
             .await?
             .get(0);
-        let reason = if finished {
-            "another runner completed this tenant's cycle after this one started"
-        } else {
-            "lease held by another runner"
+        let reason = match completed {
+            Some(at) => format!(
+                "already ran in this hour (window {}, completed {}); --force runs it again",
+                window.format("%Y-%m-%d %H:00 UTC"),
+                at.format("%H:%M:%S UTC")
+            ),
+            None => "lease held by another runner".to_string(),
         };
-        return Ok(result(t, started, "skipped", Some(reason.into())));
+        return Ok(result(t, started, "skipped", Some(reason)));
     };
     let cycle_number: i32 = conn.query_one(RUN_CYCLE_NUMBER, &[&run_id]).await?.get(0);
     let fence = Fence {

@@ -267,3 +267,179 @@ async fn a_clock_at_infinity_fails_only_its_tenant_in_check_engagement_and_run_c
         "tenants with an infinite clock: 2 failed, 1 healthy tenant completed in both commands"
     );
 }
+
+// Item 3: the hourly cadence holds for any number of runners ------------------------------
+
+/// Runs per tenant, as a histogram line: "30 x 1" (30 tenants ran once).
+async fn runs_per_tenant(c: &Client) -> String {
+    let rows = c
+        .query(
+            "SELECT n, count(*) FROM (
+                 SELECT t.id, count(r.id) FILTER (WHERE r.status = 'completed') AS n
+                 FROM tenants t LEFT JOIN agent_autonomous_runs r ON r.tenant_id = t.id
+                 WHERE t.agent_enabled GROUP BY t.id) x
+             GROUP BY n ORDER BY n",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| format!("{} x {}", r.get::<_, i64>(1), r.get::<_, i64>(0)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Wait until `n` autopilot sessions of this database wait on a lock.
+async fn wait_for_lock_waiters(c: &Client, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting = count(
+            c,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+               AND application_name = 'autopilot' AND wait_event_type = 'Lock'",
+        )
+        .await;
+        if waiting >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {waiting} of {n} runners reached the barrier"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sixteen_runners_released_together_run_each_tenant_exactly_once() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let tenants = 24;
+    for i in 0..tenants {
+        tenant_with_overdue_contacts(&c, &format!("T{i}"), 1).await;
+    }
+    // The barrier: every runner blocks on its first read of system_config (the kill switch)
+    // until the test lets them all go at once.
+    let gate = db.client().await;
+    gate.batch_execute("BEGIN; LOCK TABLE system_config IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let runners: Vec<_> = (0..16)
+        .map(|_| {
+            db.tokio_cmd()
+                .args(["run-cycle", "--json", "--concurrency", "4"])
+                .env("AUTOPILOT_LOCK_TIMEOUT", "120")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_for_lock_waiters(&c, 16).await;
+    gate.batch_execute("ROLLBACK").await.unwrap();
+    let outs = futures::future::join_all(runners.into_iter().map(|r| r.wait_with_output())).await;
+    let (mut completed, mut skipped) = (0, 0);
+    for out in outs {
+        let out = out.unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+        let doc = json_of(&out);
+        completed += doc["succeeded"].as_u64().unwrap();
+        skipped += doc["skipped"].as_u64().unwrap();
+    }
+    let histogram = runs_per_tenant(&c).await;
+    println!(
+        "16 runners released together: runs per tenant: {histogram}; {completed} completed, {skipped} skipped"
+    );
+    assert_eq!(histogram, format!("{tenants} x 1"));
+    assert_eq!(completed, tenants as u64);
+    assert_eq!(skipped, 15 * tenants as u64);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
+        tenants as i64
+    );
+    // One follow-up card per contact: no runner drafted twice.
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM kanban_cards WHERE type = 'send_email'"
+        )
+        .await,
+        tenants as i64
+    );
+}
+
+#[tokio::test]
+async fn runners_staggered_across_the_hour_run_each_tenant_once_per_hour_and_force_overrides() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let tenants = 12;
+    for i in 0..tenants {
+        tenant_with_overdue_contacts(&c, &format!("S{i}"), 1).await;
+    }
+    let hour = chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        - chrono::Duration::days(1);
+    let at = |secs: i64| (hour + chrono::Duration::seconds(secs)).to_rfc3339();
+    // Starts spread over one hour, a few of them together, with --max-tenants so that early
+    // runners leave tenants to later ones.
+    let starts: [(i64, &[&str]); 7] = [
+        (0, &["--max-tenants", "5"]),
+        (2, &["--max-tenants", "5"]),
+        (2, &[]),
+        (61, &[]),
+        (1800, &[]),
+        (3599, &[]),
+        (3599, &["--concurrency", "8"]),
+    ];
+    let mut launched = 0;
+    for chunk in starts.chunks(3) {
+        let outs = futures::future::join_all(chunk.iter().map(|(secs, extra)| {
+            db.tokio_cmd()
+                .args(["--now", &at(*secs), "run-cycle", "--json"])
+                .args(extra.iter())
+                .output()
+        }))
+        .await;
+        for out in outs {
+            let out = out.unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+            launched += 1;
+        }
+    }
+    let histogram = runs_per_tenant(&c).await;
+    println!("{launched} runners staggered over one hour: runs per tenant: {histogram}");
+    assert_eq!(histogram, format!("{tenants} x 1"));
+    let skipped_reason = db
+        .cmd()
+        .args(["--now", &at(3000), "run-cycle", "--json"])
+        .output()
+        .unwrap();
+    let doc = json_of(&skipped_reason);
+    assert_eq!(doc["skipped"], tenants);
+    assert!(doc["tenants"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("already ran in this hour"));
+
+    // The next hour runs every tenant again, once.
+    for secs in [3600, 3601] {
+        db.cmd()
+            .args(["--now", &at(secs), "run-cycle"])
+            .assert()
+            .success();
+    }
+    assert_eq!(runs_per_tenant(&c).await, format!("{tenants} x 2"));
+    // --force is for an operator who means it.
+    let out = db
+        .cmd()
+        .args(["--now", &at(3700), "run-cycle", "--json", "--force"])
+        .output()
+        .unwrap();
+    assert_eq!(json_of(&out)["succeeded"], tenants);
+    assert_eq!(runs_per_tenant(&c).await, format!("{tenants} x 3"));
+}
