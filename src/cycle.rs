@@ -198,6 +198,7 @@ struct Shared<'a> {
 
 pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
     let started = Instant::now();
+    let mut signals = Signals::install();
     // Configuration errors are bad input: refuse before connecting or writing anything.
     let mailer = email::MailerConfig::from_env()?
         .map(email::Mailer::new)
@@ -261,13 +262,13 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (stop_now_tx, stop_now_rx) = watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.recv().await;
         tracing::warn!(
             "signal received: starting no new tenant, giving in-flight tenants a grace period (signal again to stop now)"
         );
         let _ = stop_tx.send(true);
         // An operator who signals twice does not want to wait for the grace period.
-        wait_for_signal().await;
+        signals.recv().await;
         tracing::warn!("second signal: stopping in-flight tenants now");
         let _ = stop_now_tx.send(true);
     });
@@ -299,7 +300,6 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
             _ = heartbeat => unreachable!("the heartbeat loop never ends"),
         }
     };
-    let interrupted = *shared.stop.borrow();
 
     let report = CycleReport {
         disabled: false,
@@ -316,11 +316,10 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
     };
     print_report(&report, args);
     crate::metrics::after_cycle(ctx, args, &report).await;
-    Ok(if report.failed > 0 || interrupted {
-        1
-    } else {
-        0
-    })
+    // After SIGTERM/SIGINT, in-flight tenants that completed within the grace period are
+    // success (exit 0); one marked failed ("interrupted") makes it 1. Tenants not started
+    // because of the signal are skipped, and the next runner of the hour runs them.
+    Ok(if report.failed > 0 { 1 } else { 0 })
 }
 
 fn print_report(report: &CycleReport, args: &RunCycleArgs) {
@@ -426,25 +425,53 @@ fn holder_name() -> String {
     )
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, listened to from the start of the invocation until it ends: the
+/// streams are created once, so a signal that arrives early (while connecting) or a second
+/// one right after the first is never missed (a listener created after the fact would not
+/// see it).
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {},
-                    _ = tokio::signal::ctrl_c() => {},
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = one(&mut self.term) => {},
+                _ = one(&mut self.int) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

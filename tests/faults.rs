@@ -443,3 +443,143 @@ async fn runners_staggered_across_the_hour_run_each_tenant_once_per_hour_and_for
     assert_eq!(json_of(&out)["succeeded"], tenants);
     assert_eq!(runs_per_tenant(&c).await, format!("{tenants} x 3"));
 }
+
+// Item 8: signals --------------------------------------------------------------------------
+
+/// A connection holding an exclusive lock on kanban_cards in an open transaction: a cycle
+/// blocks on its first read of cards until the test rolls it back.
+async fn hold_lock(db: &TestDb, table: &str) -> Client {
+    let locker = db.client().await;
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+    locker
+}
+
+/// Read the child's stderr until a line contains `needle`; returns the lines read, and
+/// keeps draining in the background so the child never blocks on a full pipe.
+async fn wait_for_stderr_line(
+    stderr: tokio::process::ChildStderr,
+    needle: &str,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let needle = needle.to_string();
+    let handle = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = Vec::new();
+        let mut tx = Some(tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            let hit = line.contains(&needle);
+            seen.push(line);
+            if hit {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        seen
+    });
+    tokio::time::timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("the expected log line never came")
+        .expect("stderr closed before the expected log line");
+    handle
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_when_every_in_flight_tenant_completes_within_the_grace_exits_0() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let t = tenant_with_overdue_contacts(&c, "Graceful", 1).await;
+    let lock = hold_lock(&db, "kanban_cards").await;
+    let mut child = db
+        .tokio_cmd()
+        .args(["run-cycle", "--json", "--grace", "120"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lock_waiters(&c, 1).await;
+    let pid = child.id().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    signal(pid, "TERM");
+    let log = wait_for_stderr_line(stderr, "signal received").await;
+    // The tenant was in flight when the signal came; it may now finish within the grace.
+    lock.batch_execute("ROLLBACK").await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = log.await.unwrap().join("\n");
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(json_of(&out)["succeeded"], 1);
+    assert_eq!(run_statuses(&c, t).await, vec!["completed"]);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
+        0
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_second_signal_right_after_the_first_ends_the_grace_at_once() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let t = tenant_with_overdue_contacts(&c, "Impatient", 1).await;
+    let lock = hold_lock(&db, "kanban_cards").await;
+    let mut child = db
+        .tokio_cmd()
+        .args(["run-cycle", "--json", "--grace", "600"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lock_waiters(&c, 1).await;
+    let pid = child.id().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    signal(pid, "TERM");
+    let log = wait_for_stderr_line(stderr, "signal received").await;
+    signal(pid, "INT");
+    let started = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the second signal ended the 600 s grace")
+        .unwrap();
+    let waited = started.elapsed();
+    lock.batch_execute("ROLLBACK").await.unwrap();
+    let log = log.await.unwrap().join("\n");
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("second signal"), "{log}");
+    let row = c
+        .query_one(
+            "SELECT status, error_message FROM agent_autonomous_runs WHERE tenant_id = $1",
+            &[&t],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, Option<String>>(1)),
+        ("failed".to_string(), Some("interrupted".to_string()))
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
+        0
+    );
+    println!("second signal: stopped {waited:?} after it, grace was 600 s");
+}
