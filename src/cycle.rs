@@ -8,6 +8,7 @@
 //! (sending approved cards), `policy` (every action), `alerts` (rules at the end).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,9 @@ LIMIT $2";
 const ACQUIRE: &str = "SELECT public.acquire_tenant_lease_in_window($1, $2, make_interval(secs => $3), $4, $5, $6, now())";
 const COMPLETED_IN_WINDOW: &str = "SELECT max(completed_at) FROM public.agent_autonomous_runs
 WHERE tenant_id = $1 AND status = 'completed' AND cadence_window = $2";
+/// The lease this runner holds on a tenant, if any (see the acquire retry).
+const OWN_LEASE: &str =
+    "SELECT run_id FROM public.agent_tenant_locks WHERE tenant_id = $1 AND lock_holder = $2";
 const RUN_CYCLE_NUMBER: &str =
     "SELECT cycle_number FROM public.agent_autonomous_runs WHERE id = $1";
 const HEARTBEAT: &str = "SELECT public.extend_tenant_lease($1, $2, make_interval(secs => $3))";
@@ -192,6 +196,11 @@ struct Shared<'a> {
     stop: watch::Receiver<bool>,
     /// Set by a second signal: in-flight tenants stop without waiting for the grace.
     stop_now: watch::Receiver<bool>,
+    /// Set when the database was lost and did not come back within the retry window: no
+    /// new tenant starts and the invocation exits 75.
+    db_gone: AtomicBool,
+    /// The invocation's `--deadline`: no tenant starts after it, in-flight ones stop.
+    deadline_at: Instant,
     /// run id → (tenant id, lost-lease signal), renewed by the heartbeat task.
     leases: Mutex<HashMap<Uuid, (Uuid, Arc<Notify>)>>,
 }
@@ -279,6 +288,8 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         pool,
         mailer,
         holder: holder_name(),
+        db_gone: AtomicBool::new(false),
+        deadline_at: started + Duration::from_secs(args.deadline),
         stop: stop_rx,
         stop_now: stop_now_rx,
         leases: Mutex::new(HashMap::new()),
@@ -301,6 +312,19 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         }
     };
 
+    if shared.db_gone.load(Ordering::SeqCst) {
+        let left = results
+            .iter()
+            .filter(|r| r.reason.as_deref() == Some("database unreachable: left for the next run"))
+            .count();
+        return Err(crate::error::AppError::Unavailable(format!(
+            "lost the database connection and it did not come back within {} s (--retry-window): {} of {} tenant(s) left for the next run, none marked failed for it",
+            args.retry_window,
+            left,
+            results.len()
+        ))
+        .into());
+    }
     let report = CycleReport {
         disabled: false,
         reason: None,
@@ -518,9 +542,12 @@ async fn heartbeat_loop(sh: &Shared<'_>) {
 enum Ending {
     Done(CycleMetrics),
     Failed(String),
-    TimedOut,
+    /// Stopped by a time limit (tenant timeout, invocation deadline, a bounded wait).
+    TimedOut(String),
     Lost,
     Interrupted,
+    /// The connection was lost mid-cycle (retried, never final).
+    DbLost(anyhow::Error),
 }
 
 fn result(
@@ -551,11 +578,41 @@ async fn run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
             Some("interrupted before start".into()),
         );
     }
+    if sh.db_gone.load(Ordering::SeqCst) {
+        return result(
+            t,
+            started,
+            "skipped",
+            Some("database unreachable: left for the next run".into()),
+        );
+    }
+    if Instant::now() >= sh.deadline_at {
+        return result(
+            t,
+            started,
+            "skipped",
+            Some(format!(
+                "the invocation's --deadline of {} s passed before this tenant started",
+                sh.args.deadline
+            )),
+        );
+    }
     if let Some(why) = t.runnable {
         return result(t, started, "skipped", Some(why.into()));
     }
     match run_tenant_inner(sh, t, started).await {
         Ok(r) => r,
+        // A database that went away and did not come back is not this tenant's failure:
+        // its run (if any) is left to the lease expiry and the next invocation.
+        Err(e) if is_db_lost(&e) => {
+            sh.db_gone.store(true, Ordering::SeqCst);
+            result(
+                t,
+                started,
+                "skipped",
+                Some("database unreachable: left for the next run".into()),
+            )
+        }
         Err(e) => {
             let msg = one_line(&format!("{e:#}"));
             tracing::error!(tenant = %t.id, error = %msg, "tenant cycle failed");
@@ -564,17 +621,108 @@ async fn run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
     }
 }
 
+/// True when an error means the database connection was lost or cannot be made (as
+/// opposed to an error of a statement): worth reconnecting and retrying.
+fn is_db_lost(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<crate::error::AppError>(),
+            Some(crate::error::AppError::Unavailable(_))
+        ) || c
+            .downcast_ref::<tokio_postgres::Error>()
+            .map(crate::error::is_connection_error)
+            .unwrap_or(false)
+    })
+}
+
+/// After a lost connection: a working connection again, trying with backoff (100 ms
+/// doubling to 2 s) until `--retry-window` has passed since `since`, when the invocation
+/// gives up (exit 75). A server restart takes a few seconds; this rides it out.
+async fn reconnect(
+    sh: &Shared<'_>,
+    since: Instant,
+    cause: &anyhow::Error,
+) -> Result<deadpool_postgres::Object> {
+    let window = Duration::from_secs(sh.args.retry_window);
+    tracing::warn!(
+        error = %one_line(&format!("{cause:#}")),
+        "lost the database connection; reconnecting (retrying for up to {} s, --retry-window)",
+        window.as_secs()
+    );
+    let mut delay = Duration::from_millis(100);
+    loop {
+        if !sh.db_gone.load(Ordering::SeqCst) {
+            if let Ok(conn) = db::get(&sh.pool, &sh.ctx.db).await {
+                if conn.query_one("SELECT 1", &[]).await.is_ok() {
+                    tracing::warn!(
+                        "database connection back after {} ms",
+                        since.elapsed().as_millis()
+                    );
+                    return Ok(conn);
+                }
+                let _ = deadpool_postgres::Object::take(conn);
+            }
+        }
+        if sh.db_gone.load(Ordering::SeqCst) || since.elapsed() + delay > window {
+            sh.db_gone.store(true, Ordering::SeqCst);
+            return Err(crate::error::AppError::Unavailable(format!(
+                "lost the database connection and it did not come back within {} s (--retry-window)",
+                window.as_secs()
+            ))
+            .into());
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Run `$e` (which uses the connection `$conn`); when the connection was lost, reconnect
+/// (within the retry window) into `$conn` and run it again. For statements that are safe to
+/// repeat (reads, and the lease functions, which check what they change).
+macro_rules! retry_db {
+    ($sh:expr, $conn:ident, $e:expr) => {{
+        let mut since: Option<Instant> = None;
+        loop {
+            let r: Result<_> = $e;
+            match r {
+                Err(err) if is_db_lost(&err) => {
+                    let s = *since.get_or_insert_with(Instant::now);
+                    let _ = deadpool_postgres::Object::take($conn);
+                    $conn = reconnect($sh, s, &err).await?;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
 async fn run_tenant_inner(
     sh: &Shared<'_>,
     t: &TenantRow,
     started: Instant,
 ) -> Result<TenantResult> {
     let args = sh.args;
-    let mut conn = db::get(&sh.pool, &sh.ctx.db).await?;
+    let mut conn = match db::get(&sh.pool, &sh.ctx.db).await {
+        Ok(c) => c,
+        Err(e) if is_db_lost(&e) => reconnect(sh, Instant::now(), &e).await?,
+        Err(e) => return Err(e),
+    };
     let lease_secs = args.lease as f64;
-    // Taking the lease is bounded by the tenant timeout too: a lease row locked by someone
-    // else (a stuck session, an operator's open transaction) must not hang the runner.
-    let cancel = conn.cancel_token();
+    // The tenant's own limit, never past the invocation's deadline.
+    let tenant_deadline = (started + Duration::from_secs(args.tenant_timeout)).min(sh.deadline_at);
+    let timeout_reason = || {
+        if tenant_deadline == sh.deadline_at {
+            format!(
+                "the invocation's --deadline of {} s passed; in-flight query cancelled",
+                args.deadline
+            )
+        } else {
+            format!(
+                "exceeded --tenant-timeout of {} s; in-flight query cancelled",
+                args.tenant_timeout
+            )
+        }
+    };
     let trigger = args.trigger.as_str();
     let window = cadence_window(sh.ctx.now());
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
@@ -585,34 +733,54 @@ async fn run_tenant_inner(
         &window,
         &args.force,
     ];
-    let acquire = conn.query_one(ACQUIRE, &params);
-    let run_id: Option<Uuid> = match tokio::time::timeout(
-        Duration::from_secs(args.tenant_timeout),
-        acquire,
-    )
-    .await
-    {
-        Ok(row) => row
-            .with_context(|| format!("acquiring lease for tenant {}", t.id))?
-            .get(0),
-        Err(_) => {
-            abandon(sh, cancel, conn).await;
-            return Ok(result(
+    // Taking the lease is bounded by the tenant timeout too: a lease row locked by someone
+    // else (a stuck session, an operator's open transaction) must not hang the runner.
+    let run_id: Option<Uuid> = retry_db!(sh, conn, {
+        let cancel = conn.cancel_token();
+        match tokio::time::timeout_at(tenant_deadline.into(), conn.query_one(ACQUIRE, &params))
+            .await
+        {
+            Ok(row) => row
+                .with_context(|| format!("acquiring lease for tenant {}", t.id))
+                .map(|r| Some(r.get::<_, Option<Uuid>>(0))),
+            Err(_) => {
+                abandon(sh, cancel, conn).await;
+                return Ok(result(
                     t,
                     started,
                     "timeout",
                     Some(format!(
-                        "could not take the lease within --tenant-timeout of {} s (its row is locked by another session)",
-                        args.tenant_timeout
+                        "could not take the lease within the tenant's time limit ({}) (its row is locked by another session)",
+                        timeout_reason()
                     )),
                 ));
+            }
         }
+    })?
+    .flatten();
+    let run_id = match run_id {
+        Some(id) => Some(id),
+        // The connection may have been lost after the server took the lease for this
+        // runner and before the answer arrived: the lease is then ours (the holder name is
+        // unique per invocation).
+        None => retry_db!(
+            sh,
+            conn,
+            conn.query_opt(OWN_LEASE, &[&t.id, &sh.holder])
+                .await
+                .map_err(anyhow::Error::from)
+        )?
+        .map(|r| r.get(0)),
     };
     let Some(run_id) = run_id else {
-        let completed: Option<DateTime<Utc>> = conn
-            .query_one(COMPLETED_IN_WINDOW, &[&t.id, &window])
-            .await?
-            .get(0);
+        let completed: Option<DateTime<Utc>> = retry_db!(
+            sh,
+            conn,
+            conn.query_one(COMPLETED_IN_WINDOW, &[&t.id, &window])
+                .await
+                .map_err(anyhow::Error::from)
+        )?
+        .get(0);
         let reason = match completed {
             Some(at) => format!(
                 "already ran in this hour (window {}, completed {}); --force runs it again",
@@ -623,7 +791,14 @@ async fn run_tenant_inner(
         };
         return Ok(result(t, started, "skipped", Some(reason)));
     };
-    let cycle_number: i32 = conn.query_one(RUN_CYCLE_NUMBER, &[&run_id]).await?.get(0);
+    let cycle_number: i32 = retry_db!(
+        sh,
+        conn,
+        conn.query_one(RUN_CYCLE_NUMBER, &[&run_id])
+            .await
+            .map_err(anyhow::Error::from)
+    )?
+    .get(0);
     let fence = Fence {
         tenant_id: t.id,
         run_id,
@@ -638,48 +813,80 @@ async fn run_tenant_inner(
         Err(e) => {
             let msg = e.to_string();
             // Recorded as a failed run plus an alert; the other tenants go on.
-            alerts::raise(
-                &**conn,
-                t.id,
-                alerts::INVALID_SETTINGS,
-                "critical",
-                &format!("agent not run: {msg}"),
-                json!({"key": e.key, "problem": e.problem}),
-                now,
-            )
-            .await?;
+            retry_db!(
+                sh,
+                conn,
+                alerts::raise(
+                    &**conn,
+                    t.id,
+                    alerts::INVALID_SETTINGS,
+                    "critical",
+                    &format!("agent not run: {msg}"),
+                    json!({"key": e.key, "problem": e.problem}),
+                    now,
+                )
+                .await
+                .map(|_| ())
+            )?;
             Ending::Failed(msg)
         }
         Ok(settings) => {
-            let cancel = conn.cancel_token();
-            let ending = {
-                let work = tenant_cycle(&mut *conn, sh, t, fence, &settings, cycle_number, now);
-                let mut stop = sh.stop.clone();
-                let mut stop_now = sh.stop_now.clone();
-                let grace = Duration::from_secs(args.grace);
-                let interrupted = async move {
-                    let _ = stop.wait_for(|s| *s).await;
+            // A lost connection re-runs the cycle on a new one, under the same run and
+            // lease: every step checks what exists (cards, clocks, sends already claimed),
+            // so what completed before the loss is not done twice.
+            let mut lost_since: Option<Instant> = None;
+            loop {
+                let cancel = conn.cancel_token();
+                let ending = {
+                    let work = tenant_cycle(&mut *conn, sh, t, fence, &settings, cycle_number, now);
+                    let mut stop = sh.stop.clone();
+                    let mut stop_now = sh.stop_now.clone();
+                    let grace = Duration::from_secs(args.grace);
+                    let interrupted = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(grace) => {},
+                            _ = stop_now.wait_for(|s| *s) => {},
+                        }
+                    };
                     tokio::select! {
-                        _ = tokio::time::sleep(grace) => {},
-                        _ = stop_now.wait_for(|s| *s) => {},
+                        r = tokio::time::timeout_at(tenant_deadline.into(), work) => match r {
+                            Ok(Ok(m)) => Ending::Done(m),
+                            Ok(Err(e)) if db::is_lease_lost_err(&e) => Ending::Lost,
+                            Ok(Err(e)) if is_db_lost(&e) => Ending::DbLost(e),
+                            Ok(Err(e)) if crate::deadline::is_timeout(&e) => Ending::TimedOut(
+                                format!(
+                                    "a database wait passed its bound (lock_timeout {} s, statement_timeout {} s): {}",
+                                    crate::deadline::bounds().lock_timeout.as_secs_f64(),
+                                    crate::deadline::bounds().statement_timeout.as_secs_f64(),
+                                    one_line(&format!("{e:#}"))
+                                ),
+                            ),
+                            Ok(Err(e)) => Ending::Failed(one_line(&format!("{e:#}"))),
+                            Err(_) => Ending::TimedOut(timeout_reason()),
+                        },
+                        _ = lost.notified() => Ending::Lost,
+                        _ = interrupted => Ending::Interrupted,
                     }
                 };
-                tokio::select! {
-                    r = tokio::time::timeout(Duration::from_secs(args.tenant_timeout), work) => match r {
-                        Ok(Ok(m)) => Ending::Done(m),
-                        Ok(Err(e)) if db::is_lease_lost_err(&e) => Ending::Lost,
-                        Ok(Err(e)) => Ending::Failed(one_line(&format!("{e:#}"))),
-                        Err(_) => Ending::TimedOut,
-                    },
-                    _ = lost.notified() => Ending::Lost,
-                    _ = interrupted => Ending::Interrupted,
+                match ending {
+                    Ending::Done(m) => break Ending::Done(m),
+                    Ending::DbLost(e) => {
+                        let since = *lost_since.get_or_insert_with(Instant::now);
+                        let _ = deadpool_postgres::Object::take(conn);
+                        conn = reconnect(sh, since, &e).await?;
+                    }
+                    other => {
+                        abandon(sh, cancel, conn).await;
+                        conn = match db::get(&sh.pool, &sh.ctx.db).await {
+                            Ok(c) => c,
+                            Err(e) if is_db_lost(&e) => reconnect(sh, Instant::now(), &e).await?,
+                            Err(e) => return Err(e),
+                        };
+                        break other;
+                    }
                 }
-            };
-            if !matches!(ending, Ending::Done(_)) {
-                abandon(sh, cancel, conn).await;
-                conn = db::get(&sh.pool, &sh.ctx.db).await?;
             }
-            ending
         }
     };
     if let Ok(mut l) = sh.leases.lock() {
@@ -689,36 +896,47 @@ async fn run_tenant_inner(
     let (status, error): (&str, Option<String>) = match &ending {
         Ending::Done(_) => ("completed", None),
         Ending::Failed(m) => ("failed", Some(m.clone())),
-        Ending::TimedOut => (
-            "timeout",
-            Some(format!(
-                "exceeded --tenant-timeout of {} s; in-flight query cancelled",
-                args.tenant_timeout
-            )),
-        ),
+        Ending::TimedOut(m) => ("timeout", Some(m.clone())),
         Ending::Interrupted => ("failed", Some("interrupted".to_string())),
         Ending::Lost => ("failed", Some("lease lost to another runner".to_string())),
+        Ending::DbLost(_) => unreachable!("a lost connection is retried above"),
     };
-    let released: bool = conn
-        .query_one(RELEASE, &[&t.id, &run_id, &status, &error])
-        .await
-        .with_context(|| format!("releasing lease for tenant {}", t.id))?
-        .get(0);
+    // Releasing twice is harmless: a second call finds the lease gone and reports false,
+    // and the run row then says what the first one recorded.
+    let released: bool = retry_db!(
+        sh,
+        conn,
+        conn.query_one(RELEASE, &[&t.id, &run_id, &status, &error])
+            .await
+            .with_context(|| format!("releasing lease for tenant {}", t.id))
+    )?
+    .get(0);
     let (final_status, reason) = if released {
         (status, error)
     } else {
-        // Fenced out: the run row says what the taker decided (normally `timeout`).
-        let row = conn.query_one(RUN_STATUS, &[&run_id]).await?;
+        let row = retry_db!(
+            sh,
+            conn,
+            conn.query_one(RUN_STATUS, &[&run_id])
+                .await
+                .map_err(anyhow::Error::from)
+        )?;
         let s: String = row.get(0);
-        let st = match s.as_str() {
-            "completed" => "completed",
-            "timeout" => "timeout",
-            _ => "failed",
-        };
-        (
-            st,
-            Some("lease lost to another runner; nothing more was written".to_string()),
-        )
+        let recorded: Option<String> = row.get(1);
+        match s.as_str() {
+            // Our own release whose answer was lost with the connection.
+            "completed" => ("completed", None),
+            st if recorded.as_deref() == error.as_deref() && st == status => (status, error),
+            // Fenced out: the run row says what the taker decided (normally `timeout`).
+            "timeout" => (
+                "timeout",
+                Some("lease lost to another runner; nothing more was written".to_string()),
+            ),
+            _ => (
+                "failed",
+                Some("lease lost to another runner; nothing more was written".to_string()),
+            ),
+        }
     };
     if released && final_status != "completed" {
         if let Err(e) = alerts::evaluate_failure_rate(&**conn, t.id, sh.ctx.now()).await {

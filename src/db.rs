@@ -770,11 +770,49 @@ macro_rules! run_statements_with {
     };
 }
 
+/// Outside a transaction: each statement (and its prepare) runs under the client-side
+/// statement bound of [`crate::deadline::bounded`].
+macro_rules! run_bounded_statements_with {
+    ($target:ty) => {
+        fn query_statement(
+            &self,
+            st: &Statement,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> impl Future<Output = Result<Vec<Row>, PgError>> + Send {
+            crate::deadline::bounded(self.cancel_token(), <$target>::query(self, st, params))
+        }
+        fn query_one_statement(
+            &self,
+            st: &Statement,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> impl Future<Output = Result<Row, PgError>> + Send {
+            crate::deadline::bounded(self.cancel_token(), <$target>::query_one(self, st, params))
+        }
+        fn query_opt_statement(
+            &self,
+            st: &Statement,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> impl Future<Output = Result<Option<Row>, PgError>> + Send {
+            crate::deadline::bounded(self.cancel_token(), <$target>::query_opt(self, st, params))
+        }
+        fn execute_statement(
+            &self,
+            st: &Statement,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> impl Future<Output = Result<u64, PgError>> + Send {
+            crate::deadline::bounded(self.cancel_token(), <$target>::execute(self, st, params))
+        }
+    };
+}
+
 impl Sql for tokio_postgres::Client {
     fn statement(&self, sql: &str) -> impl Future<Output = Result<Statement, PgError>> + Send {
-        tokio_postgres::Client::prepare(self, sql)
+        crate::deadline::bounded(
+            self.cancel_token(),
+            tokio_postgres::Client::prepare(self, sql),
+        )
     }
-    run_statements_with!(tokio_postgres::Client);
+    run_bounded_statements_with!(tokio_postgres::Client);
 }
 
 impl Sql for tokio_postgres::Transaction<'_> {
@@ -786,9 +824,12 @@ impl Sql for tokio_postgres::Transaction<'_> {
 
 impl Sql for deadpool_postgres::ClientWrapper {
     fn statement(&self, sql: &str) -> impl Future<Output = Result<Statement, PgError>> + Send {
-        deadpool_postgres::ClientWrapper::prepare_cached(self, sql)
+        crate::deadline::bounded(
+            self.cancel_token(),
+            deadpool_postgres::ClientWrapper::prepare_cached(self, sql),
+        )
     }
-    run_statements_with!(tokio_postgres::Client);
+    run_bounded_statements_with!(tokio_postgres::Client);
 }
 
 impl Sql for deadpool_postgres::Transaction<'_> {
@@ -798,17 +839,26 @@ impl Sql for deadpool_postgres::Transaction<'_> {
     run_statements_with!(tokio_postgres::Transaction<'_>);
 }
 
+// Every transaction starts with its bounds (SET LOCAL: pooler-safe, see crate::deadline).
 impl Begin for tokio_postgres::Client {
     type Tx<'a> = tokio_postgres::Transaction<'a>;
     fn begin(&mut self) -> impl Future<Output = Result<Self::Tx<'_>, PgError>> + Send {
-        tokio_postgres::Client::transaction(self)
+        async move {
+            let tx = tokio_postgres::Client::transaction(self).await?;
+            tx.batch_execute(&crate::deadline::set_local_sql()).await?;
+            Ok(tx)
+        }
     }
 }
 
 impl Begin for deadpool_postgres::ClientWrapper {
     type Tx<'a> = deadpool_postgres::Transaction<'a>;
     fn begin(&mut self) -> impl Future<Output = Result<Self::Tx<'_>, PgError>> + Send {
-        deadpool_postgres::ClientWrapper::transaction(self)
+        async move {
+            let tx = deadpool_postgres::ClientWrapper::transaction(self).await?;
+            tx.batch_execute(&crate::deadline::set_local_sql()).await?;
+            Ok(tx)
+        }
     }
 }
 

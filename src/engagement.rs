@@ -482,7 +482,7 @@ pub async fn run(ctx: &Context, args: &CheckEngagementArgs) -> Result<u8> {
                 let mut conn = conn?;
                 // A transaction of the pooled connection: its statements are prepared once
                 // per connection and reused for every tenant.
-                let tx = conn.transaction().await.context("starting a transaction")?;
+                let tx = crate::db::Begin::begin(&mut **conn).await.context("starting a transaction")?;
                 check_clocks_finite(&tx, tenant).await?;
                 let created = ensure_clocks(&tx, tenant, now).await?;
                 refresh_scores(&tx, tenant, now).await?;

@@ -6,6 +6,9 @@
 //! is still `running` although no unexpired lease covers it (a crashed runner: the next
 //! acquirer will mark it `timeout`), or it has an open critical alert.
 
+// Statements outside a transaction go through Sql for their bounded wait (crate::deadline).
+#[allow(unused_imports)]
+use crate::db::Sql;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;

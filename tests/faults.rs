@@ -330,6 +330,7 @@ async fn sixteen_runners_released_together_run_each_tenant_exactly_once() {
             db.tokio_cmd()
                 .args(["run-cycle", "--json", "--concurrency", "4"])
                 .env("AUTOPILOT_LOCK_TIMEOUT", "120")
+                .env("AUTOPILOT_STATEMENT_TIMEOUT", "120")
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -582,4 +583,141 @@ async fn a_second_signal_right_after_the_first_ends_the_grace_at_once() {
         0
     );
     println!("second signal: stopped {waited:?} after it, grace was 600 s");
+}
+
+// Item 4: bounded waits --------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_session_holding_an_exclusive_lock_makes_every_command_end_with_a_clear_error_not_hang() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let t = tenant_with_overdue_contacts(&c, "Locked", 1).await;
+    let cl = client_row(&c, t, "Orders Inc").await;
+    // A new order is queued for processing (by the host's trigger).
+    order(&c, t, cl).await;
+    let alert: Uuid = c
+        .query_one(
+            "SELECT alert_id FROM raise_agent_alert($1, 'test_alert', 'warning', 'x')",
+            &[&t],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let alert = alert.to_string();
+    let commands: Vec<(&str, Vec<&str>)> = vec![
+        ("run-cycle", vec!["run-cycle", "--force"]),
+        ("check-engagement", vec!["check-engagement"]),
+        ("process-orders", vec!["process-orders"]),
+        ("ack-alert", vec!["ack-alert", &alert]),
+        ("status", vec!["status"]),
+    ];
+    let bound = Duration::from_secs(20);
+    let mut matrix = Vec::new();
+    for table in ["system_config", "order_processing_queue", "agent_alerts"] {
+        for (name, args) in &commands {
+            let lock = hold_lock(&db, table).await;
+            let started = Instant::now();
+            let out = tokio::time::timeout(
+                Duration::from_secs(60),
+                db.tokio_cmd()
+                    .args(args)
+                    .env("AUTOPILOT_LOCK_TIMEOUT", "1")
+                    .env("AUTOPILOT_STATEMENT_TIMEOUT", "2")
+                    .output(),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{name} hung on a lock of {table}"))
+            .unwrap();
+            let took = started.elapsed();
+            lock.batch_execute("ROLLBACK").await.unwrap();
+            let code = out.status.code();
+            let stderr = stderr_of(&out);
+            matrix.push(format!("{table:24} {name:16} exit {code:?} in {took:.1?}"));
+            assert!(took < bound, "{name} with {table} locked took {took:?}");
+            assert!(!stderr.contains("panicked"), "{stderr}");
+            assert!(
+                matches!(code, Some(0) | Some(1) | Some(75)),
+                "{name} / {table}: {code:?} {stderr}"
+            );
+            let errors = error_lines(&out);
+            if code == Some(75) {
+                assert_eq!(errors.len(), 1, "{name} / {table}: {stderr}");
+                assert!(
+                    errors[0].contains("lock") || errors[0].contains("waiting"),
+                    "{}",
+                    errors[0]
+                );
+            }
+            // A command that needs the locked table cannot have succeeded.
+            let needs = match table {
+                "system_config" => ["run-cycle"].as_slice(),
+                "order_processing_queue" => ["run-cycle", "process-orders", "status"].as_slice(),
+                _ => ["run-cycle", "ack-alert", "status"].as_slice(),
+            };
+            if needs.contains(name) {
+                assert_ne!(code, Some(0), "{name} / {table}: {stderr}");
+            }
+        }
+    }
+    println!("{}", matrix.join("\n"));
+    // Nothing left running or leased.
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'running'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn the_invocation_deadline_stops_a_blocked_tenant_as_timeout_and_starts_no_other() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    for i in 0..3 {
+        tenant_with_overdue_contacts(&c, &format!("D{i}"), 1).await;
+    }
+    let lock = hold_lock(&db, "kanban_cards").await;
+    let started = Instant::now();
+    let out = db
+        .tokio_cmd()
+        .args([
+            "run-cycle",
+            "--json",
+            "--concurrency",
+            "1",
+            "--deadline",
+            "2",
+        ])
+        .env("AUTOPILOT_LOCK_TIMEOUT", "600")
+        .env("AUTOPILOT_STATEMENT_TIMEOUT", "600")
+        .output()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    lock.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let doc = json_of(&out);
+    let statuses: Vec<&str> = doc["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == "timeout").count(), 1);
+    assert_eq!(statuses.iter().filter(|s| **s == "skipped").count(), 2);
+    assert!(doc.to_string().contains("--deadline"));
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
+        0
+    );
+    println!("--deadline 2: ended in {took:?}: {statuses:?}");
 }
