@@ -214,7 +214,7 @@ pub async fn run_ack(ctx: &Context, args: &AckAlertArgs) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
     let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
     let now = ctx.now();
-    let tx = conn.transaction().await?;
+    let tx = crate::db::Begin::begin(&mut *conn).await?;
 
     let by_tenant: Option<Uuid> = match args.by {
         Some(p) => match tx.query_opt(PROFILE_TENANT, &[&p]).await? {

@@ -157,6 +157,18 @@ pub struct RunCycleArgs {
     /// collector; its directory must exist.
     #[arg(long, value_name = "PATH", env = "AUTOPILOT_METRICS_FILE", value_parser = parse_metrics_path)]
     pub metrics_file: Option<PathBuf>,
+    /// Run tenants whose cycle already completed in this hour (the hourly cadence is
+    /// otherwise kept whatever the number of runners and their starts).
+    #[arg(long)]
+    pub force: bool,
+    /// The whole invocation's time limit: past it no tenant starts and in-flight tenants
+    /// are stopped (`timeout`). Keep it below the cron period.
+    #[arg(long, value_name = "SECS", env = "AUTOPILOT_DEADLINE", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub deadline: u64,
+    /// How long a lost database connection is retried (with backoff) before the invocation
+    /// gives up with exit 75; tenants it could not finish are left for the next run.
+    #[arg(long, value_name = "SECS", env = "AUTOPILOT_RETRY_WINDOW", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub retry_window: u64,
 }
 
 #[derive(Debug, Args, Clone)]

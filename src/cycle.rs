@@ -8,6 +8,7 @@
 //! (sending approved cards), `policy` (every action), `alerts` (rules at the end).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,12 +41,14 @@ WHERE (cardinality($1::uuid[]) = 0 AND t.is_active AND t.agent_enabled) OR t.id 
 ORDER BY (SELECT max(r.started_at) FROM public.agent_autonomous_runs r WHERE r.tenant_id = t.id) NULLS FIRST, t.id
 LIMIT $2";
 
-/// `$5`: when this invocation started; a tenant another runner finished since is not run
-/// again (two runners started together run each tenant once).
-const ACQUIRE: &str =
-    "SELECT public.acquire_tenant_lease($1, $2, make_interval(secs => $3), $4, now(), $5)";
-const FINISHED_SINCE: &str = "SELECT EXISTS (SELECT 1 FROM public.agent_autonomous_runs
-WHERE tenant_id = $1 AND completed_at >= $2)";
+/// `$5`: the cadence window (the UTC hour) this run belongs to; a tenant whose cycle
+/// completed in it is not run again, whatever runner ran it and whenever (`$6` = `--force`).
+const ACQUIRE: &str = "SELECT public.acquire_tenant_lease_in_window($1, $2, make_interval(secs => $3), $4, $5, $6, now())";
+const COMPLETED_IN_WINDOW: &str = "SELECT max(completed_at) FROM public.agent_autonomous_runs
+WHERE tenant_id = $1 AND status = 'completed' AND cadence_window = $2";
+/// The lease this runner holds on a tenant, if any (see the acquire retry).
+const OWN_LEASE: &str =
+    "SELECT run_id FROM public.agent_tenant_locks WHERE tenant_id = $1 AND lock_holder = $2";
 const RUN_CYCLE_NUMBER: &str =
     "SELECT cycle_number FROM public.agent_autonomous_runs WHERE id = $1";
 const HEARTBEAT: &str = "SELECT public.extend_tenant_lease($1, $2, make_interval(secs => $3))";
@@ -132,7 +135,7 @@ pub struct CycleReport {
 struct TenantRow {
     id: Uuid,
     name: String,
-    settings: Value,
+    settings: Result<Value, crate::settings::SettingsError>,
     runnable: Option<&'static str>,
 }
 
@@ -190,18 +193,21 @@ struct Shared<'a> {
     pool: db::Pool,
     mailer: Option<email::Mailer>,
     holder: String,
-    /// When this invocation started (database clock): tenants another runner finished
-    /// since are not run again.
-    invoked_at: DateTime<Utc>,
     stop: watch::Receiver<bool>,
     /// Set by a second signal: in-flight tenants stop without waiting for the grace.
     stop_now: watch::Receiver<bool>,
+    /// Set when the database was lost and did not come back within the retry window: no
+    /// new tenant starts and the invocation exits 75.
+    db_gone: AtomicBool,
+    /// The invocation's `--deadline`: no tenant starts after it, in-flight ones stop.
+    deadline_at: Instant,
     /// run id → (tenant id, lost-lease signal), renewed by the heartbeat task.
     leases: Mutex<HashMap<Uuid, (Uuid, Arc<Notify>)>>,
 }
 
 pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
     let started = Instant::now();
+    let mut signals = Signals::install();
     // Configuration errors are bad input: refuse before connecting or writing anything.
     let mailer = email::MailerConfig::from_env()?
         .map(email::Mailer::new)
@@ -209,9 +215,8 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
     let pool = ctx.db.pool(args.concurrency as usize + 1)?;
 
     let conn = db::get_checked(&pool, &ctx.db).await?;
-    let invoked_at: DateTime<Utc> = conn.query_one("SELECT now()", &[]).await?.get(0);
-    db::require_tenants(&**conn, &args.tenants).await?;
-    if let Some(reason) = kill_switch_reason(&**conn).await? {
+    db::require_tenants(&*conn, &args.tenants).await?;
+    if let Some(reason) = kill_switch_reason(&*conn).await? {
         let report = CycleReport {
             disabled: true,
             reason: Some(reason.clone()),
@@ -244,7 +249,14 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
             TenantRow {
                 id: r.get(0),
                 name: r.get(1),
-                settings: r.get(2),
+                // Decoding can fail on the tenant's data (JSON nested deeper than serde_json's
+                // recursion limit): that tenant is refused with the reason, the others run.
+                settings: r
+                    .try_get::<_, Value>(2)
+                    .map_err(|e| crate::settings::SettingsError {
+                        key: "(root)".to_string(),
+                        problem: format!("cannot be decoded: {}", db::error_text(&e)),
+                    }),
                 runnable: if !active {
                     Some("tenant is not active")
                 } else if !enabled {
@@ -259,13 +271,13 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (stop_now_tx, stop_now_rx) = watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.recv().await;
         tracing::warn!(
             "signal received: starting no new tenant, giving in-flight tenants a grace period (signal again to stop now)"
         );
         let _ = stop_tx.send(true);
         // An operator who signals twice does not want to wait for the grace period.
-        wait_for_signal().await;
+        signals.recv().await;
         tracing::warn!("second signal: stopping in-flight tenants now");
         let _ = stop_now_tx.send(true);
     });
@@ -276,7 +288,8 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         pool,
         mailer,
         holder: holder_name(),
-        invoked_at,
+        db_gone: AtomicBool::new(false),
+        deadline_at: started + Duration::from_secs(args.deadline),
         stop: stop_rx,
         stop_now: stop_now_rx,
         leases: Mutex::new(HashMap::new()),
@@ -298,8 +311,20 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
             _ = heartbeat => unreachable!("the heartbeat loop never ends"),
         }
     };
-    let interrupted = *shared.stop.borrow();
 
+    if shared.db_gone.load(Ordering::SeqCst) {
+        let left = results
+            .iter()
+            .filter(|r| r.reason.as_deref() == Some("database unreachable: left for the next run"))
+            .count();
+        return Err(crate::error::AppError::Unavailable(format!(
+            "lost the database connection and it did not come back within {} s (--retry-window): {} of {} tenant(s) left for the next run, none marked failed for it",
+            args.retry_window,
+            left,
+            results.len()
+        ))
+        .into());
+    }
     let report = CycleReport {
         disabled: false,
         reason: None,
@@ -315,11 +340,10 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
     };
     print_report(&report, args);
     crate::metrics::after_cycle(ctx, args, &report).await;
-    Ok(if report.failed > 0 || interrupted {
-        1
-    } else {
-        0
-    })
+    // After SIGTERM/SIGINT, in-flight tenants that completed within the grace period are
+    // success (exit 0); one marked failed ("interrupted") makes it 1. Tenants not started
+    // because of the signal are skipped, and the next runner of the hour runs them.
+    Ok(if report.failed > 0 { 1 } else { 0 })
 }
 
 fn print_report(report: &CycleReport, args: &RunCycleArgs) {
@@ -367,13 +391,10 @@ fn print_report(report: &CycleReport, args: &RunCycleArgs) {
 }
 
 async fn kill_switch_reason(c: &impl Sql) -> Result<Option<String>> {
-    if std::env::var("AGENT_KILL_SWITCH")
-        .map(|v| v.eq_ignore_ascii_case("true") || v == "1")
-        .unwrap_or(false)
-    {
-        return Ok(Some(
-            "AGENT_KILL_SWITCH=true is set in the environment".to_string(),
-        ));
+    if let Some(value) = env_kill_switch(std::env::var_os("AGENT_KILL_SWITCH")) {
+        return Ok(Some(format!(
+            "AGENT_KILL_SWITCH={value:?} is set in the environment (only 0, false, off, no or empty let the agent run)"
+        )));
     }
     let row = c
         .query_opt(KILL_SWITCH, &[])
@@ -393,6 +414,27 @@ async fn kill_switch_reason(c: &impl Sql) -> Result<Option<String>> {
     )))
 }
 
+/// The hourly cadence window `now` falls in: the UTC hour (SPEC §1, "at most once per
+/// hourly window").
+pub fn cadence_window(now: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    now.duration_trunc(TimeDelta::hours(1)).unwrap_or(now)
+}
+
+/// The environment kill switch fails closed: anything but an explicit off value (`0`,
+/// `false`, `off`, `no`, empty; trimmed, any case) stops the agent, so a typo or an
+/// unexpected spelling (`yes`, `on`, ` true`) never leaves it running. Returns the value
+/// that stopped it.
+pub fn env_kill_switch(value: Option<std::ffi::OsString>) -> Option<String> {
+    let value = value?;
+    let text = value.to_string_lossy();
+    let off = matches!(
+        text.trim().to_ascii_lowercase().as_str(),
+        "" | "0" | "false" | "off" | "no"
+    );
+    (!off).then(|| text.into_owned())
+}
+
 fn holder_name() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
@@ -407,25 +449,53 @@ fn holder_name() -> String {
     )
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, listened to from the start of the invocation until it ends: the
+/// streams are created once, so a signal that arrives early (while connecting) or a second
+/// one right after the first is never missed (a listener created after the fact would not
+/// see it).
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {},
-                    _ = tokio::signal::ctrl_c() => {},
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = one(&mut self.term) => {},
+                _ = one(&mut self.int) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -472,9 +542,12 @@ async fn heartbeat_loop(sh: &Shared<'_>) {
 enum Ending {
     Done(CycleMetrics),
     Failed(String),
-    TimedOut,
+    /// Stopped by a time limit (tenant timeout, invocation deadline, a bounded wait).
+    TimedOut(String),
     Lost,
     Interrupted,
+    /// The connection was lost mid-cycle (retried, never final).
+    DbLost(anyhow::Error),
 }
 
 fn result(
@@ -505,11 +578,41 @@ async fn run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
             Some("interrupted before start".into()),
         );
     }
+    if sh.db_gone.load(Ordering::SeqCst) {
+        return result(
+            t,
+            started,
+            "skipped",
+            Some("database unreachable: left for the next run".into()),
+        );
+    }
+    if Instant::now() >= sh.deadline_at {
+        return result(
+            t,
+            started,
+            "skipped",
+            Some(format!(
+                "the invocation's --deadline of {} s passed before this tenant started",
+                sh.args.deadline
+            )),
+        );
+    }
     if let Some(why) = t.runnable {
         return result(t, started, "skipped", Some(why.into()));
     }
     match run_tenant_inner(sh, t, started).await {
         Ok(r) => r,
+        // A database that went away and did not come back is not this tenant's failure:
+        // its run (if any) is left to the lease expiry and the next invocation.
+        Err(e) if is_db_lost(&e) => {
+            sh.db_gone.store(true, Ordering::SeqCst);
+            result(
+                t,
+                started,
+                "skipped",
+                Some("database unreachable: left for the next run".into()),
+            )
+        }
         Err(e) => {
             let msg = one_line(&format!("{e:#}"));
             tracing::error!(tenant = %t.id, error = %msg, "tenant cycle failed");
@@ -518,55 +621,184 @@ async fn run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
     }
 }
 
+/// True when an error means the database connection was lost or cannot be made (as
+/// opposed to an error of a statement): worth reconnecting and retrying.
+fn is_db_lost(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<crate::error::AppError>(),
+            Some(crate::error::AppError::Unavailable(_))
+        ) || c
+            .downcast_ref::<tokio_postgres::Error>()
+            .map(crate::error::is_connection_error)
+            .unwrap_or(false)
+    })
+}
+
+/// After a lost connection: a working connection again, trying with backoff (100 ms
+/// doubling to 2 s) until `--retry-window` has passed since `since`, when the invocation
+/// gives up (exit 75). A server restart takes a few seconds; this rides it out.
+async fn reconnect(
+    sh: &Shared<'_>,
+    since: Instant,
+    cause: &anyhow::Error,
+) -> Result<db::Object> {
+    let window = Duration::from_secs(sh.args.retry_window);
+    tracing::warn!(
+        error = %one_line(&format!("{cause:#}")),
+        "lost the database connection; reconnecting (retrying for up to {} s, --retry-window)",
+        window.as_secs()
+    );
+    let mut delay = Duration::from_millis(100);
+    loop {
+        if !sh.db_gone.load(Ordering::SeqCst) {
+            if let Ok(conn) = db::get(&sh.pool, &sh.ctx.db).await {
+                if conn.query_one("SELECT 1", &[]).await.is_ok() {
+                    tracing::warn!(
+                        "database connection back after {} ms",
+                        since.elapsed().as_millis()
+                    );
+                    return Ok(conn);
+                }
+                let _ = db::Object::take(conn);
+            }
+        }
+        if sh.db_gone.load(Ordering::SeqCst) || since.elapsed() + delay > window {
+            sh.db_gone.store(true, Ordering::SeqCst);
+            return Err(crate::error::AppError::Unavailable(format!(
+                "lost the database connection and it did not come back within {} s (--retry-window)",
+                window.as_secs()
+            ))
+            .into());
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Run `$e` (which uses the connection `$conn`); when the connection was lost, reconnect
+/// (within the retry window) into `$conn` and run it again. For statements that are safe to
+/// repeat (reads, and the lease functions, which check what they change).
+macro_rules! retry_db {
+    ($sh:expr, $conn:ident, $e:expr) => {{
+        let mut since: Option<Instant> = None;
+        loop {
+            let r: Result<_> = $e;
+            match r {
+                Err(err) if is_db_lost(&err) => {
+                    let s = *since.get_or_insert_with(Instant::now);
+                    let _ = db::Object::take($conn);
+                    $conn = reconnect($sh, s, &err).await?;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
 async fn run_tenant_inner(
     sh: &Shared<'_>,
     t: &TenantRow,
     started: Instant,
 ) -> Result<TenantResult> {
     let args = sh.args;
-    let mut conn = db::get(&sh.pool, &sh.ctx.db).await?;
+    let mut conn = match db::get(&sh.pool, &sh.ctx.db).await {
+        Ok(c) => c,
+        Err(e) if is_db_lost(&e) => reconnect(sh, Instant::now(), &e).await?,
+        Err(e) => return Err(e),
+    };
     let lease_secs = args.lease as f64;
+    // The tenant's own limit, never past the invocation's deadline.
+    let tenant_deadline = (started + Duration::from_secs(args.tenant_timeout)).min(sh.deadline_at);
+    let timeout_reason = || {
+        if tenant_deadline == sh.deadline_at {
+            format!(
+                "the invocation's --deadline of {} s passed; in-flight query cancelled",
+                args.deadline
+            )
+        } else {
+            format!(
+                "exceeded --tenant-timeout of {} s; in-flight query cancelled",
+                args.tenant_timeout
+            )
+        }
+    };
+    let trigger = args.trigger.as_str();
+    let window = cadence_window(sh.ctx.now());
+    let params: [&dyn db::Param; 6] = [
+        &t.id,
+        &sh.holder,
+        &lease_secs,
+        &trigger,
+        &window,
+        &args.force,
+    ];
     // Taking the lease is bounded by the tenant timeout too: a lease row locked by someone
     // else (a stuck session, an operator's open transaction) must not hang the runner.
-    let cancel = conn.cancel_token();
-    let trigger = args.trigger.as_str();
-    let params: [&dyn db::Param; 5] = [&t.id, &sh.holder, &lease_secs, &trigger, &sh.invoked_at];
-    let acquire = conn.query_one(ACQUIRE, &params);
-    let run_id: Option<Uuid> = match tokio::time::timeout(
-        Duration::from_secs(args.tenant_timeout),
-        acquire,
-    )
-    .await
-    {
-        Ok(row) => row
-            .with_context(|| format!("acquiring lease for tenant {}", t.id))?
-            .get(0),
-        Err(_) => {
-            abandon(sh, cancel, conn).await;
-            return Ok(result(
+    let run_id: Option<Uuid> = retry_db!(sh, conn, {
+        let cancel = conn.cancel_token();
+        match tokio::time::timeout_at(tenant_deadline.into(), conn.query_one(ACQUIRE, &params))
+            .await
+        {
+            Ok(row) => row
+                .with_context(|| format!("acquiring lease for tenant {}", t.id))
+                .map(|r| Some(r.get::<_, Option<Uuid>>(0))),
+            Err(_) => {
+                abandon(sh, cancel, conn).await;
+                return Ok(result(
                     t,
                     started,
                     "timeout",
                     Some(format!(
-                        "could not take the lease within --tenant-timeout of {} s (its row is locked by another session)",
-                        args.tenant_timeout
+                        "could not take the lease within the tenant's time limit ({}) (its row is locked by another session)",
+                        timeout_reason()
                     )),
                 ));
+            }
         }
+    })?
+    .flatten();
+    let run_id = match run_id {
+        Some(id) => Some(id),
+        // The connection may have been lost after the server took the lease for this
+        // runner and before the answer arrived: the lease is then ours (the holder name is
+        // unique per invocation).
+        None => retry_db!(
+            sh,
+            conn,
+            conn.query_opt(OWN_LEASE, &[&t.id, &sh.holder])
+                .await
+                .map_err(anyhow::Error::from)
+        )?
+        .map(|r| r.get(0)),
     };
     let Some(run_id) = run_id else {
-        let finished: bool = conn
-            .query_one(FINISHED_SINCE, &[&t.id, &sh.invoked_at])
-            .await?
-            .get(0);
-        let reason = if finished {
-            "another runner completed this tenant's cycle after this one started"
-        } else {
-            "lease held by another runner"
+        let completed: Option<DateTime<Utc>> = retry_db!(
+            sh,
+            conn,
+            conn.query_one(COMPLETED_IN_WINDOW, &[&t.id, &window])
+                .await
+                .map_err(anyhow::Error::from)
+        )?
+        .get(0);
+        let reason = match completed {
+            Some(at) => format!(
+                "already ran in this hour (window {}, completed {}); --force runs it again",
+                window.format("%Y-%m-%d %H:00 UTC"),
+                at.format("%H:%M:%S UTC")
+            ),
+            None => "lease held by another runner".to_string(),
         };
-        return Ok(result(t, started, "skipped", Some(reason.into())));
+        return Ok(result(t, started, "skipped", Some(reason)));
     };
-    let cycle_number: i32 = conn.query_one(RUN_CYCLE_NUMBER, &[&run_id]).await?.get(0);
+    let cycle_number: i32 = retry_db!(
+        sh,
+        conn,
+        conn.query_one(RUN_CYCLE_NUMBER, &[&run_id])
+            .await
+            .map_err(anyhow::Error::from)
+    )?
+    .get(0);
     let fence = Fence {
         tenant_id: t.id,
         run_id,
@@ -577,52 +809,84 @@ async fn run_tenant_inner(
     }
     let now = sh.ctx.now();
 
-    let ending = match TenantSettings::parse(&t.settings) {
+    let ending = match t.settings.clone().and_then(|v| TenantSettings::parse(&v)) {
         Err(e) => {
             let msg = e.to_string();
             // Recorded as a failed run plus an alert; the other tenants go on.
-            alerts::raise(
-                &**conn,
-                t.id,
-                alerts::INVALID_SETTINGS,
-                "critical",
-                &format!("agent not run: {msg}"),
-                json!({"key": e.key, "problem": e.problem}),
-                now,
-            )
-            .await?;
+            retry_db!(
+                sh,
+                conn,
+                alerts::raise(
+                    &*conn,
+                    t.id,
+                    alerts::INVALID_SETTINGS,
+                    "critical",
+                    &format!("agent not run: {msg}"),
+                    json!({"key": e.key, "problem": e.problem}),
+                    now,
+                )
+                .await
+                .map(|_| ())
+            )?;
             Ending::Failed(msg)
         }
         Ok(settings) => {
-            let cancel = conn.cancel_token();
-            let ending = {
-                let work = tenant_cycle(&mut *conn, sh, t, fence, &settings, cycle_number, now);
-                let mut stop = sh.stop.clone();
-                let mut stop_now = sh.stop_now.clone();
-                let grace = Duration::from_secs(args.grace);
-                let interrupted = async move {
-                    let _ = stop.wait_for(|s| *s).await;
+            // A lost connection re-runs the cycle on a new one, under the same run and
+            // lease: every step checks what exists (cards, clocks, sends already claimed),
+            // so what completed before the loss is not done twice.
+            let mut lost_since: Option<Instant> = None;
+            loop {
+                let cancel = conn.cancel_token();
+                let ending = {
+                    let work = tenant_cycle(&mut *conn, sh, t, fence, &settings, cycle_number, now);
+                    let mut stop = sh.stop.clone();
+                    let mut stop_now = sh.stop_now.clone();
+                    let grace = Duration::from_secs(args.grace);
+                    let interrupted = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(grace) => {},
+                            _ = stop_now.wait_for(|s| *s) => {},
+                        }
+                    };
                     tokio::select! {
-                        _ = tokio::time::sleep(grace) => {},
-                        _ = stop_now.wait_for(|s| *s) => {},
+                        r = tokio::time::timeout_at(tenant_deadline.into(), work) => match r {
+                            Ok(Ok(m)) => Ending::Done(m),
+                            Ok(Err(e)) if db::is_lease_lost_err(&e) => Ending::Lost,
+                            Ok(Err(e)) if is_db_lost(&e) => Ending::DbLost(e),
+                            Ok(Err(e)) if crate::deadline::is_timeout(&e) => Ending::TimedOut(
+                                format!(
+                                    "a database wait passed its bound (lock_timeout {} s, statement_timeout {} s): {}",
+                                    crate::deadline::bounds().lock_timeout.as_secs_f64(),
+                                    crate::deadline::bounds().statement_timeout.as_secs_f64(),
+                                    one_line(&format!("{e:#}"))
+                                ),
+                            ),
+                            Ok(Err(e)) => Ending::Failed(one_line(&format!("{e:#}"))),
+                            Err(_) => Ending::TimedOut(timeout_reason()),
+                        },
+                        _ = lost.notified() => Ending::Lost,
+                        _ = interrupted => Ending::Interrupted,
                     }
                 };
-                tokio::select! {
-                    r = tokio::time::timeout(Duration::from_secs(args.tenant_timeout), work) => match r {
-                        Ok(Ok(m)) => Ending::Done(m),
-                        Ok(Err(e)) if db::is_lease_lost_err(&e) => Ending::Lost,
-                        Ok(Err(e)) => Ending::Failed(one_line(&format!("{e:#}"))),
-                        Err(_) => Ending::TimedOut,
-                    },
-                    _ = lost.notified() => Ending::Lost,
-                    _ = interrupted => Ending::Interrupted,
+                match ending {
+                    Ending::Done(m) => break Ending::Done(m),
+                    Ending::DbLost(e) => {
+                        let since = *lost_since.get_or_insert_with(Instant::now);
+                        let _ = db::Object::take(conn);
+                        conn = reconnect(sh, since, &e).await?;
+                    }
+                    other => {
+                        abandon(sh, cancel, conn).await;
+                        conn = match db::get(&sh.pool, &sh.ctx.db).await {
+                            Ok(c) => c,
+                            Err(e) if is_db_lost(&e) => reconnect(sh, Instant::now(), &e).await?,
+                            Err(e) => return Err(e),
+                        };
+                        break other;
+                    }
                 }
-            };
-            if !matches!(ending, Ending::Done(_)) {
-                abandon(sh, cancel, conn).await;
-                conn = db::get(&sh.pool, &sh.ctx.db).await?;
             }
-            ending
         }
     };
     if let Ok(mut l) = sh.leases.lock() {
@@ -632,39 +896,50 @@ async fn run_tenant_inner(
     let (status, error): (&str, Option<String>) = match &ending {
         Ending::Done(_) => ("completed", None),
         Ending::Failed(m) => ("failed", Some(m.clone())),
-        Ending::TimedOut => (
-            "timeout",
-            Some(format!(
-                "exceeded --tenant-timeout of {} s; in-flight query cancelled",
-                args.tenant_timeout
-            )),
-        ),
+        Ending::TimedOut(m) => ("timeout", Some(m.clone())),
         Ending::Interrupted => ("failed", Some("interrupted".to_string())),
         Ending::Lost => ("failed", Some("lease lost to another runner".to_string())),
+        Ending::DbLost(_) => unreachable!("a lost connection is retried above"),
     };
-    let released: bool = conn
-        .query_one(RELEASE, &[&t.id, &run_id, &status, &error])
-        .await
-        .with_context(|| format!("releasing lease for tenant {}", t.id))?
-        .get(0);
+    // Releasing twice is harmless: a second call finds the lease gone and reports false,
+    // and the run row then says what the first one recorded.
+    let released: bool = retry_db!(
+        sh,
+        conn,
+        conn.query_one(RELEASE, &[&t.id, &run_id, &status, &error])
+            .await
+            .with_context(|| format!("releasing lease for tenant {}", t.id))
+    )?
+    .get(0);
     let (final_status, reason) = if released {
         (status, error)
     } else {
-        // Fenced out: the run row says what the taker decided (normally `timeout`).
-        let row = conn.query_one(RUN_STATUS, &[&run_id]).await?;
+        let row = retry_db!(
+            sh,
+            conn,
+            conn.query_one(RUN_STATUS, &[&run_id])
+                .await
+                .map_err(anyhow::Error::from)
+        )?;
         let s: String = row.get(0);
-        let st = match s.as_str() {
-            "completed" => "completed",
-            "timeout" => "timeout",
-            _ => "failed",
-        };
-        (
-            st,
-            Some("lease lost to another runner; nothing more was written".to_string()),
-        )
+        let recorded: Option<String> = row.get(1);
+        match s.as_str() {
+            // Our own release whose answer was lost with the connection.
+            "completed" => ("completed", None),
+            st if recorded.as_deref() == error.as_deref() && st == status => (status, error),
+            // Fenced out: the run row says what the taker decided (normally `timeout`).
+            "timeout" => (
+                "timeout",
+                Some("lease lost to another runner; nothing more was written".to_string()),
+            ),
+            _ => (
+                "failed",
+                Some("lease lost to another runner; nothing more was written".to_string()),
+            ),
+        }
     };
     if released && final_status != "completed" {
-        if let Err(e) = alerts::evaluate_failure_rate(&**conn, t.id, sh.ctx.now()).await {
+        if let Err(e) = alerts::evaluate_failure_rate(&*conn, t.id, sh.ctx.now()).await {
             tracing::warn!(tenant = %t.id, error = %format!("{e:#}"), "evaluating the failure-rate alert");
         }
     }
@@ -722,6 +997,7 @@ async fn set_phase(
 
 /// Plan step 1: the tenant's missing clocks and fresh scores.
 async fn refresh_engagement(c: &impl Sql, tenant: Uuid, now: DateTime<Utc>) -> Result<u64> {
+    engagement::check_clocks_finite(c, tenant).await?;
     let created = engagement::ensure_clocks(c, tenant, now)
         .await
         .context("creating engagement clocks")?;
@@ -1171,8 +1447,11 @@ async fn dry_run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
         return result(t, started, "skipped", Some(why.into()));
     }
     let outcome: Result<(Plan, CycleMetrics)> = async {
-        let settings =
-            TenantSettings::parse(&t.settings).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        let settings = t
+            .settings
+            .clone()
+            .and_then(|v| TenantSettings::parse(&v))
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
         let mut conn = db::get(&sh.pool, &sh.ctx.db).await?;
         let client: &mut tokio_postgres::Client = &mut conn;
         let tx = client.begin().await?;
@@ -1221,5 +1500,22 @@ async fn dry_run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
             }
         }
         Err(e) => result(t, started, "failed", Some(one_line(&format!("{e:#}")))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_kill_switch_fails_closed_on_anything_but_an_explicit_off_value() {
+        let on = |v: &str| env_kill_switch(Some(v.into())).is_some();
+        for v in ["yes", "on", "1", " true", "TRUE", "true", "Y", "stop", "2"] {
+            assert!(on(v), "{v:?} must stop the agent");
+        }
+        for v in ["", " ", "0", "false", "FALSE", " off ", "No", "no"] {
+            assert!(!on(v), "{v:?} is an explicit off value");
+        }
+        assert!(env_kill_switch(None).is_none());
     }
 }

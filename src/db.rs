@@ -1665,7 +1665,25 @@ macro_rules! unnamed_sql {
     };
 }
 
-unnamed_sql!(tokio_postgres::Client);
+/// Outside a transaction every statement runs under the client-side statement bound of
+/// [`crate::deadline::bounded`]; inside one, `SET LOCAL` bounds it (see [`Begin`]).
+impl Sql for tokio_postgres::Client {
+    async fn query(&self, sql: &str, params: &[&dyn Param]) -> Result<Vec<Row>, PgError> {
+        crate::deadline::bounded(self.cancel_token(), self.query_typed(sql, &typed(params))).await
+    }
+    async fn query_one(&self, sql: &str, params: &[&dyn Param]) -> Result<Row, PgError> {
+        crate::deadline::bounded(self.cancel_token(), self.query_typed_one(sql, &typed(params)))
+            .await
+    }
+    async fn query_opt(&self, sql: &str, params: &[&dyn Param]) -> Result<Option<Row>, PgError> {
+        crate::deadline::bounded(self.cancel_token(), self.query_typed_opt(sql, &typed(params)))
+            .await
+    }
+    async fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, PgError> {
+        crate::deadline::bounded(self.cancel_token(), self.execute_typed(sql, &typed(params)))
+            .await
+    }
+}
 unnamed_sql!(tokio_postgres::Transaction<'_>);
 
 /// The client under a pooled connection, reached past [`Conn`] (`&**conn`): unnamed
@@ -1720,10 +1738,11 @@ impl Conn {
     /// A transaction whose statements are sent the way the connection's are.
     pub async fn transaction(&mut self) -> Result<Tx<'_>, PgError> {
         let statements = self.statements;
-        Ok(Tx {
-            tx: self.client.transaction().await?,
-            statements,
-        })
+        let tx = self.client.transaction().await?;
+        // Every transaction starts with its bounds (SET LOCAL: pooler-safe, see
+        // crate::deadline).
+        tx.batch_execute(&crate::deadline::set_local_sql()).await?;
+        Ok(Tx { tx, statements })
     }
 }
 
@@ -1804,13 +1823,90 @@ macro_rules! pooled_sql {
     };
 }
 
-pooled_sql!(Conn, client);
 pooled_sql!(Tx<'_>, tx);
 
+/// The statements of [`Conn`] outside a transaction, before the client-side bound.
+struct PooledStatements<'a> {
+    client: &'a deadpool_postgres::ClientWrapper,
+    statements: Statements,
+}
+
+impl Sql for PooledStatements<'_> {
+    async fn query(&self, sql: &str, params: &[&dyn Param]) -> Result<Vec<Row>, PgError> {
+        match self.statements {
+            Statements::Unnamed => self.client.query_typed(sql, &typed(params)).await,
+            Statements::Prepared => {
+                let st = self.client.prepare_cached(sql).await?;
+                tokio_postgres::Client::query(self.client, &st, &untyped(params)).await
+            }
+        }
+    }
+    async fn query_one(&self, sql: &str, params: &[&dyn Param]) -> Result<Row, PgError> {
+        match self.statements {
+            Statements::Unnamed => self.client.query_typed_one(sql, &typed(params)).await,
+            Statements::Prepared => {
+                let st = self.client.prepare_cached(sql).await?;
+                tokio_postgres::Client::query_one(self.client, &st, &untyped(params)).await
+            }
+        }
+    }
+    async fn query_opt(&self, sql: &str, params: &[&dyn Param]) -> Result<Option<Row>, PgError> {
+        match self.statements {
+            Statements::Unnamed => self.client.query_typed_opt(sql, &typed(params)).await,
+            Statements::Prepared => {
+                let st = self.client.prepare_cached(sql).await?;
+                tokio_postgres::Client::query_opt(self.client, &st, &untyped(params)).await
+            }
+        }
+    }
+    async fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, PgError> {
+        match self.statements {
+            Statements::Unnamed => self.client.execute_typed(sql, &typed(params)).await,
+            Statements::Prepared => {
+                let st = self.client.prepare_cached(sql).await?;
+                tokio_postgres::Client::execute(self.client, &st, &untyped(params)).await
+            }
+        }
+    }
+}
+
+impl Conn {
+    fn unbounded(&self) -> PooledStatements<'_> {
+        PooledStatements {
+            client: &self.client,
+            statements: self.statements,
+        }
+    }
+}
+
+/// Outside a transaction every statement runs under the client-side statement bound of
+/// [`crate::deadline::bounded`].
+impl Sql for Conn {
+    async fn query(&self, sql: &str, params: &[&dyn Param]) -> Result<Vec<Row>, PgError> {
+        crate::deadline::bounded(self.cancel_token(), self.unbounded().query(sql, params)).await
+    }
+    async fn query_one(&self, sql: &str, params: &[&dyn Param]) -> Result<Row, PgError> {
+        crate::deadline::bounded(self.cancel_token(), self.unbounded().query_one(sql, params))
+            .await
+    }
+    async fn query_opt(&self, sql: &str, params: &[&dyn Param]) -> Result<Option<Row>, PgError> {
+        crate::deadline::bounded(self.cancel_token(), self.unbounded().query_opt(sql, params))
+            .await
+    }
+    async fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, PgError> {
+        crate::deadline::bounded(self.cancel_token(), self.unbounded().execute(sql, params)).await
+    }
+}
+
+// Every transaction starts with its bounds (SET LOCAL: pooler-safe, see crate::deadline).
 impl Begin for tokio_postgres::Client {
     type Tx<'a> = tokio_postgres::Transaction<'a>;
     fn begin(&mut self) -> impl Future<Output = Result<Self::Tx<'_>, PgError>> + Send {
-        tokio_postgres::Client::transaction(self)
+        async move {
+            let tx = tokio_postgres::Client::transaction(self).await?;
+            tx.batch_execute(&crate::deadline::set_local_sql()).await?;
+            Ok(tx)
+        }
     }
 }
 

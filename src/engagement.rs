@@ -12,7 +12,7 @@
 use crate::db::Sql;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -121,6 +121,41 @@ pub async fn refresh_scores(c: &impl Sql, tenant: Uuid, now: DateTime<Utc>) -> R
         .with_context(|| format!("refreshing the engagement scores of tenant {tenant}"))?
         .get(0);
     Ok(changed as u64)
+}
+
+/// Clocks whose times are `infinity`/`-infinity` (possible in PostgreSQL, written by hand or
+/// by another application): no arithmetic works on them ("cannot subtract infinite
+/// timestamps"), so the tenant is refused with the clock named instead of failing mid-way.
+const INFINITE_CLOCKS_SQL: &str = "
+SELECT e.id, e.next_touch_due::text, e.last_touch_at::text
+FROM public.engagement_clocks e
+WHERE e.tenant_id = $1
+  AND (NOT isfinite(e.next_touch_due) OR NOT isfinite(coalesce(e.last_touch_at, e.next_touch_due)))
+ORDER BY e.id
+LIMIT 5";
+
+/// Refuse a tenant whose clocks hold times no arithmetic works on (see
+/// [`INFINITE_CLOCKS_SQL`]), naming them and how to fix them.
+pub async fn check_clocks_finite(c: &impl Sql, tenant: Uuid) -> Result<()> {
+    let rows = c
+        .query(INFINITE_CLOCKS_SQL, &[&tenant])
+        .await
+        .with_context(|| format!("checking the engagement clocks of tenant {tenant}"))?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let id: Uuid = r.get(0);
+            let due: Option<String> = r.get(1);
+            format!("{id} (next_touch_due {})", due.unwrap_or_default())
+        })
+        .collect();
+    Err(crate::error::AppError::failed(format!(
+        "tenant {tenant} has engagement clocks with an infinite time: {}; set next_touch_due and last_touch_at to real times",
+        named.join(", ")
+    )))
 }
 
 /// One overdue clock as reported by `check-engagement`.
@@ -398,6 +433,16 @@ pub async fn insert_followup_cards(
 #[derive(Debug, Serialize)]
 struct Report<'a> {
     tenants: &'a [TenantEngagement],
+    /// Tenants whose check failed on their own data; present only when there are some.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    failed: &'a [TenantFailure],
+}
+
+/// A tenant `check-engagement` could not check, and why.
+#[derive(Debug, Serialize)]
+struct TenantFailure {
+    tenant_id: Uuid,
+    error: String,
 }
 
 /// `autopilot check-engagement`. Tenants are processed in tenant-id order, each in its own
@@ -428,14 +473,17 @@ pub async fn run(ctx: &Context, args: &CheckEngagementArgs) -> Result<u8> {
     // the work is bound by the server, and several backends keep all of its cores busy.
     // `buffered` keeps the report in tenant order.
     let limit = i64::from(args.limit);
-    let reports: Vec<TenantEngagement> = futures::stream::iter(tenants.iter().map(|(t, _)| *t))
+    let outcomes: Vec<(Uuid, Result<TenantEngagement>)> = futures::stream::iter(tenants.iter().map(|(t, _)| *t))
         .map(|tenant| {
             let pool = &pool;
             async move {
-                let mut conn = crate::db::get(pool, &ctx.db).await?;
+                let conn = crate::db::get(pool, &ctx.db).await;
+                let r = async move {
+                let mut conn = conn?;
                 // A transaction of the pooled connection: its statements are prepared once
                 // per connection and reused for every tenant.
-                let tx = conn.transaction().await.context("starting a transaction")?;
+                let tx = crate::db::Begin::begin(&mut *conn).await.context("starting a transaction")?;
+                check_clocks_finite(&tx, tenant).await?;
                 let created = ensure_clocks(&tx, tenant, now).await?;
                 refresh_scores(&tx, tenant, now).await?;
                 let mut report = tenant_report(&tx, tenant, limit, now).await?;
@@ -445,16 +493,55 @@ pub async fn run(ctx: &Context, args: &CheckEngagementArgs) -> Result<u8> {
                 report.clocks_created = created;
                 tracing::info!(tenant = %tenant, created, compliance_rate = report.compliance_rate, "engagement checked");
                 Ok::<_, anyhow::Error>(report)
+                }
+                .await;
+                (tenant, r)
             }
         })
         .buffered(COMMAND_WORKERS)
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
+    // One tenant's data never stops the others: its error is reported and the command
+    // exits 1; losing the database (or a deadline) is not a tenant's fault and ends it.
+    let mut reports: Vec<TenantEngagement> = Vec::new();
+    let mut failed: Vec<TenantFailure> = Vec::new();
+    for (tenant, outcome) in outcomes {
+        match outcome {
+            Ok(r) => reports.push(r),
+            Err(e) if crate::error::exit_code_for(&e) != crate::error::Exit::Failure as u8 => {
+                return Err(e)
+            }
+            Err(e) => {
+                let error = crate::error::redact(&format!("{e:#}")).replace('\n', " ");
+                tracing::error!(%tenant, %error, "engagement check failed for this tenant");
+                failed.push(TenantFailure {
+                    tenant_id: tenant,
+                    error,
+                });
+            }
+        }
+    }
+    let tenants: Vec<(Uuid, Option<String>)> = tenants
+        .into_iter()
+        .filter(|(t, _)| reports.iter().any(|r| r.tenant_id == *t))
+        .collect();
 
     if args.json {
-        println!("{}", serde_json::to_string(&Report { tenants: &reports })?);
+        println!(
+            "{}",
+            serde_json::to_string(&Report {
+                tenants: &reports,
+                failed: &failed
+            })?
+        );
     } else {
         print_human(&tenants, &reports);
+        for f in &failed {
+            println!("tenant {}: FAILED: {}", f.tenant_id, f.error);
+        }
+    }
+    if !failed.is_empty() {
+        return Ok(1);
     }
 
     let below = args

@@ -52,6 +52,14 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
             if is_connection_error(pg) {
                 return Exit::Unavailable as u8;
             }
+            // A bounded wait that ran out (lock_timeout, statement_timeout, or the client's
+            // cancel, see crate::deadline): temporary, cron may retry.
+            if pg
+                .code()
+                .is_some_and(|c| matches!(c.code(), "55P03" | "57014"))
+            {
+                return Exit::Unavailable as u8;
+            }
         }
     }
     Exit::Failure as u8

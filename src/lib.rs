@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod cli;
 pub mod cycle;
 pub mod db;
+pub mod deadline;
 pub mod email;
 pub mod engagement;
 pub mod error;
@@ -49,11 +50,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
         return Ok(completions(args.shell));
     }
     let db = DbSettings::resolve(cli.global.database_url.as_deref())?;
+    deadline::init(&db)?;
     let ctx = Context {
         db,
         now_override: cli.global.now,
     };
-    match cli.command {
+    let outcome = match cli.command {
         Command::Migrate(args) => migrate::run(&ctx.db, &args).await,
         Command::RunCycle(args) => cycle::run(&ctx, &args).await,
         Command::CheckEngagement(args) => engagement::run(&ctx, &args).await,
@@ -62,7 +64,19 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Status(args) => status::run(&ctx, &args).await,
         Command::Prune(args) => prune::run(&ctx, &args).await,
         Command::Completions(args) => Ok(completions(args.shell)),
-    }
+    };
+    outcome.map_err(|e| {
+        if deadline::is_timeout(&e) {
+            let b = deadline::bounds();
+            e.context(format!(
+                "gave up waiting for the database (lock_timeout {} s, statement_timeout {} s; AUTOPILOT_LOCK_TIMEOUT, AUTOPILOT_STATEMENT_TIMEOUT): another session probably holds a lock, see pg_locks and pg_stat_activity",
+                b.lock_timeout.as_secs_f64(),
+                b.statement_timeout.as_secs_f64()
+            ))
+        } else {
+            e
+        }
+    })
 }
 
 /// `autopilot completions <shell>`: the script on stdout.

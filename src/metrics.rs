@@ -9,6 +9,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+// Statements outside a transaction go through Sql for their bounded wait (crate::deadline).
+#[allow(unused_imports)]
+use crate::db::Sql;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 

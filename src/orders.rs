@@ -860,9 +860,9 @@ pub async fn run(ctx: &Context, args: &ProcessOrdersArgs) -> Result<u8> {
     let now = ctx.now();
     let pool = ctx.db.pool(COMMAND_WORKERS)?;
     let conn = crate::db::get_checked(&pool, &ctx.db).await?;
-    crate::db::require_tenants(&**conn, &args.tenants).await?;
+    crate::db::require_tenants(&*conn, &args.tenants).await?;
 
-    let queued = queue_missing(&**conn, &args.tenants, now).await?;
+    let queued = queue_missing(&*conn, &args.tenants, now).await?;
     if queued > 0 {
         tracing::info!(queued, "queued orders that had no queue entry");
     }

@@ -11,6 +11,9 @@
 //! with it (the foreign key cascades); their predicate includes them explicitly and they
 //! are deleted first, so the counts of a dry run and of a real run agree.
 
+// Statements outside a transaction go through Sql for their bounded wait (crate::deadline).
+#[allow(unused_imports)]
+use crate::db::Sql;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -51,11 +51,19 @@ fn bad(key: &str, problem: impl Into<String>) -> SettingsError {
     }
 }
 
+/// Bounds of the numeric settings, checked on read: a value outside them is a mistake (or
+/// an attack on the arithmetic: `engagement_interval_days = 2147483647` overflows the next
+/// due date after a send), and the tenant is refused before anything is written or sent.
+pub const MAX_EMAILS_PER_HOUR: i64 = 10_000;
+pub const MAX_ACTIONS_PER_CYCLE: i64 = 10_000;
+pub const MAX_RESEARCH_PER_HOUR: i64 = 1_000;
+pub const MAX_ENGAGEMENT_INTERVAL_DAYS: i64 = 365;
+
 fn int_setting(
     obj: &serde_json::Map<String, Value>,
     key: &str,
     default: i32,
-    min: i64,
+    (min, max): (i64, i64),
 ) -> Result<i32, SettingsError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(default),
@@ -63,8 +71,11 @@ fn int_setting(
             let v = n
                 .as_i64()
                 .ok_or_else(|| bad(key, format!("expected a whole number, got {n}")))?;
-            if v < min {
-                return Err(bad(key, format!("must be at least {min}, got {v}")));
+            if v < min || v > max {
+                return Err(bad(
+                    key,
+                    format!("must be between {min} and {max}, got {v}"),
+                ));
             }
             i32::try_from(v).map_err(|_| bad(key, format!("{v} is too large")))
         }
@@ -160,24 +171,29 @@ impl TenantSettings {
             }
         }
         Ok(TenantSettings {
-            max_emails_per_hour: int_setting(obj, "max_emails_per_hour", d.max_emails_per_hour, 0)?,
+            max_emails_per_hour: int_setting(
+                obj,
+                "max_emails_per_hour",
+                d.max_emails_per_hour,
+                (0, MAX_EMAILS_PER_HOUR),
+            )?,
             max_actions_per_cycle: int_setting(
                 obj,
                 "max_actions_per_cycle",
                 d.max_actions_per_cycle,
-                0,
+                (0, MAX_ACTIONS_PER_CYCLE),
             )?,
             max_research_per_hour: int_setting(
                 obj,
                 "max_research_per_hour",
                 d.max_research_per_hour,
-                0,
+                (0, MAX_RESEARCH_PER_HOUR),
             )?,
             engagement_interval_days: int_setting(
                 obj,
                 "engagement_interval_days",
                 d.engagement_interval_days,
-                1,
+                (1, MAX_ENGAGEMENT_INTERVAL_DAYS),
             )?,
             allowed_action_types,
             unsubscribe_url,
@@ -259,6 +275,26 @@ mod tests {
             "engagement_interval_days"
         );
         assert!(TenantSettings::parse(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn out_of_bounds_limits_are_refused_on_read_naming_the_key() {
+        for (key, value) in [
+            ("engagement_interval_days", json!(2147483647)),
+            ("engagement_interval_days", json!(366)),
+            ("max_emails_per_hour", json!(10_001)),
+            ("max_actions_per_cycle", json!(i64::MAX)),
+            ("max_research_per_hour", json!(1_001)),
+            ("max_emails_per_hour", json!(u64::MAX)),
+        ] {
+            let e = TenantSettings::parse(&json!({ key: value })).unwrap_err();
+            assert_eq!(e.key, key, "{value}");
+        }
+        let s = TenantSettings::parse(
+            &json!({"engagement_interval_days": 365, "max_emails_per_hour": 10000}),
+        )
+        .unwrap();
+        assert_eq!(s.engagement_interval_days, 365);
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! is still `running` although no unexpired lease covers it (a crashed runner: the next
 //! acquirer will mark it `timeout`), or it has an open critical alert.
 
+// Statements outside a transaction go through Sql for their bounded wait (crate::deadline).
+#[allow(unused_imports)]
+use crate::db::Sql;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -181,7 +184,7 @@ fn tenant_status(r: &tokio_postgres::Row, now: DateTime<Utc>) -> TenantStatus {
 pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
     let conn = crate::db::get_checked(&pool, &ctx.db).await?;
-    crate::db::require_tenants(&**conn, &args.tenants).await?;
+    crate::db::require_tenants(&*conn, &args.tenants).await?;
     let now = ctx.now();
     let rows = conn
         .query(STATUS, &[&args.tenants, &now])

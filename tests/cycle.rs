@@ -495,8 +495,9 @@ async fn running_twice_in_an_hour_drafts_no_second_card_and_does_not_refire_the_
     let c = db.client().await;
     enable_agent_globally(&c).await;
     tenant_with_overdue_contacts(&c, "Acme", 3, false).await;
+    // --force: the hourly cadence would otherwise skip the second run of the hour.
     db.cmd().arg("run-cycle").assert().success();
-    db.cmd().arg("run-cycle").assert().success();
+    db.cmd().args(["run-cycle", "--force"]).assert().success();
     assert_eq!(
         count(
             &c,
@@ -527,7 +528,7 @@ async fn running_twice_in_an_hour_drafts_no_second_card_and_does_not_refire_the_
     )
     .await
     .unwrap();
-    db.cmd().arg("run-cycle").assert().success();
+    db.cmd().args(["run-cycle", "--force"]).assert().success();
     assert_eq!(
         count(
             &c,
@@ -862,7 +863,7 @@ async fn an_approved_follow_up_is_sent_once_over_smtp_and_the_contact_is_complia
         // Async process: the test's runtime must keep serving the SMTP server meanwhile.
         let out = db
             .tokio_cmd()
-            .args(["run-cycle", "--json"])
+            .args(["run-cycle", "--json", "--force"])
             .env("SMTP_URL", server.url())
             .env("EMAIL_FROM", "agent@crm.example")
             .output()

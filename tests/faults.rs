@@ -1,0 +1,723 @@
+//! The fault suite (issue 13): the real binary against the real PostgreSQL under the faults
+//! that happen every week in production — runners racing across the hour, SIGKILL at any
+//! point, a PostgreSQL restart mid-cycle, sessions holding locks, one tenant's bad data,
+//! a kill switch spelled unexpectedly, signals. Loops are bounded (a few seconds each) and
+//! every test prints what it counted besides asserting it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+/// A tenant with the agent enabled, one client and `overdue` contacts whose clocks are
+/// 10 days overdue.
+async fn tenant_with_overdue_contacts(c: &Client, name: &str, overdue: usize) -> Uuid {
+    let t = tenant(c, name, true).await;
+    let cl = client_row(c, t, &format!("{name} Lending")).await;
+    for i in 0..overdue {
+        let email = format!(
+            "contact{i}@{}.example",
+            name.to_lowercase().replace(' ', "")
+        );
+        contact(c, t, cl, Some(&email), Some("Loan Officer"), i == 0).await;
+    }
+    c.execute(
+        "INSERT INTO engagement_clocks (tenant_id, client_id, contact_id, next_touch_due)
+         SELECT tenant_id, client_id, id, now() - interval '10 days' FROM contacts WHERE tenant_id = $1",
+        &[&t],
+    )
+    .await
+    .unwrap();
+    t
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Lines of stderr that start with `error:` (the one-line error contract).
+fn error_lines(out: &std::process::Output) -> Vec<String> {
+    stderr_of(out)
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .map(str::to_string)
+        .collect()
+}
+
+async fn run_statuses(c: &Client, tenant: Uuid) -> Vec<String> {
+    c.query(
+        "SELECT status FROM agent_autonomous_runs WHERE tenant_id = $1 ORDER BY cycle_number",
+        &[&tenant],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+// Item 6: the environment kill switch fails closed ----------------------------------------
+
+#[tokio::test]
+async fn kill_switch_values_other_than_an_explicit_off_stop_the_agent() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    tenant_with_overdue_contacts(&c, "Acme", 1).await;
+    let mut stopped = 0;
+    for value in ["yes", "on", "1", " true", "TRUE", "enabled"] {
+        let out = db
+            .cmd()
+            .args(["run-cycle", "--json"])
+            .env("AGENT_KILL_SWITCH", value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+        let doc = json_of(&out);
+        assert_eq!(doc["disabled"], true, "AGENT_KILL_SWITCH={value:?}");
+        assert!(doc["reason"]
+            .as_str()
+            .unwrap()
+            .contains("AGENT_KILL_SWITCH"));
+        stopped += 1;
+    }
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
+        0
+    );
+    // An explicit off value lets it run.
+    let out = db
+        .cmd()
+        .args(["run-cycle", "--json"])
+        .env("AGENT_KILL_SWITCH", " Off ")
+        .output()
+        .unwrap();
+    assert_eq!(json_of(&out)["disabled"], false, "{}", stderr_of(&out));
+    println!("kill switch values that stopped the agent: {stopped} of 6; ' Off ' ran it");
+}
+
+// Item 5: one tenant's data never breaks the others ---------------------------------------
+
+/// `{"a":{"a":…}}` nested `depth` levels deep.
+fn nested_json(depth: usize) -> Value {
+    let mut v = json!(1);
+    for _ in 0..depth {
+        v = json!({ "a": v });
+    }
+    v
+}
+
+#[tokio::test]
+async fn settings_nested_deeper_than_the_json_limit_fail_only_that_tenant_without_a_panic() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let good = tenant_with_overdue_contacts(&c, "Good", 1).await;
+    let bad = tenant_with_overdue_contacts(&c, "Deep", 1).await;
+    c.execute(
+        "UPDATE tenants SET agent_settings = jsonb_build_object('extra', $2::jsonb) WHERE id = $1",
+        &[&bad, &nested_json(200)],
+    )
+    .await
+    .unwrap();
+    let out = db.cmd().args(["run-cycle", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(!stderr_of(&out).contains("panicked"), "{}", stderr_of(&out));
+    let doc = json_of(&out);
+    assert_eq!(doc["succeeded"], 1);
+    assert_eq!(doc["failed"], 1);
+    assert_eq!(run_statuses(&c, good).await, vec!["completed"]);
+    let row = c
+        .query_one(
+            "SELECT status, error_message FROM agent_autonomous_runs WHERE tenant_id = $1",
+            &[&bad],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "failed");
+    assert!(row.get::<_, String>(1).contains("invalid agent_settings"));
+    assert_eq!(
+        c.query_one(
+            "SELECT count(*) FROM agent_alerts WHERE tenant_id = $1 AND alert_type = 'invalid_agent_settings'",
+            &[&bad]
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_out_of_bounds_interval_is_refused_before_anything_is_sent_and_others_proceed() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let good = tenant_with_overdue_contacts(&c, "Good", 1).await;
+    let bad = tenant_with_overdue_contacts(&c, "Huge", 1).await;
+    c.execute(
+        "UPDATE tenants SET agent_settings = '{\"engagement_interval_days\": 2147483647}' WHERE id = $1",
+        &[&bad],
+    )
+    .await
+    .unwrap();
+    // An approved card the bad tenant would otherwise send.
+    c.execute(
+        "INSERT INTO kanban_cards (tenant_id, type, title, state, action_payload)
+         VALUES ($1, 'send_email', 'hello', 'approved',
+                 '{\"to\": \"x@huge.example\", \"subject\": \"s\", \"body\": \"b\"}')",
+        &[&bad],
+    )
+    .await
+    .unwrap();
+    let out = db.cmd().args(["run-cycle", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let doc = json_of(&out);
+    let bad_entry = doc["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant_id"] == bad.to_string())
+        .unwrap()
+        .clone();
+    assert_eq!(bad_entry["status"], "failed");
+    assert!(bad_entry["reason"]
+        .as_str()
+        .unwrap()
+        .contains("engagement_interval_days"));
+    assert_eq!(run_statuses(&c, good).await, vec!["completed"]);
+    // Nothing was done for the bad tenant: the card is untouched, no card drafted.
+    assert_eq!(
+        c.query_one(
+            "SELECT count(*) FROM kanban_cards WHERE tenant_id = $1 AND state = 'approved'",
+            &[&bad]
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0),
+        1
+    );
+    assert_eq!(
+        c.query_one(
+            "SELECT count(*) FROM kanban_cards WHERE tenant_id = $1",
+            &[&bad]
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_clock_at_infinity_fails_only_its_tenant_in_check_engagement_and_run_cycle() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let good = tenant_with_overdue_contacts(&c, "Good", 2).await;
+    let bad = tenant_with_overdue_contacts(&c, "Infinite", 2).await;
+    let bad2 = tenant_with_overdue_contacts(&c, "Plusinf", 1).await;
+    c.execute(
+        "UPDATE engagement_clocks SET next_touch_due = '-infinity'
+          WHERE id = (SELECT id FROM engagement_clocks WHERE tenant_id = $1 LIMIT 1)",
+        &[&bad],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "UPDATE engagement_clocks SET next_touch_due = 'infinity' WHERE tenant_id = $1",
+        &[&bad2],
+    )
+    .await
+    .unwrap();
+
+    let out = db
+        .cmd()
+        .args(["check-engagement", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let doc = json_of(&out);
+    let reported: Vec<String> = doc["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tenant_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reported, vec![good.to_string()]);
+    assert_eq!(doc["tenants"][0]["overdue"], 2);
+    let failed = doc["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 2);
+    assert!(failed
+        .iter()
+        .all(|f| f["error"].as_str().unwrap().contains("infinite")));
+
+    let out = db.cmd().args(["run-cycle", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let doc = json_of(&out);
+    assert_eq!(doc["succeeded"], 1);
+    assert_eq!(doc["failed"], 2);
+    assert_eq!(run_statuses(&c, good).await, vec!["completed"]);
+    assert_eq!(run_statuses(&c, bad).await, vec!["failed"]);
+    println!(
+        "tenants with an infinite clock: 2 failed, 1 healthy tenant completed in both commands"
+    );
+}
+
+// Item 3: the hourly cadence holds for any number of runners ------------------------------
+
+/// Runs per tenant, as a histogram line: "30 x 1" (30 tenants ran once).
+async fn runs_per_tenant(c: &Client) -> String {
+    let rows = c
+        .query(
+            "SELECT n, count(*) FROM (
+                 SELECT t.id, count(r.id) FILTER (WHERE r.status = 'completed') AS n
+                 FROM tenants t LEFT JOIN agent_autonomous_runs r ON r.tenant_id = t.id
+                 WHERE t.agent_enabled GROUP BY t.id) x
+             GROUP BY n ORDER BY n",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| format!("{} x {}", r.get::<_, i64>(1), r.get::<_, i64>(0)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Wait until `n` autopilot sessions of this database wait on a lock.
+async fn wait_for_lock_waiters(c: &Client, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting = count(
+            c,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+               AND application_name = 'autopilot' AND wait_event_type = 'Lock'",
+        )
+        .await;
+        if waiting >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {waiting} of {n} runners reached the barrier"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sixteen_runners_released_together_run_each_tenant_exactly_once() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let tenants = 24;
+    for i in 0..tenants {
+        tenant_with_overdue_contacts(&c, &format!("T{i}"), 1).await;
+    }
+    // The barrier: every runner blocks on its first read of system_config (the kill switch)
+    // until the test lets them all go at once.
+    let gate = db.client().await;
+    gate.batch_execute("BEGIN; LOCK TABLE system_config IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let runners: Vec<_> = (0..16)
+        .map(|_| {
+            db.tokio_cmd()
+                .args(["run-cycle", "--json", "--concurrency", "4"])
+                .env("AUTOPILOT_LOCK_TIMEOUT", "120")
+                .env("AUTOPILOT_STATEMENT_TIMEOUT", "120")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_for_lock_waiters(&c, 16).await;
+    gate.batch_execute("ROLLBACK").await.unwrap();
+    let outs = futures::future::join_all(runners.into_iter().map(|r| r.wait_with_output())).await;
+    let (mut completed, mut skipped) = (0, 0);
+    for out in outs {
+        let out = out.unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+        let doc = json_of(&out);
+        completed += doc["succeeded"].as_u64().unwrap();
+        skipped += doc["skipped"].as_u64().unwrap();
+    }
+    let histogram = runs_per_tenant(&c).await;
+    println!(
+        "16 runners released together: runs per tenant: {histogram}; {completed} completed, {skipped} skipped"
+    );
+    assert_eq!(histogram, format!("{tenants} x 1"));
+    assert_eq!(completed, tenants as u64);
+    assert_eq!(skipped, 15 * tenants as u64);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
+        tenants as i64
+    );
+    // One follow-up card per contact: no runner drafted twice.
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM kanban_cards WHERE type = 'send_email'"
+        )
+        .await,
+        tenants as i64
+    );
+}
+
+#[tokio::test]
+async fn runners_staggered_across_the_hour_run_each_tenant_once_per_hour_and_force_overrides() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let tenants = 12;
+    for i in 0..tenants {
+        tenant_with_overdue_contacts(&c, &format!("S{i}"), 1).await;
+    }
+    let hour = chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        - chrono::Duration::days(1);
+    let at = |secs: i64| (hour + chrono::Duration::seconds(secs)).to_rfc3339();
+    // Starts spread over one hour, a few of them together, with --max-tenants so that early
+    // runners leave tenants to later ones.
+    let starts: [(i64, &[&str]); 7] = [
+        (0, &["--max-tenants", "5"]),
+        (2, &["--max-tenants", "5"]),
+        (2, &[]),
+        (61, &[]),
+        (1800, &[]),
+        (3599, &[]),
+        (3599, &["--concurrency", "8"]),
+    ];
+    let mut launched = 0;
+    for chunk in starts.chunks(3) {
+        let outs = futures::future::join_all(chunk.iter().map(|(secs, extra)| {
+            db.tokio_cmd()
+                .args(["--now", &at(*secs), "run-cycle", "--json"])
+                .args(extra.iter())
+                .output()
+        }))
+        .await;
+        for out in outs {
+            let out = out.unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+            launched += 1;
+        }
+    }
+    let histogram = runs_per_tenant(&c).await;
+    println!("{launched} runners staggered over one hour: runs per tenant: {histogram}");
+    assert_eq!(histogram, format!("{tenants} x 1"));
+    let skipped_reason = db
+        .cmd()
+        .args(["--now", &at(3000), "run-cycle", "--json"])
+        .output()
+        .unwrap();
+    let doc = json_of(&skipped_reason);
+    assert_eq!(doc["skipped"], tenants);
+    assert!(doc["tenants"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("already ran in this hour"));
+
+    // The next hour runs every tenant again, once.
+    for secs in [3600, 3601] {
+        db.cmd()
+            .args(["--now", &at(secs), "run-cycle"])
+            .assert()
+            .success();
+    }
+    assert_eq!(runs_per_tenant(&c).await, format!("{tenants} x 2"));
+    // --force is for an operator who means it.
+    let out = db
+        .cmd()
+        .args(["--now", &at(3700), "run-cycle", "--json", "--force"])
+        .output()
+        .unwrap();
+    assert_eq!(json_of(&out)["succeeded"], tenants);
+    assert_eq!(runs_per_tenant(&c).await, format!("{tenants} x 3"));
+}
+
+// Item 8: signals --------------------------------------------------------------------------
+
+/// A connection holding an exclusive lock on kanban_cards in an open transaction: a cycle
+/// blocks on its first read of cards until the test rolls it back.
+async fn hold_lock(db: &TestDb, table: &str) -> Client {
+    let locker = db.client().await;
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+    locker
+}
+
+/// Read the child's stderr until a line contains `needle`; returns the lines read, and
+/// keeps draining in the background so the child never blocks on a full pipe.
+async fn wait_for_stderr_line(
+    stderr: tokio::process::ChildStderr,
+    needle: &str,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let needle = needle.to_string();
+    let handle = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = Vec::new();
+        let mut tx = Some(tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            let hit = line.contains(&needle);
+            seen.push(line);
+            if hit {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        seen
+    });
+    tokio::time::timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("the expected log line never came")
+        .expect("stderr closed before the expected log line");
+    handle
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_when_every_in_flight_tenant_completes_within_the_grace_exits_0() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let t = tenant_with_overdue_contacts(&c, "Graceful", 1).await;
+    let lock = hold_lock(&db, "kanban_cards").await;
+    let mut child = db
+        .tokio_cmd()
+        .args(["run-cycle", "--json", "--grace", "120"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lock_waiters(&c, 1).await;
+    let pid = child.id().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    signal(pid, "TERM");
+    let log = wait_for_stderr_line(stderr, "signal received").await;
+    // The tenant was in flight when the signal came; it may now finish within the grace.
+    lock.batch_execute("ROLLBACK").await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = log.await.unwrap().join("\n");
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(json_of(&out)["succeeded"], 1);
+    assert_eq!(run_statuses(&c, t).await, vec!["completed"]);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
+        0
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_second_signal_right_after_the_first_ends_the_grace_at_once() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let t = tenant_with_overdue_contacts(&c, "Impatient", 1).await;
+    let lock = hold_lock(&db, "kanban_cards").await;
+    let mut child = db
+        .tokio_cmd()
+        .args(["run-cycle", "--json", "--grace", "600"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lock_waiters(&c, 1).await;
+    let pid = child.id().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    signal(pid, "TERM");
+    let log = wait_for_stderr_line(stderr, "signal received").await;
+    signal(pid, "INT");
+    let started = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the second signal ended the 600 s grace")
+        .unwrap();
+    let waited = started.elapsed();
+    lock.batch_execute("ROLLBACK").await.unwrap();
+    let log = log.await.unwrap().join("\n");
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("second signal"), "{log}");
+    let row = c
+        .query_one(
+            "SELECT status, error_message FROM agent_autonomous_runs WHERE tenant_id = $1",
+            &[&t],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, Option<String>>(1)),
+        ("failed".to_string(), Some("interrupted".to_string()))
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
+        0
+    );
+    println!("second signal: stopped {waited:?} after it, grace was 600 s");
+}
+
+// Item 4: bounded waits --------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_session_holding_an_exclusive_lock_makes_every_command_end_with_a_clear_error_not_hang() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let t = tenant_with_overdue_contacts(&c, "Locked", 1).await;
+    let cl = client_row(&c, t, "Orders Inc").await;
+    // A new order is queued for processing (by the host's trigger).
+    order(&c, t, cl).await;
+    let alert: Uuid = c
+        .query_one(
+            "SELECT alert_id FROM raise_agent_alert($1, 'test_alert', 'warning', 'x')",
+            &[&t],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let alert = alert.to_string();
+    let commands: Vec<(&str, Vec<&str>)> = vec![
+        ("run-cycle", vec!["run-cycle", "--force"]),
+        ("check-engagement", vec!["check-engagement"]),
+        ("process-orders", vec!["process-orders"]),
+        ("ack-alert", vec!["ack-alert", &alert]),
+        ("status", vec!["status"]),
+    ];
+    let bound = Duration::from_secs(20);
+    let mut matrix = Vec::new();
+    for table in ["system_config", "order_processing_queue", "agent_alerts"] {
+        for (name, args) in &commands {
+            let lock = hold_lock(&db, table).await;
+            let started = Instant::now();
+            let out = tokio::time::timeout(
+                Duration::from_secs(60),
+                db.tokio_cmd()
+                    .args(args)
+                    .env("AUTOPILOT_LOCK_TIMEOUT", "1")
+                    .env("AUTOPILOT_STATEMENT_TIMEOUT", "2")
+                    .output(),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{name} hung on a lock of {table}"))
+            .unwrap();
+            let took = started.elapsed();
+            lock.batch_execute("ROLLBACK").await.unwrap();
+            let code = out.status.code();
+            let stderr = stderr_of(&out);
+            matrix.push(format!("{table:24} {name:16} exit {code:?} in {took:.1?}"));
+            assert!(took < bound, "{name} with {table} locked took {took:?}");
+            assert!(!stderr.contains("panicked"), "{stderr}");
+            assert!(
+                matches!(code, Some(0) | Some(1) | Some(75)),
+                "{name} / {table}: {code:?} {stderr}"
+            );
+            let errors = error_lines(&out);
+            if code == Some(75) {
+                assert_eq!(errors.len(), 1, "{name} / {table}: {stderr}");
+                assert!(
+                    errors[0].contains("lock") || errors[0].contains("waiting"),
+                    "{}",
+                    errors[0]
+                );
+            }
+            // A command that needs the locked table cannot have succeeded.
+            let needs = match table {
+                "system_config" => ["run-cycle"].as_slice(),
+                "order_processing_queue" => ["run-cycle", "process-orders", "status"].as_slice(),
+                _ => ["run-cycle", "ack-alert", "status"].as_slice(),
+            };
+            if needs.contains(name) {
+                assert_ne!(code, Some(0), "{name} / {table}: {stderr}");
+            }
+        }
+    }
+    println!("{}", matrix.join("\n"));
+    // Nothing left running or leased.
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'running'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn the_invocation_deadline_stops_a_blocked_tenant_as_timeout_and_starts_no_other() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    for i in 0..3 {
+        tenant_with_overdue_contacts(&c, &format!("D{i}"), 1).await;
+    }
+    let lock = hold_lock(&db, "kanban_cards").await;
+    let started = Instant::now();
+    let out = db
+        .tokio_cmd()
+        .args([
+            "run-cycle",
+            "--json",
+            "--concurrency",
+            "1",
+            "--deadline",
+            "2",
+        ])
+        .env("AUTOPILOT_LOCK_TIMEOUT", "600")
+        .env("AUTOPILOT_STATEMENT_TIMEOUT", "600")
+        .output()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    lock.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let doc = json_of(&out);
+    let statuses: Vec<&str> = doc["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == "timeout").count(), 1);
+    assert_eq!(statuses.iter().filter(|s| **s == "skipped").count(), 2);
+    assert!(doc.to_string().contains("--deadline"));
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_tenant_locks").await,
+        0
+    );
+    println!("--deadline 2: ended in {took:?}: {statuses:?}");
+}
