@@ -638,11 +638,7 @@ fn is_db_lost(err: &anyhow::Error) -> bool {
 /// After a lost connection: a working connection again, trying with backoff (100 ms
 /// doubling to 2 s) until `--retry-window` has passed since `since`, when the invocation
 /// gives up (exit 75). A server restart takes a few seconds; this rides it out.
-async fn reconnect(
-    sh: &Shared<'_>,
-    since: Instant,
-    cause: &anyhow::Error,
-) -> Result<db::Object> {
+async fn reconnect(sh: &Shared<'_>, since: Instant, cause: &anyhow::Error) -> Result<db::Object> {
     let window = Duration::from_secs(sh.args.retry_window);
     tracing::warn!(
         error = %one_line(&format!("{cause:#}")),

@@ -1672,16 +1672,21 @@ impl Sql for tokio_postgres::Client {
         crate::deadline::bounded(self.cancel_token(), self.query_typed(sql, &typed(params))).await
     }
     async fn query_one(&self, sql: &str, params: &[&dyn Param]) -> Result<Row, PgError> {
-        crate::deadline::bounded(self.cancel_token(), self.query_typed_one(sql, &typed(params)))
-            .await
+        crate::deadline::bounded(
+            self.cancel_token(),
+            self.query_typed_one(sql, &typed(params)),
+        )
+        .await
     }
     async fn query_opt(&self, sql: &str, params: &[&dyn Param]) -> Result<Option<Row>, PgError> {
-        crate::deadline::bounded(self.cancel_token(), self.query_typed_opt(sql, &typed(params)))
-            .await
+        crate::deadline::bounded(
+            self.cancel_token(),
+            self.query_typed_opt(sql, &typed(params)),
+        )
+        .await
     }
     async fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, PgError> {
-        crate::deadline::bounded(self.cancel_token(), self.execute_typed(sql, &typed(params)))
-            .await
+        crate::deadline::bounded(self.cancel_token(), self.execute_typed(sql, &typed(params))).await
     }
 }
 unnamed_sql!(tokio_postgres::Transaction<'_>);
@@ -1886,12 +1891,10 @@ impl Sql for Conn {
         crate::deadline::bounded(self.cancel_token(), self.unbounded().query(sql, params)).await
     }
     async fn query_one(&self, sql: &str, params: &[&dyn Param]) -> Result<Row, PgError> {
-        crate::deadline::bounded(self.cancel_token(), self.unbounded().query_one(sql, params))
-            .await
+        crate::deadline::bounded(self.cancel_token(), self.unbounded().query_one(sql, params)).await
     }
     async fn query_opt(&self, sql: &str, params: &[&dyn Param]) -> Result<Option<Row>, PgError> {
-        crate::deadline::bounded(self.cancel_token(), self.unbounded().query_opt(sql, params))
-            .await
+        crate::deadline::bounded(self.cancel_token(), self.unbounded().query_opt(sql, params)).await
     }
     async fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, PgError> {
         crate::deadline::bounded(self.cancel_token(), self.unbounded().execute(sql, params)).await
@@ -1901,12 +1904,10 @@ impl Sql for Conn {
 // Every transaction starts with its bounds (SET LOCAL: pooler-safe, see crate::deadline).
 impl Begin for tokio_postgres::Client {
     type Tx<'a> = tokio_postgres::Transaction<'a>;
-    fn begin(&mut self) -> impl Future<Output = Result<Self::Tx<'_>, PgError>> + Send {
-        async move {
-            let tx = tokio_postgres::Client::transaction(self).await?;
-            tx.batch_execute(&crate::deadline::set_local_sql()).await?;
-            Ok(tx)
-        }
+    async fn begin(&mut self) -> Result<Self::Tx<'_>, PgError> {
+        let tx = tokio_postgres::Client::transaction(self).await?;
+        tx.batch_execute(&crate::deadline::set_local_sql()).await?;
+        Ok(tx)
     }
 }
 
