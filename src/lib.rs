@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod cli;
 pub mod cycle;
 pub mod db;
+pub mod doctor;
 pub mod email;
 pub mod engagement;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod policy;
 pub mod prune;
 pub mod settings;
 pub mod status;
+pub mod tenant_admin;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -47,6 +49,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
     if let Command::Completions(args) = &cli.command {
         return Ok(completions(args.shell));
     }
+    // Reports bad settings as a failed check rather than stopping at the first one.
+    if let Command::Doctor(args) = &cli.command {
+        return doctor::run(&cli.global, args).await;
+    }
     let db = DbSettings::resolve(cli.global.database_url.as_deref())?;
     let ctx = Context {
         db,
@@ -61,6 +67,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Status(args) => status::run(&ctx, &args).await,
         Command::Prune(args) => prune::run(&ctx, &args).await,
         Command::Completions(args) => Ok(completions(args.shell)),
+        Command::Doctor(args) => doctor::run(&cli.global, &args).await,
+        Command::Tenant(cmd) => tenant_admin::run_tenant(&ctx, &cmd).await,
+        Command::Agent(cmd) => tenant_admin::run_agent(&ctx, &cmd).await,
     }
 }
 
