@@ -448,6 +448,8 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let log_format = crate::logging::format_from_raw_args(&args);
         match Cli::try_parse_from(args) {
             Ok(cli) => Ok(cli),
             Err(e) => {
@@ -473,7 +475,11 @@ impl Cli {
                             .unwrap_or("error: invalid usage")
                             .trim();
                         let line = line.strip_prefix("error: ").unwrap_or(line);
-                        eprintln!("error: {}", crate::error::redact(line));
+                        let err = anyhow::anyhow!("{line}");
+                        eprintln!(
+                            "{}",
+                            crate::logging::fatal_line(log_format, &err, Exit::Usage as u8)
+                        );
                         Err(Exit::Usage as u8)
                     }
                 }
