@@ -382,13 +382,12 @@ fn print_report(report: &CycleReport, args: &RunCycleArgs) {
 }
 
 async fn kill_switch_reason(c: &impl Sql) -> Result<Option<String>> {
-    if std::env::var("AGENT_KILL_SWITCH")
-        .map(|v| v.eq_ignore_ascii_case("true") || v == "1")
-        .unwrap_or(false)
-    {
-        return Ok(Some(
-            "AGENT_KILL_SWITCH=true is set in the environment".to_string(),
-        ));
+    // Fails closed (SPEC §1): anything but an explicit off value stops the agent; the same
+    // reading as `doctor` and `agent status`.
+    if let Some(v) = crate::tenant_admin::env_kill_switch() {
+        return Ok(Some(format!(
+            "AGENT_KILL_SWITCH={v} is set in the environment"
+        )));
     }
     let row = c
         .query_opt(KILL_SWITCH, &[])

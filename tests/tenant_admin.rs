@@ -321,3 +321,49 @@ fn a_bare_autopilot_prints_its_usage_on_stderr_and_exits_2() {
     assert!(err.contains("Usage: autopilot"), "{err}");
     assert!(err.contains("doctor") && err.contains("tenant"), "{err}");
 }
+
+/// SPEC §1: the environment's kill switch fails closed: anything but an explicit off value
+/// (`0`, `false`, `off`, `no`, empty) stops run-cycle, as doctor reports it.
+#[tokio::test]
+async fn the_environment_kill_switch_fails_closed_in_run_cycle_and_doctor_alike() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    tenant(&c, "Acme", true).await;
+    for (value, stops) in [
+        ("yes", true),
+        ("on", true),
+        ("TRUE", true),
+        ("off", false),
+        ("0", false),
+        ("", false),
+    ] {
+        let out = db
+            .cmd()
+            .args(["run-cycle", "--json"])
+            .env("AGENT_KILL_SWITCH", value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{value:?}: {out:?}");
+        assert_eq!(
+            json_of(&out)["disabled"],
+            stops,
+            "AGENT_KILL_SWITCH={value:?}"
+        );
+        let out = db
+            .cmd()
+            .args(["doctor", "--json"])
+            .env("AGENT_KILL_SWITCH", value)
+            .output()
+            .unwrap();
+        let doc = json_of(&out);
+        let ks = doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "kill switch")
+            .unwrap()
+            .clone();
+        assert_eq!(ks["status"] == "warn", stops, "{value:?}: {ks}");
+    }
+}
