@@ -120,10 +120,19 @@ pub struct DoctorArgs {
 #[derive(Debug, Subcommand, Clone)]
 pub enum TenantCommand {
     /// List tenants with their agent switch and its last change
+    #[command(
+        after_help = "Examples:\n  autopilot tenant list\n  autopilot tenant list --enabled --json"
+    )]
     List(TenantListArgs),
     /// Turn the agent on for these tenants
+    #[command(
+        after_help = "Example:\n  autopilot tenant enable <uuid> [<uuid>...] --by alice --reason \"onboarded\"\n\nAll or nothing: an unknown tenant id changes none of them (exit 2)."
+    )]
     Enable(TenantSwitchArgs),
     /// Turn the agent off for these tenants
+    #[command(
+        after_help = "Example:\n  autopilot tenant disable <uuid> --by alice --reason \"customer asked to pause\""
+    )]
     Disable(TenantSwitchArgs),
 }
 
@@ -163,10 +172,17 @@ pub struct ChangeArgs {
 #[derive(Debug, Subcommand, Clone)]
 pub enum AgentCommand {
     /// Show the global switch, its last change and the environment's kill switch
+    #[command(after_help = "Example:\n  autopilot agent status --json")]
     Status(AgentStatusArgs),
     /// Let the agent run (system_config agent_config.global_enabled = true)
+    #[command(
+        after_help = "Example:\n  autopilot agent enable --by alice --reason \"incident 42 resolved\""
+    )]
     Enable(ChangeArgs),
     /// Stop the agent for every tenant (the kill switch)
+    #[command(
+        after_help = "Example:\n  autopilot agent disable --by alice --reason \"incident 42: e-mails to wrong contacts\""
+    )]
     Disable(ChangeArgs),
 }
 

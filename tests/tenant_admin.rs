@@ -367,3 +367,31 @@ async fn the_environment_kill_switch_fails_closed_in_run_cycle_and_doctor_alike(
         assert_eq!(ks["status"] == "warn", stops, "{value:?}: {ks}");
     }
 }
+
+#[test]
+fn every_new_command_help_has_an_example() {
+    for cmd in [
+        vec!["doctor"],
+        vec!["tenant"],
+        vec!["tenant", "list"],
+        vec!["tenant", "enable"],
+        vec!["tenant", "disable"],
+        vec!["agent"],
+        vec!["agent", "status"],
+        vec!["agent", "enable"],
+        vec!["agent", "disable"],
+    ] {
+        let out = assert_cmd::Command::new(BIN)
+            .env_clear()
+            .args(&cmd)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("autopilot {}", cmd.join(" "))) && text.contains("Example"),
+            "{cmd:?} --help has no example: {text}"
+        );
+    }
+}
