@@ -573,7 +573,7 @@ async fn drain_tenant(
                         .execute(RECORD_ERROR_SQL, &[&ids, &attempts, &msg])
                         .await
                     {
-                        tracing::warn!(error = %e2, "could not record the batch failure on its entries");
+                        tracing::warn!(error = %crate::db::error_text(&e2), "could not record the batch failure on its entries");
                     }
                 }
                 return Err(e);
