@@ -934,6 +934,15 @@ pub async fn run(ctx: &Context, args: &ProcessOrdersArgs) -> Result<u8> {
         }
     }
 
+    tracing::info!(
+        tenants = summary.tenants.len(),
+        processed = summary.total.processed,
+        validated = summary.total.validated,
+        exception = summary.total.exception,
+        skipped = summary.total.skipped,
+        auto_fixes = summary.total.auto_fixes,
+        "orders processed"
+    );
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
