@@ -288,6 +288,11 @@ pub async fn run_ack(ctx: &Context, args: &AckAlertArgs) -> Result<u8> {
         }
     };
     tx.commit().await.context("committing acknowledgements")?;
+    tracing::info!(
+        acknowledged = report.acknowledged,
+        already_acknowledged = report.already_acknowledged,
+        "alerts acknowledged"
+    );
 
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

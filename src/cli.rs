@@ -91,6 +91,117 @@ pub enum Command {
         after_help = "Examples:\n  autopilot completions bash > /etc/bash_completion.d/autopilot\n  autopilot completions zsh > \"${fpath[1]}/_autopilot\""
     )]
     Completions(CompletionsArgs),
+    /// Check connection, migrations, switches, SMTP, stuck work and clock drift
+    #[command(
+        after_help = "Examples:\n  autopilot doctor\n  autopilot doctor --json\n\nOne line per check: ok, warn or fail, with a fix for each failure. Exits 1 when a check fails (2 when the database settings or credentials are wrong, 75 when the database cannot be reached)."
+    )]
+    Doctor(DoctorArgs),
+    /// Turn the agent on or off for tenants, or list them (who and why is recorded)
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  autopilot tenant list\n  autopilot tenant enable <uuid> --by alice --reason \"onboarded\"\n  autopilot tenant disable <uuid> --by alice --reason \"customer asked to pause\""
+    )]
+    Tenant(TenantCommand),
+    /// The global switch: turn the agent on or off for every tenant at once
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  autopilot agent status\n  autopilot agent disable --by alice --reason \"incident 42: e-mails to wrong contacts\"\n  autopilot agent enable --by alice --reason \"incident 42 resolved\""
+    )]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct DoctorArgs {
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum TenantCommand {
+    /// List tenants with their agent switch and its last change
+    #[command(
+        after_help = "Examples:\n  autopilot tenant list\n  autopilot tenant list --enabled --json"
+    )]
+    List(TenantListArgs),
+    /// Turn the agent on for these tenants
+    #[command(
+        after_help = "Example:\n  autopilot tenant enable <uuid> [<uuid>...] --by alice --reason \"onboarded\"\n\nAll or nothing: an unknown tenant id changes none of them (exit 2)."
+    )]
+    Enable(TenantSwitchArgs),
+    /// Turn the agent off for these tenants
+    #[command(
+        after_help = "Example:\n  autopilot tenant disable <uuid> --by alice --reason \"customer asked to pause\""
+    )]
+    Disable(TenantSwitchArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct TenantListArgs {
+    /// Only tenants with the agent enabled.
+    #[arg(long)]
+    pub enabled: bool,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TenantSwitchArgs {
+    /// Tenants to change (all or nothing: an unknown id changes none).
+    #[arg(value_name = "TENANT_ID", required = true)]
+    pub tenants: Vec<Uuid>,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+/// Who makes a switch change and why: both are recorded.
+#[derive(Debug, Args, Clone)]
+pub struct ChangeArgs {
+    /// Who makes the change (a name or e-mail address); default: the login user ($SUDO_USER, $USER).
+    #[arg(long, value_name = "WHO", value_parser = parse_nonblank)]
+    pub by: Option<String>,
+    /// Why (recorded with the change).
+    #[arg(long, value_name = "TEXT", value_parser = parse_nonblank)]
+    pub reason: String,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum AgentCommand {
+    /// Show the global switch, its last change and the environment's kill switch
+    #[command(after_help = "Example:\n  autopilot agent status --json")]
+    Status(AgentStatusArgs),
+    /// Let the agent run (system_config agent_config.global_enabled = true)
+    #[command(
+        after_help = "Example:\n  autopilot agent enable --by alice --reason \"incident 42 resolved\""
+    )]
+    Enable(ChangeArgs),
+    /// Stop the agent for every tenant (the kill switch)
+    #[command(
+        after_help = "Example:\n  autopilot agent disable --by alice --reason \"incident 42: e-mails to wrong contacts\""
+    )]
+    Disable(ChangeArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct AgentStatusArgs {
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_nonblank(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if t.len() > 1000 {
+        return Err("is longer than 1000 characters".to_string());
+    }
+    Ok(t.to_string())
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -365,6 +476,8 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let log_format = crate::logging::format_from_raw_args(&args);
         match Cli::try_parse_from(args) {
             Ok(cli) => Ok(cli),
             Err(e) => {
@@ -390,7 +503,11 @@ impl Cli {
                             .unwrap_or("error: invalid usage")
                             .trim();
                         let line = line.strip_prefix("error: ").unwrap_or(line);
-                        eprintln!("error: {}", crate::error::redact(line));
+                        let err = anyhow::anyhow!("{line}");
+                        eprintln!(
+                            "{}",
+                            crate::logging::fatal_line(log_format, &err, Exit::Usage as u8)
+                        );
                         Err(Exit::Usage as u8)
                     }
                 }

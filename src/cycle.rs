@@ -227,6 +227,7 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
             duration_ms: started.elapsed().as_millis() as u64,
             tenants: Vec::new(),
         };
+        tracing::info!(reason = %reason, "cycle not run: agent disabled");
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -303,7 +304,11 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
     } else {
         let heartbeat = heartbeat_loop(&shared);
         let work = futures::stream::iter(tenants.iter())
-            .map(|t| run_tenant(&shared, t))
+            .map(|t| {
+                // Every line of a tenant's cycle carries its tenant and (once taken) run id.
+                let span = tracing::info_span!("tenant", tenant_id = %t.id, run_id = tracing::field::Empty);
+                tracing::Instrument::instrument(run_tenant(&shared, t), span)
+            })
             .buffer_unordered(args.concurrency as usize)
             .collect::<Vec<_>>();
         tokio::select! {
@@ -325,6 +330,7 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         ))
         .into());
     }
+    let interrupted = *shared.stop.borrow();
     let report = CycleReport {
         disabled: false,
         reason: None,
@@ -338,6 +344,16 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         duration_ms: started.elapsed().as_millis() as u64,
         tenants: results,
     };
+    tracing::info!(
+        total = report.total,
+        succeeded = report.succeeded,
+        failed = report.failed,
+        skipped = report.skipped,
+        duration_ms = report.duration_ms,
+        dry_run = args.dry_run,
+        interrupted,
+        "cycle finished"
+    );
     print_report(&report, args);
     crate::metrics::after_cycle(ctx, args, &report).await;
     // After SIGTERM/SIGINT, in-flight tenants that completed within the grace period are
@@ -391,9 +407,11 @@ fn print_report(report: &CycleReport, args: &RunCycleArgs) {
 }
 
 async fn kill_switch_reason(c: &impl Sql) -> Result<Option<String>> {
-    if let Some(value) = env_kill_switch(std::env::var_os("AGENT_KILL_SWITCH")) {
+    // Fails closed (SPEC §1): anything but an explicit off value stops the agent; the same
+    // reading as `doctor` and `agent status`.
+    if let Some(v) = crate::tenant_admin::env_kill_switch() {
         return Ok(Some(format!(
-            "AGENT_KILL_SWITCH={value:?} is set in the environment (only 0, false, off, no or empty let the agent run)"
+            "AGENT_KILL_SWITCH={v} is set in the environment"
         )));
     }
     let row = c
@@ -600,7 +618,7 @@ async fn run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
     if let Some(why) = t.runnable {
         return result(t, started, "skipped", Some(why.into()));
     }
-    match run_tenant_inner(sh, t, started).await {
+    let r = match run_tenant_inner(sh, t, started).await {
         Ok(r) => r,
         // A database that went away and did not come back is not this tenant's failure:
         // its run (if any) is left to the lease expiry and the next invocation.
@@ -618,6 +636,36 @@ async fn run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
             tracing::error!(tenant = %t.id, error = %msg, "tenant cycle failed");
             result(t, started, "failed", Some(msg))
         }
+    };
+    log_outcome(&r);
+    r
+}
+
+/// One line per tenant outcome: info, or warn when it failed or timed out (so a default,
+/// warn-level log still shows it).
+fn log_outcome(r: &TenantResult) {
+    let m = &r.metrics;
+    macro_rules! outcome {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                status = r.status,
+                cycle_number = r.cycle_number,
+                duration_ms = r.duration_ms,
+                actions_planned = m.actions_planned,
+                actions_executed = m.actions_executed,
+                actions_blocked = m.actions_blocked,
+                emails_sent = m.emails_sent,
+                cards_created = m.cards_created,
+                reason = r.reason.as_deref(),
+                "tenant finished"
+            )
+        };
+    }
+    if matches!(r.status, "failed" | "timeout") {
+        outcome!(tracing::Level::WARN);
+    } else {
+        outcome!(tracing::Level::INFO);
     }
 }
 
@@ -795,6 +843,8 @@ async fn run_tenant_inner(
             .map_err(anyhow::Error::from)
     )?
     .get(0);
+    tracing::Span::current().record("run_id", tracing::field::display(run_id));
+    tracing::debug!(cycle_number, "lease taken");
     let fence = Fence {
         tenant_id: t.id,
         run_id,
@@ -970,6 +1020,7 @@ async fn set_phase(
     phase: &str,
     m: &CycleMetrics,
 ) -> Result<()> {
+    tracing::debug!(phase, "phase started");
     let tx = c.begin().await?;
     fence.check(&tx).await?;
     tx.execute(

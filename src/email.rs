@@ -330,6 +330,12 @@ impl Mailer {
         &self.cfg
     }
 
+    /// The transport as configured (TLS, credentials, timeout), for `doctor`'s
+    /// connect + EHLO + AUTH probe, which sends no message.
+    pub fn transport(&self) -> &AsyncSmtpTransport<Tokio1Executor> {
+        &self.transport
+    }
+
     /// One SMTP transaction, bounded by the configured timeout as a whole (lettre's own
     /// timeout covers only the TCP connect on tokio).
     pub async fn deliver(&self, message: Message) -> std::result::Result<(), SendFailure> {

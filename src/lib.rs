@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cycle;
 pub mod db;
 pub mod deadline;
+pub mod doctor;
 pub mod email;
 pub mod engagement;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod policy;
 pub mod prune;
 pub mod settings;
 pub mod status;
+pub mod tenant_admin;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -49,6 +51,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
     if let Command::Completions(args) = &cli.command {
         return Ok(completions(args.shell));
     }
+    // Reports bad settings as a failed check rather than stopping at the first one.
+    if let Command::Doctor(args) = &cli.command {
+        return doctor::run(&cli.global, args).await;
+    }
     let db = DbSettings::resolve(cli.global.database_url.as_deref())?;
     deadline::init(&db)?;
     let ctx = Context {
@@ -64,6 +70,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Status(args) => status::run(&ctx, &args).await,
         Command::Prune(args) => prune::run(&ctx, &args).await,
         Command::Completions(args) => Ok(completions(args.shell)),
+        Command::Doctor(args) => doctor::run(&cli.global, &args).await,
+        Command::Tenant(cmd) => tenant_admin::run_tenant(&ctx, &cmd).await,
+        Command::Agent(cmd) => tenant_admin::run_agent(&ctx, &cmd).await,
     };
     outcome.map_err(|e| {
         if deadline::is_timeout(&e) {

@@ -147,10 +147,12 @@ pub fn render(s: &Sample) -> String {
         "Tenants of the last run-cycle by outcome.",
         &by_status,
     );
+    // A gauge (the last cycle's figure, not a running count), so no `_total` suffix:
+    // promtool's lint reserves it for counters.
     family(
-        "autopilot_actions_total",
+        "autopilot_cycle_actions",
         "gauge",
-        "Actions of the last run-cycle, summed over its tenants.",
+        "Actions of the last run-cycle by kind (planned, executed, blocked), summed over its tenants.",
         &[
             ("{kind=\"planned\"}".to_string(), s.planned as f64),
             ("{kind=\"executed\"}".to_string(), s.executed as f64),
@@ -313,6 +315,35 @@ mod tests {
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
         assert_eq!(text.matches("# TYPE autopilot_tenants gauge").count(), 1);
+    }
+
+    /// promtool's lint rules, for the families this file can hold: a `_total` suffix only
+    /// on counters, snake_case names with the unit (seconds) at the end, HELP text for all.
+    #[test]
+    fn every_family_follows_the_prometheus_naming_rules() {
+        let text = render(&sample());
+        let mut types = 0;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                types += 1;
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert_eq!(name.ends_with("_total"), kind == "counter", "{line}");
+                assert!(name.starts_with("autopilot_"), "{line}");
+                assert!(
+                    name.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                    "{line}"
+                );
+                for bad in ["_ms", "_millis", "_milliseconds", "_minutes", "_hours"] {
+                    assert!(!name.contains(bad), "not a base unit: {line}");
+                }
+                assert!(
+                    text.contains(&format!("# HELP {name} ")),
+                    "no HELP for {name}"
+                );
+            }
+        }
+        assert_eq!(types, 9, "{text}");
     }
 
     #[test]

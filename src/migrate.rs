@@ -263,6 +263,7 @@ async fn apply_pending(
             execution_ms: ms,
         });
     }
+    tracing::info!(applied = done.len(), "migrations applied");
     if json {
         println!("{}", serde_json::json!({ "applied": done }));
     } else if done.is_empty() {

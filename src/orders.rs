@@ -573,7 +573,7 @@ async fn drain_tenant(
                         .execute(RECORD_ERROR_SQL, &[&ids, &attempts, &msg])
                         .await
                     {
-                        tracing::warn!(error = %e2, "could not record the batch failure on its entries");
+                        tracing::warn!(error = %crate::db::error_text(&e2), "could not record the batch failure on its entries");
                     }
                 }
                 return Err(e);
@@ -934,6 +934,15 @@ pub async fn run(ctx: &Context, args: &ProcessOrdersArgs) -> Result<u8> {
         }
     }
 
+    tracing::info!(
+        tenants = summary.tenants.len(),
+        processed = summary.total.processed,
+        validated = summary.total.validated,
+        exception = summary.total.exception,
+        skipped = summary.total.skipped,
+        auto_fixes = summary.total.auto_fixes,
+        "orders processed"
+    );
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

@@ -204,6 +204,12 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<u8> {
         globally_enabled,
     };
 
+    tracing::info!(
+        tenants = report.tenants.len(),
+        unhealthy = report.tenants.iter().filter(|t| !t.healthy).count(),
+        globally_enabled = report.globally_enabled,
+        "status reported"
+    );
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

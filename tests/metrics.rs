@@ -171,9 +171,9 @@ async fn run_cycle_writes_a_parseable_metrics_file_with_this_cycles_figures() {
     assert_eq!(m["autopilot_tenants{status=\"timeout\"}"], 0.0);
     assert_eq!(m["autopilot_tenants{status=\"skipped\"}"], 0.0);
     // Three follow-up drafts for Acme's three overdue contacts, nothing for Idle.
-    assert_eq!(m["autopilot_actions_total{kind=\"planned\"}"], 3.0);
-    assert_eq!(m["autopilot_actions_total{kind=\"executed\"}"], 3.0);
-    assert_eq!(m["autopilot_actions_total{kind=\"blocked\"}"], 0.0);
+    assert_eq!(m["autopilot_cycle_actions{kind=\"planned\"}"], 3.0);
+    assert_eq!(m["autopilot_cycle_actions{kind=\"executed\"}"], 3.0);
+    assert_eq!(m["autopilot_cycle_actions{kind=\"blocked\"}"], 0.0);
     assert_eq!(m["autopilot_cards_created"], 3.0);
     assert_eq!(m["autopilot_emails_sent"], 0.0);
     // Acme's compliance is 0 %: the cycle opened exactly one warning alert.
@@ -191,6 +191,41 @@ async fn run_cycle_writes_a_parseable_metrics_file_with_this_cycles_figures() {
     assert_eq!(m["autopilot_open_alerts{severity=\"warning\"}"], 1.0);
     assert_eq!(m["autopilot_open_alerts{severity=\"critical\"}"], 0.0);
     assert_eq!(m["autopilot_open_alerts{severity=\"info\"}"], 0.0);
+}
+
+/// `promtool check metrics` (Prometheus's own linter, from Debian's `prometheus` package,
+/// installed by scripts/promtool when missing) accepts the file of a working cycle and of
+/// a cycle stopped by the kill switch.
+#[tokio::test]
+async fn the_metrics_file_passes_promtool_check_metrics() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    tenant(&c, "Acme", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("autopilot.prom");
+    let promtool = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/promtool");
+    for enable in [false, true] {
+        if enable {
+            enable_agent_globally(&c).await;
+        }
+        db.cmd()
+            .args(["run-cycle", "--metrics-file"])
+            .arg(&path)
+            .assert()
+            .success();
+        let out = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::fs::File::open(&path).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&path).unwrap()
+        );
+    }
 }
 
 #[tokio::test]

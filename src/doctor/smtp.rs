@@ -1,0 +1,163 @@
+//! `doctor`'s SMTP check: reads `SMTP_URL`/`EMAIL_FROM` through
+//! [`crate::email::MailerConfig`] (the same parsing the sender uses), then connects, says
+//! EHLO, upgrades to TLS as configured, authenticates when the URL has credentials, sends
+//! NOOP and QUIT. No message is ever sent.
+
+use serde_json::json;
+
+use super::{Check, Status};
+use crate::email::{classify_reply, ErrorType, Mailer, MailerConfig, SmtpSecurity};
+use crate::error::redact;
+
+fn security_text(s: SmtpSecurity) -> &'static str {
+    match s {
+        SmtpSecurity::None => "plaintext",
+        SmtpSecurity::Opportunistic => "STARTTLS when offered",
+        SmtpSecurity::StartTls => "STARTTLS required",
+        SmtpSecurity::Tls => "implicit TLS",
+    }
+}
+
+/// The error with its causes on one line (lettre nests the server's reply as a source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = s.source();
+    }
+    redact(&text)
+}
+
+fn classify(e: &lettre::transport::smtp::Error) -> ErrorType {
+    if let Some(code) = e.status() {
+        let text = std::error::Error::source(e)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        return classify_reply(u16::from(code), &text);
+    }
+    if e.is_timeout() {
+        ErrorType::Timeout
+    } else if e.is_response() || e.is_client() {
+        ErrorType::Other
+    } else {
+        ErrorType::Connection
+    }
+}
+
+pub async fn check() -> Check {
+    const NAME: &str = "smtp";
+    let cfg = match MailerConfig::from_env() {
+        Err(e) => {
+            return Check::new(
+                NAME,
+                Status::Fail,
+                redact(&format!("{e:#}")),
+                Some("fix SMTP_URL / EMAIL_FROM / SMTP_TIMEOUT_SECS (see docs/configuration.md)"),
+                json!({"configured": false}),
+            )
+        }
+        Ok(None) => {
+            let url = std::env::var("SMTP_URL").is_ok_and(|v| !v.trim().is_empty());
+            let from = std::env::var("EMAIL_FROM").is_ok_and(|v| !v.trim().is_empty());
+            let (summary, hint) = match (url, from) {
+                (true, false) => (
+                    "SMTP_URL is set but EMAIL_FROM is not: e-mail sending is off",
+                    "set EMAIL_FROM to the sender address",
+                ),
+                (false, true) => (
+                    "EMAIL_FROM is set but SMTP_URL is not: e-mail sending is off",
+                    "set SMTP_URL, e.g. smtp://user:pass@relay:587?tls=starttls",
+                ),
+                _ => (
+                    "not configured (SMTP_URL, EMAIL_FROM): approved e-mail cards wait",
+                    "set SMTP_URL and EMAIL_FROM to let the agent send approved e-mails",
+                ),
+            };
+            return Check::new(
+                NAME,
+                Status::Warn,
+                summary.to_string(),
+                Some(hint),
+                json!({"configured": false}),
+            );
+        }
+        Ok(Some(cfg)) => cfg,
+    };
+    let target = format!("{}:{}", cfg.host, cfg.port);
+    let details = json!({
+        "configured": true,
+        "host": cfg.host,
+        "port": cfg.port,
+        "security": cfg.security,
+        "username": cfg.username,
+        "from": cfg.from.to_string(),
+    });
+    let auth = cfg
+        .username
+        .as_deref()
+        .map(|u| format!("authenticated as {u}"))
+        .unwrap_or_else(|| "no credentials in SMTP_URL, AUTH not tried".to_string());
+    let security = security_text(cfg.security);
+    let timeout = cfg.timeout;
+    let mailer = match Mailer::new(cfg) {
+        Ok(m) => m,
+        Err(e) => {
+            return Check::new(
+                NAME,
+                Status::Fail,
+                redact(&format!("{e:#}")),
+                Some("fix SMTP_URL"),
+                details,
+            )
+        }
+    };
+    let probe = tokio::time::timeout(timeout, mailer.transport().test_connection()).await;
+    match probe {
+        Ok(Ok(true)) => Check::new(
+            NAME,
+            Status::Ok,
+            format!("{target} reachable ({security}), EHLO accepted, {auth}; no message sent"),
+            None,
+            details,
+        ),
+        Ok(Ok(false)) => Check::new(
+            NAME,
+            Status::Fail,
+            format!("{target} accepted the session but did not answer NOOP"),
+            Some("check the relay's logs"),
+            details,
+        ),
+        Ok(Err(e)) => {
+            let kind = classify(&e);
+            let hint = match kind {
+                ErrorType::Auth => "the relay refused the credentials: fix the user and password in SMTP_URL",
+                ErrorType::Timeout => "no answer in time: check host, port, firewall, or raise SMTP_TIMEOUT_SECS",
+                ErrorType::Connection => "cannot reach or secure the connection: check host, port and TLS mode (smtp:// plaintext, ?tls=starttls, smtps:// implicit TLS) and that the relay's certificate is trusted",
+                _ => "the relay refused the session: see its reply",
+            };
+            Check::new(
+                NAME,
+                Status::Fail,
+                format!(
+                    "{target} ({security}): {} error: {}",
+                    kind.as_str(),
+                    chain(&e)
+                ),
+                Some(hint),
+                details,
+            )
+        }
+        Err(_) => Check::new(
+            NAME,
+            Status::Fail,
+            format!("{target} ({security}): no answer within {timeout:?}"),
+            Some("check host, port and firewall, or raise SMTP_TIMEOUT_SECS"),
+            details,
+        ),
+    }
+}
