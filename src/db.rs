@@ -454,7 +454,7 @@ pub fn error_text(e: &tokio_postgres::Error) -> String {
         }
         source = s.source();
     }
-    text
+    crate::error::strip_row_contents(&text)
 }
 
 /// Take a pooled connection, mapping failures to reach the server to exit 75.
