@@ -117,3 +117,28 @@ BEGIN
     END IF;
 END
 $backfill$;
+
+-- A host whose kanban_cards.run_id references its own runs table (Salesmod: agent_runs)
+-- writes those ids there: our foreign key from run_id to agent_autonomous_runs would reject
+-- the host's own cards. The agent's run then goes to agent_run_id, which gets that key.
+DO $runs$
+BEGIN
+    IF EXISTS (
+        SELECT 1
+        FROM pg_catalog.pg_constraint k
+        JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey)
+        WHERE k.conrelid = 'public.kanban_cards'::regclass AND k.contype = 'f' AND a.attname = 'run_id'
+          AND k.confrelid <> 'public.agent_autonomous_runs'::regclass
+    ) THEN
+        ALTER TABLE public.kanban_cards DROP CONSTRAINT IF EXISTS kanban_cards_tenant_run_fkey;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                   WHERE conrelid = 'public.kanban_cards'::regclass AND conname = 'kanban_cards_tenant_agent_run_fkey') THEN
+        ALTER TABLE public.kanban_cards ADD CONSTRAINT kanban_cards_tenant_agent_run_fkey
+            FOREIGN KEY (tenant_id, agent_run_id) REFERENCES public.agent_autonomous_runs (tenant_id, id)
+            ON DELETE SET NULL (agent_run_id);
+    END IF;
+END
+$runs$;
+CREATE INDEX IF NOT EXISTS kanban_cards_tenant_agent_run_idx
+    ON public.kanban_cards (tenant_id, agent_run_id) WHERE agent_run_id IS NOT NULL;

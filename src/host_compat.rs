@@ -97,6 +97,7 @@ const EXPECTED_REFERENCES: &[(&str, &str)] = &[
     ("client_id", "clients"),
     ("contact_id", "contacts"),
     ("run_id", "agent_autonomous_runs"),
+    ("agent_run_id", "agent_autonomous_runs"),
     ("org_id", "profiles"),
 ];
 
@@ -228,8 +229,7 @@ pub async fn inspect(client: &mut Client) -> Result<Vec<Finding>> {
                 fk_cols.iter().collect()
             };
             for col in key_cols {
-                let Some((_, expected)) = EXPECTED_REFERENCES.iter().find(|(c, _)| c == col)
-                else {
+                let Some((_, expected)) = EXPECTED_REFERENCES.iter().find(|(c, _)| c == col) else {
                     if t.writes.contains(&col.as_str()) {
                         findings.push(Finding {
                             table: t.name.to_string(),
@@ -369,7 +369,11 @@ pub async fn install(c: &impl tokio_postgres::GenericClient) -> Result<()> {
             continue;
         }
         let col = |n: &str| cols.iter().find(|c| c.name == n);
-        let strict = |n: &str| col(n).map(|c| c.not_null && !c.has_default).unwrap_or(false);
+        let strict = |n: &str| {
+            col(n)
+                .map(|c| c.not_null && !c.has_default)
+                .unwrap_or(false)
+        };
         let mut args: Vec<&str> = Vec::new();
         if t.name == "kanban_cards" {
             let foreign_run: bool = c

@@ -243,7 +243,10 @@ async fn apply_pending(
     let findings = crate::host_compat::inspect(client).await?;
     if !findings.is_empty() {
         if json {
-            println!("{}", serde_json::json!({ "applied": [], "host_findings": findings }));
+            println!(
+                "{}",
+                serde_json::json!({ "applied": [], "host_findings": findings })
+            );
         }
         return Err(AppError::failed(format!(
             "nothing applied: the host's tables would reject rows autopilot writes ({} finding(s)): {}",
@@ -304,7 +307,9 @@ async fn apply_pending(
     let tx = client.transaction().await?;
     crate::privileges::close(&tx).await?;
     crate::host_compat::install(&tx).await?;
-    tx.commit().await.context("committing the privilege-closing step")?;
+    tx.commit()
+        .await
+        .context("committing the privilege-closing step")?;
     if json {
         println!("{}", serde_json::json!({ "applied": done }));
     } else if done.is_empty() {

@@ -773,7 +773,8 @@ async fn service_role_can_read_system_config_but_not_flip_the_kill_switch() {
 // 5. Grants
 
 #[tokio::test]
-async fn service_role_writes_the_ten_tables_and_authenticated_only_reads_resolves_and_acknowledges() {
+async fn service_role_writes_the_ten_tables_and_authenticated_only_reads_resolves_and_acknowledges()
+{
     let db = TestDb::new().await;
     let c = db.client().await;
     let has = |role: &'static str, table: String, privilege: &'static str| {
@@ -803,7 +804,10 @@ async fn service_role_writes_the_ten_tables_and_authenticated_only_reads_resolve
                 "authenticated may {privilege} {table}"
             );
         }
-        assert!(!has("anon", t.clone(), "SELECT").await, "anon may select {table}");
+        assert!(
+            !has("anon", t.clone(), "SELECT").await,
+            "anon may select {table}"
+        );
     }
     // Column by column: what a person does in the product.
     for (table, column, allowed) in [
