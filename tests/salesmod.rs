@@ -12,6 +12,7 @@ use common::*;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+const SUPABASE: &str = include_str!("fixtures/supabase.sql");
 const FIXTURE: &str = include_str!("fixtures/salesmod.sql");
 
 struct Host {
@@ -22,6 +23,9 @@ struct Host {
 async fn salesmod() -> Host {
     let db = TestDb::empty().await;
     let c = db.client().await;
+    c.batch_execute(SUPABASE)
+        .await
+        .expect("loading the Supabase fixture");
     c.batch_execute(FIXTURE).await.expect("loading the fixture");
     Host { db, c }
 }
