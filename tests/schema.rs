@@ -870,15 +870,15 @@ const INDEXES: &[(&str, &str, bool, &[&str])] = &[
     ),
     (
         "engagement_clocks",
-        "engagement_clocks_contact_key",
+        "engagement_clocks_tenant_contact_key",
         true,
-        &["(contact_id)", "WHERE (contact_id IS NOT NULL)"],
+        &["(tenant_id, contact_id)", "WHERE (contact_id IS NOT NULL)"],
     ),
     (
         "engagement_clocks",
-        "engagement_clocks_client_level_key",
+        "engagement_clocks_tenant_client_level_key",
         true,
-        &["(client_id)", "WHERE (contact_id IS NULL)"],
+        &["(tenant_id, client_id)", "WHERE (contact_id IS NULL)"],
     ),
     (
         "engagement_clocks",
@@ -886,10 +886,12 @@ const INDEXES: &[(&str, &str, bool, &[&str])] = &[
         false,
         &["(tenant_id, next_touch_due)"],
     ),
+    // One queue entry per order, unique within the tenant (a global rule would tell a
+    // tenant that an order id exists elsewhere); order_id alone is indexed for lookups.
     (
         "order_processing_queue",
-        "order_processing_queue_order_id_key",
-        true,
+        "order_processing_queue_order_idx",
+        false,
         &["(order_id)"],
     ),
     (

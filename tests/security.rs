@@ -627,3 +627,142 @@ async fn an_object_a_later_migration_left_open_is_closed_by_the_next_migrate() {
         2
     );
 }
+
+#[tokio::test]
+async fn every_unique_rule_on_tenant_data_includes_tenant_id() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let global: Vec<String> = c
+        .query(
+            "SELECT i.indexrelid::regclass::text
+               FROM pg_index i
+               JOIN pg_class t ON t.oid = i.indrelid
+              WHERE t.relnamespace = 'public'::regnamespace AND i.indisunique AND NOT i.indisprimary
+                AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attname = 'tenant_id')
+                AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                                 WHERE a.attrelid = t.oid AND a.attname = 'tenant_id'
+                                   AND a.attnum = ANY (i.indkey::int2[]))
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(global.is_empty(), "unique rules across tenants: {global:?}");
+    // The effect: inserting another tenant's order id into one's own queue is refused by the
+    // foreign key (the order is not the tenant's), never by a uniqueness rule.
+    let a = tenant(&c, "A", true).await;
+    let b = tenant(&c, "B", true).await;
+    let cb = client_row(&c, b, "B Co").await;
+    let ob = order(&c, b, cb).await; // queued for B by the trigger
+    let err = c
+        .execute(
+            "INSERT INTO order_processing_queue (tenant_id, order_id) VALUES ($1, $2)",
+            &[&a, &ob],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "23503", "{err:?}");
+}
+
+#[tokio::test]
+async fn auth_uid_reads_the_claims_json_first_and_the_legacy_claim_only_as_a_fallback() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let (json_sub, legacy_sub) = (Uuid::new_v4(), Uuid::new_v4());
+    c.batch_execute(&format!(
+        "SET request.jwt.claims = '{{\"sub\": \"{json_sub}\", \"role\": \"authenticated\"}}';
+         SET request.jwt.claim.sub = '{legacy_sub}';"
+    ))
+    .await
+    .unwrap();
+    let uid: Uuid = c.query_one("SELECT auth.uid()", &[]).await.unwrap().get(0);
+    assert_eq!(uid, json_sub);
+    c.batch_execute("RESET request.jwt.claims").await.unwrap();
+    let uid: Uuid = c.query_one("SELECT auth.uid()", &[]).await.unwrap().get(0);
+    assert_eq!(uid, legacy_sub);
+}
+
+#[tokio::test]
+async fn a_provider_failure_can_only_name_a_card_of_its_own_tenant() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let a = tenant(&c, "A", true).await;
+    let b = tenant(&c, "B", true).await;
+    let card_b: Uuid = c
+        .query_one(
+            "INSERT INTO kanban_cards (tenant_id, type, title) VALUES ($1, 'send_email', 'x') RETURNING id",
+            &[&b],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let insert = "INSERT INTO email_provider_failures (tenant_id, error_type, card_id) VALUES ($1, 'timeout', $2)";
+    for card in [card_b, Uuid::new_v4()] {
+        let err = c.execute(insert, &[&a, &card]).await.unwrap_err();
+        assert_eq!(err.code().unwrap().code(), "23503", "{err:?}");
+    }
+    assert_eq!(c.execute(insert, &[&b, &card_b]).await.unwrap(), 1);
+    // Deleting the card keeps the failure, without the card.
+    c.execute("DELETE FROM kanban_cards WHERE id = $1", &[&card_b])
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM email_provider_failures WHERE card_id IS NULL"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_failed_write_stores_and_prints_no_row_contents() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let t = tenant(&c, "Acme", true).await;
+    let cl = client_row(&c, t, "Acme Lending").await;
+    contact(
+        &c,
+        t,
+        cl,
+        Some("secret.person@acme.example"),
+        Some("Owner"),
+        true,
+    )
+    .await;
+    c.batch_execute(
+        "INSERT INTO engagement_clocks (tenant_id, client_id, contact_id, next_touch_due)
+         SELECT tenant_id, client_id, id, now() - interval '10 days' FROM contacts;
+         -- The host refuses every card: the insert fails with PostgreSQL's DETAIL naming the row.
+         ALTER TABLE kanban_cards ADD CONSTRAINT host_title_short CHECK (char_length(title) < 3) NOT VALID;",
+    )
+    .await
+    .unwrap();
+    let out = db.cmd().args(["run-cycle", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let message: String = c
+        .query_one(
+            "SELECT error_message FROM agent_autonomous_runs WHERE tenant_id = $1",
+            &[&t],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(message.contains("host_title_short"), "{message}");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = db.cmd().arg("status").output().unwrap();
+    let status_text = String::from_utf8_lossy(&status.stdout).to_string();
+    for text in [&message, &printed, &status_text] {
+        assert!(!text.contains("secret.person"), "{text}");
+        assert!(!text.contains("Failing row"), "{text}");
+    }
+}
