@@ -104,8 +104,8 @@ END
 $$;
 REVOKE ALL ON FUNCTION public.autopilot_host_row_defaults() FROM PUBLIC, anon, authenticated;
 
--- Suppressions the host recorded before it had tenant_id (or without setting it) belong to
--- the tenant of their contact; the agent looks suppressions up by tenant.
+-- Suppressions and cards the host recorded before it had tenant_id (or without setting it)
+-- belong to the tenant of their contact or owner; the agent looks them up by tenant.
 DO $backfill$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
@@ -114,6 +114,12 @@ BEGIN
         SET tenant_id = c.tenant_id
         FROM public.contacts c
         WHERE s.tenant_id IS NULL AND c.id = s.contact_id AND c.tenant_id IS NOT NULL;
+    END IF;
+    -- The host's cards without a tenant belong to the tenant of their owning profile.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+               WHERE attrelid = 'public.kanban_cards'::regclass AND attname = 'org_id' AND NOT attisdropped) THEN
+        EXECUTE 'UPDATE public.kanban_cards k SET tenant_id = p.tenant_id FROM public.profiles p
+                 WHERE k.tenant_id IS NULL AND p.id = k.org_id AND p.tenant_id IS NOT NULL';
     END IF;
 END
 $backfill$;
