@@ -571,6 +571,27 @@ async fn migrate_leaves_the_databases_default_privileges_as_it_found_them() {
 }
 
 #[tokio::test]
+async fn on_vanilla_postgresql_migrate_leaves_no_default_privileges_behind() {
+    let db = TestDb::empty().await;
+    db.cmd().arg("migrate").assert().success();
+    let c = db.client().await;
+    assert_eq!(count(&c, "SELECT count(*) FROM pg_default_acl").await, 0);
+    // New functions of the host still get PostgreSQL's EXECUTE for PUBLIC.
+    c.batch_execute("CREATE FUNCTION public.host_fn() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+        .await
+        .unwrap();
+    let public: bool = c
+        .query_one(
+            "SELECT has_function_privilege('anon', 'public.host_fn()', 'EXECUTE')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(public);
+}
+
+#[tokio::test]
 async fn an_object_a_later_migration_left_open_is_closed_by_the_next_migrate() {
     // Stands for a migration file this code does not know (another feature's): it created
     // a table and a function and granted them to everyone; the ledger names them.
