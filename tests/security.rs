@@ -787,3 +787,20 @@ async fn a_failed_write_stores_and_prints_no_row_contents() {
         assert!(!text.contains("Failing row"), "{text}");
     }
 }
+
+#[test]
+fn postgresql_detail_and_what_follows_it_are_dropped_from_error_text() {
+    let text = "tenant cycle: db error: ERROR: new row for relation \"kanban_cards\" violates check constraint \"c\"\nDETAIL: Failing row contains (pat@example.com, Hello Pat,\nsee you).\nHINT: x";
+    let clean = autopilot::error::strip_row_contents(text);
+    assert_eq!(
+        clean,
+        "tenant cycle: db error: ERROR: new row for relation \"kanban_cards\" violates check constraint \"c\""
+    );
+    // Already on one line (spaces instead of new lines), and redact does the same.
+    let one_line = text.replace('\n', " ");
+    assert!(!autopilot::error::redact(&one_line).contains("pat@example.com"));
+    assert_eq!(
+        autopilot::error::strip_row_contents("no detail here"),
+        "no detail here"
+    );
+}
