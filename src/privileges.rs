@@ -21,7 +21,8 @@ use tokio_postgres::GenericClient;
 
 pub const CREATE_LEDGER: &str = "
 CREATE TABLE IF NOT EXISTS public.autopilot_migration_objects (
-    kind text NOT NULL CHECK (kind IN ('relation', 'function')),
+    -- 'migration' rows mark the files applied while this ledger existed.
+    kind text NOT NULL CHECK (kind IN ('relation', 'function', 'migration')),
     identity text NOT NULL,
     version bigint,
     recorded_at timestamptz NOT NULL DEFAULT now(),

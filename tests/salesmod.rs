@@ -469,3 +469,34 @@ async fn a_legacy_org_id_without_tenants_owner_id_is_a_finding() {
     );
     assert!(stderr.contains("email_suppressions.org_id"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_host_table_migrate_did_not_create_keeps_the_hosts_own_privileges() {
+    let h = salesmod().await;
+    // The host left its products open on purpose (say, a public price list).
+    h.c.batch_execute("ALTER TABLE products DISABLE ROW LEVEL SECURITY")
+        .await
+        .unwrap();
+    h.db.cmd().arg("migrate").assert().success();
+    h.db.cmd().arg("migrate").assert().success();
+    let row =
+        h.c.query_one(
+            "SELECT relrowsecurity, has_table_privilege('anon', oid, 'SELECT')
+               FROM pg_class WHERE oid = 'public.products'::regclass",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0));
+    assert!(row.get::<_, bool>(1));
+    // The tables migrate created are closed, though.
+    let open: bool =
+        h.c.query_one(
+            "SELECT has_table_privilege('anon', 'public.agent_autonomous_runs', 'SELECT')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!open);
+}

@@ -804,3 +804,37 @@ fn postgresql_detail_and_what_follows_it_are_dropped_from_error_text() {
         "no detail here"
     );
 }
+
+#[tokio::test]
+async fn an_install_migrated_before_the_ledger_gets_its_tables_closed_on_upgrade() {
+    // As an older binary left it: host tables created by migrate without RLS and open to
+    // the API roles, and no ledger of what migrate created.
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "DROP TABLE autopilot_migration_objects;
+         ALTER TABLE contacts DISABLE ROW LEVEL SECURITY;
+         DROP POLICY tenant_isolation ON contacts;
+         GRANT ALL ON contacts, agent_alerts TO anon, authenticated;
+         GRANT EXECUTE ON FUNCTION rate_limit_take(uuid, text, integer, timestamptz) TO anon, authenticated;",
+    )
+    .await
+    .unwrap();
+    db.cmd().arg("migrate").assert().success();
+    let row = c
+        .query_one(
+            "SELECT (SELECT relrowsecurity FROM pg_class WHERE oid = 'public.contacts'::regclass),
+                    has_table_privilege('anon', 'public.contacts', 'SELECT'),
+                    has_table_privilege('authenticated', 'public.agent_alerts', 'DELETE'),
+                    has_function_privilege('authenticated', 'rate_limit_take(uuid, text, integer, timestamptz)', 'EXECUTE'),
+                    (SELECT count(*) FROM pg_policy WHERE polrelid = 'public.contacts'::regclass)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "RLS back on contacts");
+    assert!(!row.get::<_, bool>(1));
+    assert!(!row.get::<_, bool>(2));
+    assert!(!row.get::<_, bool>(3));
+    assert_eq!(row.get::<_, i64>(4), 2);
+}

@@ -22,7 +22,8 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Installs migrated before the ledger existed: the known agent objects, and the host
+    -- Installs migrated before the ledger existed: the known agent objects, and, when the
+    -- host-tables migration ran before the ledger (so what it created is unknown), the host
     -- tables of SPEC §2 that have no RLS (created by migrate, or open to everyone anyway).
     INSERT INTO public.autopilot_migration_objects (kind, identity)
     SELECT 'relation', pg_catalog.format('%I.%I', n.nspname, c.relname)
@@ -34,7 +35,10 @@ BEGIN
                          'email_provider_failures', 'system_config', 'engagement_clock_status')
            OR (c.relname IN ('tenants', 'profiles', 'clients', 'contacts', 'products', 'orders',
                              'kanban_cards', 'email_suppressions')
-               AND c.relkind = 'r' AND NOT c.relrowsecurity))
+               AND c.relkind = 'r' AND NOT c.relrowsecurity
+               AND EXISTS (SELECT 1 FROM public.autopilot_migrations m WHERE m.version = 20251220100100)
+               AND NOT EXISTS (SELECT 1 FROM public.autopilot_migration_objects l
+                               WHERE l.kind = 'migration' AND l.identity = '20251220100100')))
     ON CONFLICT DO NOTHING;
     INSERT INTO public.autopilot_migration_objects (kind, identity)
     SELECT 'function', pg_catalog.format('%I.%I(%s)', n.nspname, p.proname, pg_catalog.oidvectortypes(p.proargtypes))
@@ -50,7 +54,8 @@ BEGIN
                 'raise_agent_alert', 'queue_new_orders'))
     ON CONFLICT DO NOTHING;
 
-    FOR o IN SELECT l.kind, l.identity FROM public.autopilot_migration_objects l ORDER BY l.kind, l.identity LOOP
+    FOR o IN SELECT l.kind, l.identity FROM public.autopilot_migration_objects l
+             WHERE l.kind IN ('relation', 'function') ORDER BY l.kind, l.identity LOOP
         IF o.kind = 'function' THEN
             v_fn := pg_catalog.to_regprocedure(o.identity);
             CONTINUE WHEN v_fn IS NULL;

@@ -1,4 +1,4 @@
--- Record what the migration ($1 = version) created since the snapshot.
+-- Record what the migration ($1 = version) created since the snapshot, and that it ran.
 INSERT INTO public.autopilot_migration_objects (kind, identity, version)
 SELECT x.kind, x.identity, $1::bigint
 FROM (
@@ -10,6 +10,9 @@ FROM (
            pg_catalog.format('%I.%I(%s)', n.nspname, p.proname, pg_catalog.oidvectortypes(p.proargtypes))
     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
     WHERE n.nspname IN ('public', 'auth')
+    UNION ALL
+    SELECT 'migration', NULL::oid, $1::bigint::text
 ) x
-WHERE NOT EXISTS (SELECT 1 FROM pg_temp.autopilot_objects_before b WHERE b.kind = x.kind AND b.oid = x.oid)
+WHERE x.kind = 'migration'
+   OR NOT EXISTS (SELECT 1 FROM pg_temp.autopilot_objects_before b WHERE b.kind = x.kind AND b.oid = x.oid)
 ON CONFLICT (kind, identity) DO NOTHING
