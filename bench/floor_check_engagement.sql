@@ -17,7 +17,7 @@ FROM public.contacts ct
 JOIN (SELECT t.id, public.tenant_engagement_interval_days(t.id) AS days FROM public.tenants t) iv
   ON iv.id = ct.tenant_id
 WHERE NOT EXISTS (SELECT 1 FROM public.engagement_clocks e WHERE e.contact_id = ct.id)
-ON CONFLICT (contact_id) WHERE contact_id IS NOT NULL DO NOTHING;
+ON CONFLICT (tenant_id, contact_id) WHERE contact_id IS NOT NULL DO NOTHING;
 
 UPDATE public.engagement_clocks ec
 SET priority_score = s.score, updated_at = now()

@@ -16,7 +16,7 @@ FROM public.orders o
 WHERE o.tenant_id IS NOT NULL
   AND o.status IS DISTINCT FROM 'cancelled'
   AND NOT EXISTS (SELECT 1 FROM public.order_processing_queue q WHERE q.order_id = o.id)
-ON CONFLICT (order_id) DO NOTHING;
+ON CONFLICT (tenant_id, order_id) DO NOTHING;
 
 -- 2. Claim every pending (or stale processing) entry.
 BEGIN;
@@ -141,7 +141,7 @@ INSERT INTO public.order_processing_exceptions
      created_at, updated_at)
 SELECT tenant_id, order_id, queue_id, exception_type, severity, code, field, message, details, now(), now()
 FROM floor_f
-ON CONFLICT (order_id, code) DO UPDATE
+ON CONFLICT (tenant_id, order_id, code) DO UPDATE
 SET queue_id = EXCLUDED.queue_id, exception_type = EXCLUDED.exception_type,
     severity = EXCLUDED.severity, field = EXCLUDED.field, message = EXCLUDED.message,
     details = EXCLUDED.details, resolved = false, resolved_at = NULL, resolved_by = NULL,

@@ -44,7 +44,7 @@ SELECT ct.tenant_id, ct.client_id, ct.id, now(), t.days,
 FROM public.contacts ct
 JOIN fr_t t ON t.id = ct.tenant_id
 WHERE NOT EXISTS (SELECT 1 FROM public.engagement_clocks e WHERE e.contact_id = ct.id)
-ON CONFLICT (contact_id) WHERE contact_id IS NOT NULL DO NOTHING;
+ON CONFLICT (tenant_id, contact_id) WHERE contact_id IS NOT NULL DO NOTHING;
 
 UPDATE public.engagement_clocks ec
 SET priority_score = s.score, updated_at = now()
@@ -138,7 +138,7 @@ INSERT INTO public.engagement_clocks AS ec
 SELECT DISTINCT s.tenant_id, s.client_id, NULL::uuid, now(), 'email', now() + make_interval(days => t.days), t.days, 0, now()
 FROM fr_send s JOIN fr_t t ON t.id = s.tenant_id
 WHERE s.client_id IS NOT NULL
-ON CONFLICT (client_id) WHERE contact_id IS NULL
+ON CONFLICT (tenant_id, client_id) WHERE contact_id IS NULL
 DO UPDATE SET last_touch_at = EXCLUDED.last_touch_at, last_touch_type = 'email', last_touch_by = NULL,
               next_touch_due = EXCLUDED.last_touch_at + make_interval(days => ec.engagement_interval_days),
               priority_score = 0, updated_at = EXCLUDED.updated_at;

@@ -1098,7 +1098,7 @@ pub fn error_text(e: &tokio_postgres::Error) -> String {
         }
         source = s.source();
     }
-    text
+    crate::error::strip_row_contents(&text)
 }
 
 /// The connection pool of a command.

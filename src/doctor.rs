@@ -262,6 +262,7 @@ async fn database_checks(
     checks.push(bounded("connection", connection_check(c, db)).await);
     checks.push(bounded("pooler", pooler_check(db)).await);
     checks.push(bounded("migrations", migrations_check(c)).await);
+    checks.push(bounded("host tables", host_tables_check(db)).await);
     checks.push(bounded("kill switch", kill_switch_check(c)).await);
     checks.push(bounded("tenants", tenants_check(c)).await);
     checks.push(bounded("last runs", last_runs_check(c)).await);
@@ -402,6 +403,33 @@ async fn connection_check(c: &impl Sql, db: &DbSettings) -> Result<Check> {
         (Status::Ok, None)
     };
     Ok(Check::new("connection", status, summary, hint, details))
+}
+
+/// Whether the host's tables accept the rows the agent writes (the pre-flight of
+/// `migrate`, [`crate::host_compat::inspect`]); rolled back, nothing is changed.
+async fn host_tables_check(db: &DbSettings) -> Result<Check> {
+    let (mut client, task) = db.open().await?;
+    let findings = crate::host_compat::inspect(&mut client).await;
+    task.abort();
+    let findings = findings?;
+    Ok(if findings.is_empty() {
+        Check::new(
+            "host tables",
+            Status::Ok,
+            "the host's tables accept every row the agent writes".to_string(),
+            None,
+            json!({ "findings": [] }),
+        )
+    } else {
+        let list: Vec<String> = findings.iter().map(|f| f.to_string()).collect();
+        Check::new(
+            "host tables",
+            Status::Fail,
+            format!("{} finding(s): {}", list.len(), list.join("; ")),
+            Some("add a default or extend the CHECK list on the host table (see `autopilot migrate --status`)"),
+            json!({ "findings": list }),
+        )
+    })
 }
 
 async fn migrations_check(c: &impl Sql) -> Result<Check> {

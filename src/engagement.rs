@@ -36,7 +36,7 @@ FROM public.contacts ct
 CROSS JOIN (SELECT public.tenant_engagement_interval_days($1) AS days) iv
 WHERE ct.tenant_id = $1
   AND NOT EXISTS (SELECT 1 FROM public.engagement_clocks e WHERE e.contact_id = ct.id)
-ON CONFLICT (contact_id) WHERE contact_id IS NOT NULL DO NOTHING";
+ON CONFLICT (tenant_id, contact_id) WHERE contact_id IS NOT NULL DO NOTHING";
 
 /// Recompute every clock's score for `now`, writing only the rows that change (see
 /// `refresh_engagement_scores` in the migrations).

@@ -110,13 +110,25 @@ pub fn register_secret(secret: &str) {
     }
 }
 
-/// Replace every registered secret in `text` with `***`.
+/// Replace every registered secret in `text` with `***`, and drop PostgreSQL's DETAIL
+/// (see [`strip_row_contents`]).
 pub fn redact(text: &str) -> String {
-    let mut out = text.to_string();
+    let mut out = strip_row_contents(text);
     if let Ok(s) = secrets().lock() {
         for secret in s.iter() {
             out = out.replace(secret.as_str(), "***");
         }
     }
     out
+}
+
+/// Drop PostgreSQL's DETAIL and what follows it from an error text. The DETAIL of a failed
+/// write carries the row's values ("Failing row contains (...)", "Key (email)=(...)"): a
+/// contact's address, an e-mail body. It is always the last part of a server error's text
+/// (only a HINT may follow, lost with it), so everything from it on goes.
+pub fn strip_row_contents(text: &str) -> String {
+    match text.find("\nDETAIL: ").or_else(|| text.find(" DETAIL: ")) {
+        Some(at) => text[..at].trim_end().to_string(),
+        None => text.to_string(),
+    }
 }

@@ -141,6 +141,7 @@ pub async fn run(settings: &DbSettings, args: &MigrateArgs) -> Result<u8> {
 
     if args.status || args.dry_run {
         let applied = read_applied(&client).await?;
+        let findings = crate::host_compat::inspect(&mut client).await?;
         let mut rows = Vec::new();
         for m in &embedded {
             let a = applied.iter().find(|a| a.version == m.version);
@@ -178,7 +179,10 @@ pub async fn run(settings: &DbSettings, args: &MigrateArgs) -> Result<u8> {
             } else {
                 "migrations"
             };
-            println!("{}", serde_json::json!({ key: rows }));
+            println!(
+                "{}",
+                serde_json::json!({ key: rows, "host_findings": findings })
+            );
         } else if args.dry_run {
             if rows.is_empty() {
                 println!("nothing to apply: the database is up to date");
@@ -200,14 +204,21 @@ pub async fn run(settings: &DbSettings, args: &MigrateArgs) -> Result<u8> {
                 }
             }
         }
+        if !args.json {
+            for f in &findings {
+                println!("host     {f}");
+            }
+        }
         return if args.dry_run {
-            check_drift(&embedded, &applied).map(|_| 0)
+            check_drift(&embedded, &applied).map(|_| if findings.is_empty() { 0 } else { 1 })
         } else {
-            Ok(if rows.iter().any(|r| r.state == "changed") {
-                1
-            } else {
-                0
-            })
+            Ok(
+                if rows.iter().any(|r| r.state == "changed") || !findings.is_empty() {
+                    1
+                } else {
+                    0
+                },
+            )
         };
     }
 
@@ -229,10 +240,33 @@ async fn apply_pending(
     embedded: &[Migration],
     json: bool,
 ) -> Result<u8> {
+    // Before changing anything: would the agent's rows fit the host's own tables?
+    let findings = crate::host_compat::inspect(client).await?;
+    if !findings.is_empty() {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "applied": [], "host_findings": findings })
+            );
+        }
+        return Err(AppError::failed(format!(
+            "nothing applied: the host's tables would reject rows autopilot writes ({} finding(s)): {}",
+            findings.len(),
+            findings
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )));
+    }
     client
         .batch_execute(CREATE_TRACKING_TABLE)
         .await
         .context("creating autopilot_migrations")?;
+    client
+        .batch_execute(crate::privileges::CREATE_LEDGER)
+        .await
+        .context("creating autopilot_migration_objects")?;
     let applied = read_applied(client).await?;
     check_drift(embedded, &applied)?;
 
@@ -243,10 +277,16 @@ async fn apply_pending(
     {
         let started = Instant::now();
         let tx = client.transaction().await?;
+        // Objects the file creates get only the grants the file makes (not the role's
+        // default privileges), and are recorded for the privilege-closing step.
+        crate::privileges::snapshot(&tx).await?;
+        let defaults = crate::privileges::DefaultPrivileges::suspend(&tx).await?;
         tx.batch_execute(m.sql)
             .await
             .map_err(|e| anyhow::anyhow!("{}", crate::db::error_text(&e)))
             .with_context(|| format!("applying migration {}", m.file))?;
+        defaults.restore(&tx).await?;
+        crate::privileges::record_new(&tx, m.version).await?;
         let ms = started.elapsed().as_millis() as i64;
         tx.execute(INSERT_APPLIED, &[&m.version, &m.name, &m.checksum, &ms])
             .await
@@ -263,6 +303,14 @@ async fn apply_pending(
             execution_ms: ms,
         });
     }
+    // Every run, also when nothing was pending: close what the migrations created and fit the
+    // host's tables (both idempotent).
+    let tx = client.transaction().await?;
+    crate::privileges::close(&tx).await?;
+    crate::host_compat::install(&tx).await?;
+    tx.commit()
+        .await
+        .context("committing the privilege-closing step")?;
     tracing::info!(applied = done.len(), "migrations applied");
     if json {
         println!("{}", serde_json::json!({ "applied": done }));

@@ -923,7 +923,7 @@ pub async fn run(ctx: &Context, args: &ProcessOrdersArgs) -> Result<u8> {
                 if connection_lost {
                     return Err(e);
                 }
-                tracing::error!(tenant = %tenant, error = %format!("{e:#}"), "processing orders failed");
+                tracing::error!(tenant = %tenant, error = %crate::error::redact(&format!("{e:#}")), "processing orders failed");
                 failed = true;
                 summary.tenants.push(TenantSummary {
                     tenant_id: tenant,

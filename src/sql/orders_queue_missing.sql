@@ -7,5 +7,5 @@ FROM public.orders o
 WHERE o.tenant_id IS NOT NULL
   AND (cardinality($1::uuid[]) = 0 OR o.tenant_id = ANY ($1::uuid[]))
   AND o.status::text IS DISTINCT FROM 'cancelled'
-  AND NOT EXISTS (SELECT 1 FROM public.order_processing_queue q WHERE q.order_id = o.id)
-ON CONFLICT (order_id) DO NOTHING
+  AND NOT EXISTS (SELECT 1 FROM public.order_processing_queue q WHERE q.tenant_id = o.tenant_id AND q.order_id = o.id)
+ON CONFLICT (tenant_id, order_id) DO NOTHING
