@@ -837,6 +837,21 @@ pub fn list_unsubscribe(settings: &TenantSettings) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
+/// CRLF line ends, in one pass. lettre converts bare LFs itself, but by inserting each CR
+/// into the string (quadratic: 17 s for an 8 MB body in a debug build).
+fn crlf(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 32);
+    let mut prev = '\0';
+    for ch in text.chars() {
+        if ch == '\n' && prev != '\r' {
+            out.push('\r');
+        }
+        out.push(ch);
+        prev = ch;
+    }
+    out
+}
+
 /// The `List-Id` (RFC 2919) of a tenant's follow-ups: one list per tenant, named under the
 /// sender's domain. Sent beside `List-Unsubscribe` (a list header without it looks like a
 /// partial list to spam filters: SpamAssassin's LIST_PARTIAL_SHORT_MSG).
@@ -891,11 +906,11 @@ pub fn build_message(
     // (RFC 2045) once.
     let message = if looks_like_html(&card.body) {
         builder.multipart(MultiPart::alternative_plain_html(
-            html_to_text(&card.body),
-            card.body.clone(),
+            crlf(&html_to_text(&card.body)),
+            crlf(&card.body),
         ))
     } else {
-        builder.singlepart(SinglePart::plain(card.body.clone()))
+        builder.singlepart(SinglePart::plain(crlf(&card.body)))
     };
     message.with_context(|| format!("card {}: building the message", card.id))
 }
@@ -1008,6 +1023,22 @@ const RAISE_ALERT: &str =
 
 const FAILURES_LAST_HOUR: &str = "SELECT count(*) FROM public.email_provider_failures
  WHERE tenant_id = $1 AND created_at > $2::timestamptz - interval '1 hour' AND created_at <= $2";
+
+const COUNT_AWAITING_BY_TENANT: &str = "SELECT tenant_id, count(*) FROM public.kanban_cards
+ WHERE tenant_id = ANY($1) AND state = 'blocked' AND blocked_code = 'delivery_unknown'
+ GROUP BY tenant_id";
+
+/// Per tenant, the cards parked with delivery unknown (for `status`).
+pub async fn delivery_unknown_counts(
+    c: &impl crate::db::Sql,
+    tenants: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, i64>> {
+    let rows = c
+        .query(COUNT_AWAITING_BY_TENANT, &[&tenants])
+        .await
+        .context("counting cards parked with delivery unknown")?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
 
 /// Provider failures of the tenant in the hour before `now` (the cycle's React phase).
 pub async fn provider_failures_last_hour(
@@ -1593,6 +1624,12 @@ mod tests {
             html_to_text(html),
             "Hello Pat,\n\nOur new rates are out.\nBest, AMC"
         );
+    }
+
+    #[test]
+    fn bare_line_feeds_become_crlf_once() {
+        assert_eq!(crlf("a\nb\r\nc\n"), "a\r\nb\r\nc\r\n");
+        assert_eq!(crlf(""), "");
     }
 
     #[test]

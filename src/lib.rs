@@ -4,6 +4,7 @@
 //! PostgreSQL. `run` dispatches a parsed command line to the module that owns the command.
 
 pub mod alerts;
+pub mod cards;
 pub mod cli;
 pub mod cycle;
 pub mod db;
@@ -62,6 +63,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Status(args) => status::run(&ctx, &args).await,
         Command::Prune(args) => prune::run(&ctx, &args).await,
         Command::Completions(args) => Ok(completions(args.shell)),
+        Command::Card(args) => cards::run(&ctx, &args).await,
     }
 }
 

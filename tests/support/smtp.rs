@@ -251,9 +251,12 @@ impl SmtpServer {
     }
 
     async fn start_with(tls: Option<(TlsMode, Arc<rustls::ServerConfig>)>) -> SmtpServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding the test SMTP server");
+        // Small receive buffers, so a client writing a large message is still writing when
+        // the server drops the connection in the middle of DATA.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(64 * 1024).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener: TcpListener = socket.listen(128).expect("binding the test SMTP server");
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             received: Mutex::new(Vec::new()),
