@@ -524,3 +524,54 @@ async fn card_command_refuses_a_malformed_unknown_or_unparked_card_and_changes_n
     }
     assert_eq!(card_row(&c, card).await, ("approved".into(), None, None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persons_approved_email_is_the_only_one_the_contact_gets_in_that_cycle_and_the_next() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let server = SmtpServer::start().await;
+    let t = tenant(&c, "Summit", true).await;
+    let cl = client_row(&c, t, "Acme").await;
+    // Ann's card names her; Ben's names only his address (as a person may type it).
+    let ann = contact(&c, t, cl, Some("ann@acme.example"), None, false).await;
+    contact(&c, t, cl, Some("ben@acme.example"), None, false).await;
+    c.execute(
+        "INSERT INTO engagement_clocks (tenant_id, client_id, contact_id, next_touch_due)
+         SELECT tenant_id, client_id, id, $2 FROM contacts WHERE tenant_id = $1",
+        &[&t, &(hour(0) - Duration::days(10))],
+    )
+    .await
+    .unwrap();
+    for (contact, to) in [(Some(ann), "ann@acme.example"), (None, "Ben@Acme.example")] {
+        c.execute(
+            "INSERT INTO kanban_cards (tenant_id, client_id, contact_id, type, title, state, action_payload)
+             VALUES ($1, $2, $3, 'send_email', 'written by a person', 'approved', $4)",
+            &[&t, &cl, &contact, &json!({"to": to, "subject": "Our new rates", "body": "Hi,\nsee attached."})],
+        )
+        .await
+        .unwrap();
+    }
+
+    for n in 0..2 {
+        assert_ran(&cycle(&db, t, &server.url(), hour(n)).await, "cycle");
+    }
+
+    let mut rcpts: Vec<String> = server
+        .messages()
+        .iter()
+        .map(|m| m.rcpt_to[0].to_lowercase())
+        .collect();
+    rcpts.sort();
+    assert_eq!(rcpts, vec!["ann@acme.example", "ben@acme.example"]);
+    let drafts = count_for(
+        &c,
+        "SELECT count(*) FROM kanban_cards WHERE tenant_id = $1 AND type = 'send_email' AND agent_target IS NOT NULL",
+        t,
+    )
+    .await;
+    assert_eq!(
+        drafts, 0,
+        "no agent draft beside or right after a person's e-mail"
+    );
+}
