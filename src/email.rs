@@ -407,6 +407,15 @@ impl Mailer {
         self.trust.as_ref()
     }
 
+    /// Reach the relay and authenticate (EHLO, STARTTLS, AUTH), send nothing, QUIT: for
+    /// an operator's check. The failure is classified like a delivery's.
+    pub async fn check(&self) -> std::result::Result<(), SendFailure> {
+        self.client
+            .check()
+            .await
+            .map_err(|f| SendFailure::from_smtp(f, &self.cfg.host, self.cfg.port))
+    }
+
     /// One SMTP transaction, bounded by the configured timeout as a whole.
     pub async fn deliver(&self, message: Message) -> std::result::Result<(), SendFailure> {
         let envelope = message.envelope();

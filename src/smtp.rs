@@ -372,13 +372,32 @@ impl Client {
         }
     }
 
-    async fn converse(
-        &self,
-        stage: &AtomicU8,
-        from: &str,
-        to: &[&str],
-        message: &[u8],
-    ) -> Result<(), Failure> {
+    /// Connect, EHLO, STARTTLS and AUTH as for a delivery, then QUIT without sending
+    /// anything: whether the relay is reachable and accepts the credentials (for `doctor`).
+    pub async fn check(&self) -> Result<(), Failure> {
+        let stage = AtomicU8::new(Stage::Connect as u8);
+        let session = async {
+            let (mut wire, _) = self.open(&stage).await?;
+            stage.store(Stage::Accepted as u8, Ordering::SeqCst);
+            if wire.send_line(Stage::Accepted, "QUIT").await.is_ok() {
+                let _ = wire.reply(Stage::Accepted).await;
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(self.timeout, session).await {
+            Ok(result) => result,
+            Err(_) => match Stage::from_u8(stage.load(Ordering::SeqCst)) {
+                Stage::Accepted => Ok(()),
+                at => Err(Failure::Timeout {
+                    stage: at,
+                    after: self.timeout,
+                }),
+            },
+        }
+    }
+
+    /// Up to an authenticated session ready for MAIL FROM.
+    async fn open(&self, stage: &AtomicU8) -> Result<(Wire, Capabilities), Failure> {
         let at = |s: Stage| {
             stage.store(s as u8, Ordering::SeqCst);
             s
@@ -461,6 +480,21 @@ impl Client {
             }
         }
 
+        Ok((wire, caps))
+    }
+
+    async fn converse(
+        &self,
+        stage: &AtomicU8,
+        from: &str,
+        to: &[&str],
+        message: &[u8],
+    ) -> Result<(), Failure> {
+        let at = |s: Stage| {
+            stage.store(s as u8, Ordering::SeqCst);
+            s
+        };
+        let (mut wire, caps) = self.open(stage).await?;
         let s = at(Stage::MailFrom);
         let mut mail = format!("MAIL FROM:<{from}>");
         if caps.eight_bit && message.iter().any(|b| *b >= 0x80) {
@@ -509,7 +543,7 @@ impl From<&Reply> for Capabilities {
         // The first line is the server's greeting name.
         for line in r.lines.iter().skip(1) {
             let upper = line.to_ascii_uppercase();
-            let mut words = upper.split(|c: char| c == ' ' || c == '=');
+            let mut words = upper.split([' ', '=']);
             match words.next().unwrap_or("") {
                 "STARTTLS" => caps.starttls = true,
                 "8BITMIME" => caps.eight_bit = true,

@@ -1045,3 +1045,26 @@ async fn failure_texts_name_the_problem_once_without_a_repeated_prefix() {
         assert_eq!(unique.len(), segments.len(), "a repeated part in {message}");
     }
 }
+
+#[tokio::test]
+async fn checking_the_relay_authenticates_and_sends_nothing() {
+    let (_dir, pki) = pki();
+    let server = SmtpServer::start_tls(smtp::TlsMode::StartTls, &pki).await;
+    let url = server.url().replacen("://", "://agent:s3cret-pass@", 1);
+    let mailer = mailer_with(&url, &[("SMTP_CA_FILE", pki.ca_pem.display().to_string())]);
+
+    mailer.check().await.unwrap();
+    server.set_behaviour(Behaviour::RejectAuth(
+        "535 5.7.8 Authentication credentials invalid".into(),
+    ));
+    let failure = mailer.check().await.unwrap_err();
+
+    assert_eq!(failure.error_type.as_str(), "auth");
+    assert!(
+        !failure.message.contains("s3cret-pass"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(server.connections(), 2);
+    assert!(server.messages().is_empty());
+}
