@@ -4,7 +4,9 @@
 //!
 //! Configuration comes from the environment: `SMTP_URL` and `EMAIL_FROM` (both needed;
 //! without them nothing is sent and approved cards wait), optionally `SMTP_TIMEOUT_SECS`
-//! (default 30, fractions allowed).
+//! (default 30, fractions allowed), `SMTP_HELO_NAME` (default: the domain of `EMAIL_FROM`),
+//! `SMTP_CA_FILE` (CA certificates trusted besides the system store) and `SSL_CERT_FILE`
+//! (the system bundle to use); see `smtp` for the trust store.
 //!
 //! `SMTP_URL` forms:
 //! - `smtp://[user:pass@]host[:port]`: plaintext, no TLS at all (port 25). Only for a
@@ -19,10 +21,13 @@
 //! At most once. A card is sent only after one statement moved it `approved → executing`
 //! (a claim two senders cannot both win), and it leaves `executing` only once the outcome is
 //! recorded. A crash between the SMTP transaction and that record leaves the card
-//! `executing`; the next run does not send it again blindly but parks it in `blocked`, telling a
-//! human which Message-ID to look for in the mailbox before re-approving. Only cards
-//! untouched for [`STUCK_AFTER_MINUTES`] count as stuck, so a sender never parks a card
-//! another sender is still delivering.
+//! `executing`; the next run does not send it again blindly but parks it (`blocked`,
+//! `blocked_code = 'delivery_unknown'`), telling a human which Message-ID to look for in the
+//! mailbox. Only cards untouched for [`STUCK_AFTER_MINUTES`] count as stuck, so a sender
+//! never parks a card another sender is still delivering. The same parking, with an
+//! `email_delivery_unknown` alert, follows a conversation that failed after the final dot
+//! of DATA (timeout, closed connection): the relay may have the message. Only a person
+//! moves a parked card on (`autopilot card requeue|close`, module `cards`).
 //!
 //! Policies (SPEC §5) are evaluated per card before the claim; the policy takes one unit of
 //! the hourly quota for an allowed send. When the claim then loses (another sender took
@@ -30,10 +35,11 @@
 //! send exactly the hourly limit, not fewer.
 //!
 //! Failures: each is a row of `email_provider_failures` (auth, rate_limit, 5xx, 4xx,
-//! timeout, connection, other). Transient ones (4xx, timeout, connection) and provider-side
-//! ones (auth, other) put the card back to `approved` for a later cycle; a permanent 5xx
-//! rejection parks it in `blocked` with the reply, and a 5.1.x recipient rejection also
-//! suppresses the address (reason `bounce`). Five failures of a tenant within 15 minutes
+//! timeout, connection, other). A failure before the final dot is clean: transient ones
+//! (4xx, timeout, connection), provider-side ones (auth, other) and a 5xx before RCPT (about
+//! the relay or the sender, not this card) put the card back to `approved` for a later
+//! cycle; a permanent 5xx to RCPT, DATA or the end of the message parks it in `blocked` with
+//! the reply, and a 5.1.x recipient rejection also suppresses the address (reason `bounce`). Five failures of a tenant within 15 minutes
 //! open the circuit: sending stops for the cycle and a critical `email_provider_failure`
 //! alert is raised (deduplicated while unacknowledged by `raise_agent_alert`).
 
