@@ -546,7 +546,12 @@ impl SendFailure {
                 } else {
                     classify_reply(code, &text)
                 };
-                let message = format!("{host}:{port} replied {code} {text} {}", stage.describe());
+                let reply = if text.is_empty() {
+                    code.to_string()
+                } else {
+                    format!("{code} {text}")
+                };
+                let message = format!("{host}:{port} replied {reply} {}", stage.describe());
                 (error_type, Some(code), Some(text), message)
             }
             smtp::Failure::Closed { .. } => (
