@@ -122,8 +122,9 @@ impl Failure {
 }
 
 /// A TCP stream whose vectored writes go through `send(2)` one buffer at a time. `writev`
-/// (which a TLS stream uses) takes no MSG_NOSIGNAL flag, so a relay that resets the
-/// connection would raise SIGPIPE, and the binary restores SIGPIPE's default action (exit).
+/// (which a TLS stream may use) takes no MSG_NOSIGNAL flag, so a write that meets EPIPE on a
+/// connection the relay closed would raise SIGPIPE, and the binary restores SIGPIPE's
+/// default action (the process would end).
 struct NoSigPipe(TcpStream);
 
 impl AsyncRead for NoSigPipe {

@@ -47,7 +47,18 @@ async fn tenant_with_approved_card(c: &Client, name: &str, body: &str) -> (Uuid,
 
 /// `run-cycle` for one tenant at `now`, sending through `url`.
 async fn cycle(db: &TestDb, tenant: Uuid, url: &str, now: DateTime<Utc>) -> std::process::Output {
+    cycle_with(db, tenant, url, now, &[]).await
+}
+
+async fn cycle_with(
+    db: &TestDb,
+    tenant: Uuid,
+    url: &str,
+    now: DateTime<Utc>,
+    env: &[(&str, &str)],
+) -> std::process::Output {
     db.tokio_cmd()
+        .envs(env.iter().copied())
         .args(["run-cycle", "--json", "--tenant"])
         .arg(tenant.to_string())
         .arg("--now")
@@ -90,6 +101,18 @@ fn deliveries(server: &SmtpServer, message_id: &str) -> usize {
         .iter()
         .filter(|m| m.header("Message-ID").as_deref() == Some(message_id))
         .count()
+}
+
+/// A body larger than the most a client socket buffers (tcp_wmem's maximum) plus the
+/// server's receive buffer, so a drop in the middle of DATA reaches the client while it
+/// is still writing.
+fn big_body() -> String {
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20);
+    let line = "a line of a long message about appraisal turn times, padded to length.\r\n";
+    line.repeat((wmem_max + (1 << 20)) / line.len() + 1)
 }
 
 struct Case {
@@ -168,14 +191,7 @@ async fn each_message_id_is_delivered_at_most_once_across_cycles_whatever_the_sm
     let db = TestDb::new().await;
     let c = db.client().await;
     enable_agent_globally(&c).await;
-    // Larger than the most a client socket buffers (tcp_wmem's maximum) plus the server's
-    // receive buffer, so the drop in the middle of DATA reaches the client while it writes.
-    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
-        .unwrap_or(4 << 20);
-    let line = "a line of a long message about appraisal turn times, padded to length.\r\n";
-    let big_body = line.repeat((wmem_max + (1 << 20)) / line.len() + 1);
+    let big_body = big_body();
     let cases = cases();
     let mut setups = Vec::new();
     for (i, case) in cases.iter().enumerate() {
@@ -574,4 +590,41 @@ async fn a_persons_approved_email_is_the_only_one_the_contact_gets_in_that_cycle
         drafts, 0,
         "no agent draft beside or right after a person's e-mail"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_relay_dropping_the_connection_mid_data_is_a_clean_failure_not_a_crash() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = smtp::TestPki::new(dir.path());
+    let server = SmtpServer::start_tls(smtp::TlsMode::Implicit, &pki).await;
+    server.set_behaviour(Behaviour::CloseMidData);
+    let (tenant, card) = tenant_with_approved_card(&c, "Tls", &big_body()).await;
+    let ca = pki.ca_pem.display().to_string();
+
+    // The binary restores SIGPIPE's default action: a write to the reset TLS connection
+    // must come back as an error, not kill the process.
+    let out = cycle_with(
+        &db,
+        tenant,
+        &server.url(),
+        hour(0),
+        &[("SMTP_CA_FILE", &ca)],
+    )
+    .await;
+
+    assert_ran(&out, "cycle");
+    assert_eq!(card_row(&c, card).await.0, "approved");
+    let error_type: String = c
+        .query_one(
+            "SELECT error_type FROM email_provider_failures WHERE tenant_id = $1",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(error_type, "connection");
+    assert!(server.messages().is_empty());
 }
