@@ -12,3 +12,13 @@ ALTER TABLE public.kanban_cards
 CREATE INDEX IF NOT EXISTS kanban_cards_parked_idx
     ON public.kanban_cards (tenant_id, blocked_code)
     WHERE state = 'blocked' AND blocked_code IS NOT NULL;
+
+-- The follow-up planner looks up a contact's e-mail cards, whoever created them: by contact
+-- (a person's card names contact_id, the agent's also agent_target) and by recipient address
+-- (a person's card may name only the address), once per overdue contact.
+CREATE INDEX IF NOT EXISTS kanban_cards_email_contact_idx
+    ON public.kanban_cards (tenant_id, (coalesce(contact_id, agent_target)))
+    WHERE type = 'send_email';
+CREATE INDEX IF NOT EXISTS kanban_cards_email_to_idx
+    ON public.kanban_cards (tenant_id, (lower(btrim(action_payload->>'to'))))
+    WHERE type = 'send_email';
