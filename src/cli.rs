@@ -108,6 +108,11 @@ pub enum Command {
         after_help = "Examples:\n  autopilot agent status\n  autopilot agent disable --by alice --reason \"incident 42: e-mails to wrong contacts\"\n  autopilot agent enable --by alice --reason \"incident 42 resolved\""
     )]
     Agent(AgentCommand),
+    /// Re-queue or close an e-mail card parked because its delivery is unknown
+    #[command(
+        after_help = "Examples:\n  autopilot card requeue <card id>   # not in the mailbox: send it again\n  autopilot card close <card id>     # delivered: mark it done\n\nOnly a card parked with delivery unknown (state blocked, blocked_code delivery_unknown) can be changed; anything else exits 1 and changes nothing."
+    )]
+    Card(CardArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -314,6 +319,30 @@ pub struct PruneArgs {
 pub struct Retention {
     pub text: String,
     pub duration: chrono::Duration,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CardArgs {
+    #[command(subcommand)]
+    pub action: CardAction,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum CardAction {
+    /// The e-mail was NOT delivered: back to approved, the next cycle sends it
+    Requeue(CardIdArgs),
+    /// The e-mail WAS delivered: mark the card done and count the touch
+    Close(CardIdArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CardIdArgs {
+    /// The parked card.
+    #[arg(value_name = "CARD_ID")]
+    pub card_id: Uuid,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -1282,6 +1282,12 @@ async fn tenant_cycle(
             send_report.recovered_stuck
         ));
     }
+    if send_report.awaiting_person > 0 {
+        plan.blockers.push(format!(
+            "{} e-mail card(s) parked with delivery unknown wait for a person: check the mailbox for their Message-IDs, then run `autopilot card requeue CARD_ID` or `autopilot card close CARD_ID`",
+            send_report.awaiting_person
+        ));
+    }
     set_phase(c, fence, "react", &m).await?;
     lap("act", &mut phase_start);
 

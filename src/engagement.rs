@@ -65,21 +65,43 @@ FROM public.get_engagement_violations_at($1, $2) WITH ORDINALITY AS v
 ORDER BY v.ordinality
 LIMIT $3";
 
-/// Overdue contact clocks worth a follow-up: not already covered by an open agent e-mail
-/// card, and neither the contact nor its address suppressed (addresses compare
-/// case-insensitively, as `email_suppressions_tenant_lower_email_idx` expects). Contacts
-/// without an address are kept so the caller can name them as blockers.
+/// Overdue contact clocks worth a follow-up: not already covered by another `send_email`
+/// card for the contact, and neither the contact nor its address suppressed (addresses
+/// compare case-insensitively, as `email_suppressions_tenant_lower_email_idx` expects).
+/// Contacts without an address are kept so the caller can name them as blockers.
+///
+/// A card covers the contact whoever created it (the agent or a person; matched by contact,
+/// by the agent's target or by the recipient address) when it is open (suggested, in_review,
+/// approved, executing), parked because its delivery is unknown (the contact may have the
+/// e-mail already), or was sent within the clock's interval (a send that did not reset the
+/// clock, e.g. a person's card naming only the address, still counts as this interval's touch).
+/// The interval is capped at 100 years so an absurd setting cannot overflow the date. Both
+/// lookups are index probes (`kanban_cards_email_contact_idx`, `kanban_cards_email_to_idx`),
+/// so the plan stays a nested loop that stops at the limit.
 const OVERDUE_FOLLOWUPS_SQL: &str = "
 SELECT v.clock_id, v.contact_id, coalesce(ct.client_id, v.client_id) AS client_id,
        nullif(btrim(ct.email), '') AS email, ct.first_name, ct.last_name, ct.title,
        cl.company_name, v.days_overdue, v.priority_score::float8 AS priority_score
 FROM public.get_engagement_violations_at($1, $2) WITH ORDINALITY AS v
 JOIN public.contacts ct ON ct.id = v.contact_id AND ct.tenant_id = $1
+JOIN public.engagement_clocks ec ON ec.id = v.clock_id
+CROSS JOIN LATERAL (
+    SELECT $2::timestamptz - make_interval(days => least(greatest(ec.engagement_interval_days, 0), 36500)) AS since) w
 LEFT JOIN public.clients cl ON cl.id = coalesce(ct.client_id, v.client_id) AND cl.tenant_id = $1
 WHERE NOT EXISTS (
         SELECT 1 FROM public.kanban_cards k
-        WHERE k.tenant_id = $1 AND k.type = 'send_email' AND k.agent_target = v.contact_id
-          AND k.state IN ('suggested', 'in_review', 'approved', 'executing'))
+        WHERE k.tenant_id = $1 AND k.type = 'send_email'
+          AND coalesce(k.contact_id, k.agent_target) = v.contact_id
+          AND (k.state IN ('suggested', 'in_review', 'approved', 'executing')
+               OR (k.state = 'blocked' AND k.blocked_code = 'delivery_unknown')
+               OR (k.state = 'done' AND k.executed_at > w.since)))
+  AND NOT EXISTS (
+        SELECT 1 FROM public.kanban_cards k
+        WHERE k.tenant_id = $1 AND k.type = 'send_email'
+          AND lower(btrim(k.action_payload->>'to')) = lower(nullif(btrim(ct.email), ''))
+          AND (k.state IN ('suggested', 'in_review', 'approved', 'executing')
+               OR (k.state = 'blocked' AND k.blocked_code = 'delivery_unknown')
+               OR (k.state = 'done' AND k.executed_at > w.since)))
   AND NOT EXISTS (
         SELECT 1 FROM public.email_suppressions s
         WHERE s.tenant_id = $1

@@ -4,6 +4,7 @@
 //! PostgreSQL. `run` dispatches a parsed command line to the module that owns the command.
 
 pub mod alerts;
+pub mod cards;
 pub mod cli;
 pub mod cycle;
 pub mod db;
@@ -22,6 +23,7 @@ pub mod policy;
 pub mod privileges;
 pub mod prune;
 pub mod settings;
+pub mod smtp;
 pub mod status;
 pub mod tenant_admin;
 
@@ -75,6 +77,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Doctor(args) => doctor::run(&cli.global, &args).await,
         Command::Tenant(cmd) => tenant_admin::run_tenant(&ctx, &cmd).await,
         Command::Agent(cmd) => tenant_admin::run_agent(&ctx, &cmd).await,
+        Command::Card(args) => cards::run(&ctx, &args).await,
     };
     outcome.map_err(|e| {
         if deadline::is_timeout(&e) {

@@ -96,6 +96,9 @@ pub struct TenantStatus {
     /// 100 × compliant / clocks, 2 decimals; 100 when there are no clocks.
     pub compliance_rate: f64,
     pub pending_orders: i64,
+    /// `send_email` cards parked because their delivery is unknown, waiting for a person
+    /// (`autopilot card requeue|close`). Not unhealthy by itself: an alert is open for them.
+    pub delivery_unknown_cards: i64,
     pub healthy: bool,
     /// Why the tenant is unhealthy (empty when healthy).
     pub problems: Vec<String>,
@@ -176,6 +179,7 @@ fn tenant_status(r: &tokio_postgres::Row, now: DateTime<Utc>) -> TenantStatus {
         overdue: clocks - compliant,
         compliance_rate,
         pending_orders: r.get(21),
+        delivery_unknown_cards: 0,
         healthy: problems.is_empty(),
         problems,
     }
@@ -197,7 +201,12 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<u8> {
         .map(|r| r.get(0));
     let globally_enabled =
         switch.and_then(|v| v.get("global_enabled").cloned()) == Some(Value::Bool(true));
-    let tenants: Vec<TenantStatus> = rows.iter().map(|r| tenant_status(r, now)).collect();
+    let mut tenants: Vec<TenantStatus> = rows.iter().map(|r| tenant_status(r, now)).collect();
+    let ids: Vec<Uuid> = tenants.iter().map(|t| t.tenant_id).collect();
+    let parked = crate::email::delivery_unknown_counts(&**conn, &ids).await?;
+    for t in &mut tenants {
+        t.delivery_unknown_cards = parked.get(&t.tenant_id).copied().unwrap_or(0);
+    }
     let report = StatusReport {
         healthy: tenants.iter().all(|t| t.healthy),
         tenants,
@@ -263,5 +272,11 @@ fn print_human(report: &StatusReport, now: DateTime<Utc>) {
             "{}{name}: {run}; {lease}; open alerts {} critical, {} warning, {} info; compliance {:.1} % ({} of {} overdue); {} pending order(s); {verdict}",
             t.tenant_id, a.critical, a.warning, a.info, t.compliance_rate, t.overdue, t.clocks, t.pending_orders
         );
+        if t.delivery_unknown_cards > 0 {
+            println!(
+                "  {} e-mail card(s) parked with delivery unknown: check the mailbox, then `autopilot card requeue|close CARD_ID`",
+                t.delivery_unknown_cards
+            );
+        }
     }
 }

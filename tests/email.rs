@@ -741,3 +741,330 @@ async fn lost_lease_stops_before_anything_is_sent() {
     assert!(smtp.messages().is_empty());
     assert_eq!(card_state(&f.c, card).await, "approved");
 }
+
+fn mailer_with(url: &str, extra: &[(&str, String)]) -> Mailer {
+    let extra: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let url = url.to_string();
+    let cfg = MailerConfig::from_vars(move |k| match k {
+        "SMTP_URL" => Some(url.clone()),
+        "EMAIL_FROM" => Some(FROM.to_string()),
+        "SMTP_TIMEOUT_SECS" => Some("2".to_string()),
+        _ => extra
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone()),
+    })
+    .unwrap()
+    .unwrap();
+    Mailer::new(cfg).unwrap()
+}
+
+/// The CA made for the test, and the directory holding it.
+fn pki() -> (tempfile::TempDir, smtp::TestPki) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = smtp::TestPki::new(dir.path());
+    (dir, pki)
+}
+
+#[tokio::test]
+async fn a_relay_with_a_private_ca_is_trusted_through_smtp_ca_file_with_implicit_tls_and_starttls()
+{
+    let mut f = fixture(json!({})).await;
+    let (_dir, pki) = pki();
+    for mode in [smtp::TlsMode::Implicit, smtp::TlsMode::StartTls] {
+        let server = SmtpServer::start_tls(mode, &pki).await;
+        // With a login, so AUTH runs inside TLS.
+        let url = server.url().replacen("://", "://agent:s3cret-pass@", 1);
+        let mailer = mailer_with(&url, &[("SMTP_CA_FILE", pki.ca_pem.display().to_string())]);
+        let card = approved_card(&f.c, f.tenant, f.client, None, "pat@lender.example", 1).await;
+
+        let report = send(&mut f, Some(&mailer)).await;
+
+        assert_eq!((report.sent, report.failed), (1, 0), "{mode:?}");
+        assert_eq!(card_state(&f.c, card).await, "done");
+        let m = &server.messages()[0];
+        assert!(m.tls, "{mode:?}: the message went over TLS");
+    }
+}
+
+#[tokio::test]
+async fn ssl_cert_file_names_the_trusted_bundle_for_the_relay() {
+    let mut f = fixture(json!({})).await;
+    let (_dir, pki) = pki();
+    let server = SmtpServer::start_tls(smtp::TlsMode::Implicit, &pki).await;
+    let mailer = mailer_with(
+        &server.url(),
+        &[("SSL_CERT_FILE", pki.ca_pem.display().to_string())],
+    );
+    let trust = mailer.trust_sources().unwrap();
+    assert_eq!(trust.system_bundle.as_deref(), Some(pki.ca_pem.as_path()));
+    approved_card(&f.c, f.tenant, f.client, None, "pat@lender.example", 1).await;
+
+    let report = send(&mut f, Some(&mailer)).await;
+
+    assert_eq!(report.sent, 1);
+    assert_eq!(server.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn a_relay_whose_certificate_is_not_trusted_is_refused_as_a_connection_failure() {
+    let mut f = fixture(json!({})).await;
+    let (_dir, pki) = pki();
+    for mode in [smtp::TlsMode::Implicit, smtp::TlsMode::StartTls] {
+        let server = SmtpServer::start_tls(mode, &pki).await;
+        // The system trust store does not know the test's CA.
+        let mailer = mailer_for(&server.url());
+        let card = approved_card(&f.c, f.tenant, f.client, None, "pat@lender.example", 1).await;
+
+        let report = send(&mut f, Some(&mailer)).await;
+
+        assert_eq!((report.sent, report.failed), (0, 1), "{mode:?}");
+        assert!(server.messages().is_empty());
+        assert_eq!(card_state(&f.c, card).await, "approved", "retried later");
+        let (error_type, message): (String, String) = {
+            let r = f
+                .c
+                .query_one(
+                    "SELECT error_type, error_message FROM email_provider_failures WHERE card_id = $1",
+                    &[&card],
+                )
+                .await
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        assert_eq!(error_type, "connection");
+        assert!(
+            message.starts_with(&format!("TLS handshake with {} failed: ", server.addr))
+                && message.contains("UnknownIssuer"),
+            "{message}"
+        );
+        f.c.execute("DELETE FROM kanban_cards WHERE id = $1", &[&card])
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_ehlo_name_is_the_sender_domain_unless_smtp_helo_name_is_set() {
+    let mut f = fixture(json!({})).await;
+    let server = SmtpServer::start().await;
+    approved_card(&f.c, f.tenant, f.client, None, "pat@lender.example", 2).await;
+    send(&mut f, Some(&mailer_for(&server.url()))).await;
+    approved_card(&f.c, f.tenant, f.client, None, "kim@lender.example", 1).await;
+    let named = mailer_with(
+        &server.url(),
+        &[("SMTP_HELO_NAME", "agent-1.mail.amc.example".to_string())],
+    );
+    send(&mut f, Some(&named)).await;
+
+    let helos: Vec<String> = server.messages().iter().map(|m| m.helo.clone()).collect();
+    assert_eq!(helos, vec!["amc.example", "agent-1.mail.amc.example"]);
+}
+
+/// Structural MIME check of one message: the top-level headers appear once each,
+/// `MIME-Version: 1.0`, CRLF line ends, and for multipart every part typed and encoded.
+fn assert_well_formed_mime(m: &smtp::Received) -> String {
+    assert!(
+        !m.data.replace("\r\n", "").contains('\n'),
+        "bare LF in {}",
+        m.data
+    );
+    for name in [
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "MIME-Version",
+        "Content-Type",
+    ] {
+        assert_eq!(m.headers(name).len(), 1, "{name} once in {}", m.data);
+    }
+    assert_eq!(m.header("MIME-Version").as_deref(), Some("1.0"));
+    let content_type = m.header("Content-Type").unwrap();
+    if let Some(rest) = content_type.strip_prefix("multipart/alternative;") {
+        let boundary = rest
+            .trim()
+            .strip_prefix("boundary=")
+            .unwrap()
+            .trim_matches('"')
+            .to_string();
+        let body = m.data.split_once("\r\n\r\n").unwrap().1;
+        let parts: Vec<&str> = body.split(&format!("--{boundary}")).collect();
+        assert!(
+            parts.last().unwrap().starts_with("--"),
+            "closing delimiter: {body}"
+        );
+        let types: Vec<String> = parts[1..parts.len() - 1]
+            .iter()
+            .map(|p| {
+                let head = p
+                    .trim_start_matches("\r\n")
+                    .split("\r\n\r\n")
+                    .next()
+                    .unwrap();
+                let headers = smtp::header_lines(head);
+                let get = |n: &str| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                        .map(|(_, v)| v.clone())
+                };
+                assert!(get("Content-Transfer-Encoding").is_some(), "{p}");
+                get("Content-Type").unwrap()
+            })
+            .collect();
+        assert_eq!(
+            types,
+            vec!["text/plain; charset=utf-8", "text/html; charset=utf-8"]
+        );
+    } else {
+        assert_eq!(content_type, "text/plain; charset=utf-8");
+        assert_eq!(m.headers("Content-Transfer-Encoding").len(), 1);
+    }
+    content_type
+}
+
+#[tokio::test]
+async fn every_message_shape_is_well_formed_mime_with_list_id_beside_list_unsubscribe() {
+    let mut f = fixture(json!({})).await;
+    let server = SmtpServer::start().await;
+    let mailer = mailer_for(&server.url());
+    let plain = approved_card(&f.c, f.tenant, f.client, None, "a@lender.example", 3).await;
+    send(&mut f, Some(&mailer)).await;
+    let html = approved_card(&f.c, f.tenant, f.client, None, "b@lender.example", 2).await;
+    f.c.execute(
+        "UPDATE kanban_cards SET action_payload = jsonb_set(action_payload, '{body}', to_jsonb($2::text)) WHERE id = $1",
+        &[&html, &"<p>Hello,</p><p>our <b>rates</b> changed.</p>"],
+    )
+    .await
+    .unwrap();
+    send(&mut f, Some(&mailer)).await;
+    let listed = approved_card(&f.c, f.tenant, f.client, None, "c@lender.example", 1).await;
+    let with_unsubscribe = TenantSettings::parse(&json!({
+        "unsubscribe_url": "https://amc.example/u?t=1",
+        "unsubscribe_mailto": "unsubscribe@amc.example"
+    }))
+    .unwrap();
+    send_approved(
+        &mut f.c,
+        f.tenant,
+        None,
+        None,
+        &with_unsubscribe,
+        Some(&mailer),
+        50,
+        now(),
+    )
+    .await
+    .unwrap();
+
+    let messages = server.messages();
+    assert_eq!(messages.len(), 3);
+    let by_card = |card: Uuid| {
+        messages
+            .iter()
+            .find(|m| m.header("Message-ID") == Some(format!("<card-{card}@amc.example>")))
+            .unwrap()
+    };
+    assert_eq!(
+        assert_well_formed_mime(by_card(plain)),
+        "text/plain; charset=utf-8"
+    );
+    assert!(assert_well_formed_mime(by_card(html)).starts_with("multipart/alternative"));
+    let m = by_card(listed);
+    assert_well_formed_mime(m);
+    assert_eq!(
+        m.headers("List-Id"),
+        vec![format!("<followups.{}.amc.example>", f.tenant)]
+    );
+    assert_eq!(m.headers("List-Unsubscribe").len(), 1);
+    for other in [plain, html] {
+        assert!(by_card(other).headers("List-Id").is_empty());
+    }
+}
+
+#[tokio::test]
+async fn failure_texts_name_the_problem_once_without_a_repeated_prefix() {
+    let f = fixture(json!({})).await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let server = SmtpServer::start().await;
+    server.set_behaviour(Behaviour::CloseAfterData);
+    let cases = [
+        (
+            format!("smtp://127.0.0.1:{closed}"),
+            format!("connecting to 127.0.0.1:{closed} failed: "),
+        ),
+        (
+            server.url(),
+            format!(
+                "{} closed the connection after the end of the message without answering; the message may have been delivered",
+                server.addr
+            ),
+        ),
+    ];
+    for (url, expected) in cases {
+        let mut c = f.db.client().await;
+        let t = tenant(&c, "T", true).await;
+        let cl = client_row(&c, t, "L").await;
+        approved_card(&c, t, cl, None, "pat@lender.example", 1).await;
+        send_approved(
+            &mut c,
+            t,
+            None,
+            None,
+            &TenantSettings::default(),
+            Some(&mailer_for(&url)),
+            50,
+            now(),
+        )
+        .await
+        .unwrap();
+        let (error_type, message): (String, String) = {
+            let r = c
+                .query_one(
+                    "SELECT error_type, error_message FROM email_provider_failures WHERE tenant_id = $1",
+                    &[&t],
+                )
+                .await
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        assert_eq!(error_type, "connection", "{message}");
+        assert!(message.starts_with(&expected), "{message}");
+        let segments: Vec<&str> = message.split(": ").collect();
+        let mut unique = segments.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), segments.len(), "a repeated part in {message}");
+    }
+}
+
+#[tokio::test]
+async fn checking_the_relay_authenticates_and_sends_nothing() {
+    let (_dir, pki) = pki();
+    let server = SmtpServer::start_tls(smtp::TlsMode::StartTls, &pki).await;
+    let url = server.url().replacen("://", "://agent:s3cret-pass@", 1);
+    let mailer = mailer_with(&url, &[("SMTP_CA_FILE", pki.ca_pem.display().to_string())]);
+
+    mailer.check().await.unwrap();
+    server.set_behaviour(Behaviour::RejectAuth(
+        "535 5.7.8 Authentication credentials invalid".into(),
+    ));
+    let failure = mailer.check().await.unwrap_err();
+
+    assert_eq!(failure.error_type.as_str(), "auth");
+    assert!(
+        !failure.message.contains("s3cret-pass"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(server.connections(), 2);
+    assert!(server.messages().is_empty());
+}

@@ -849,3 +849,93 @@ async fn the_agents_touch_with_no_profile_makes_the_contact_compliant_again() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn any_open_parked_or_just_sent_email_card_for_the_contact_prevents_a_draft_whoever_made_it()
+{
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let t = tenant(&c, "Summit", true).await;
+    let acme = client_row(&c, t, "Acme").await;
+    let approved_by_person = named_contact(&c, t, acme, "Ann", Some("ann@acme.test")).await;
+    let by_address = named_contact(&c, t, acme, "Ben", Some("Ben@Acme.test")).await;
+    let just_sent = named_contact(&c, t, acme, "Jo", Some("jo@acme.test")).await;
+    let sent_long_ago = named_contact(&c, t, acme, "Lou", Some("lou@acme.test")).await;
+    let parked = named_contact(&c, t, acme, "Pia", Some("pia@acme.test")).await;
+    let blocked_by_policy = named_contact(&c, t, acme, "Bo", Some("bo@acme.test")).await;
+    let rejected = named_contact(&c, t, acme, "Rae", Some("rae@acme.test")).await;
+    let card = |contact: Option<Uuid>,
+                to: &str,
+                state: &str,
+                executed_days_ago: Option<i64>,
+                code: Option<&str>| {
+        let payload = serde_json::json!({"to": to, "subject": "Hello", "body": "Hi"});
+        let executed = executed_days_ago.map(|d| t0() - days(d));
+        let (c, t) = (&c, t);
+        let state = state.to_string();
+        let code = code.map(str::to_string);
+        async move {
+            // No agent_target: cards a person created in the product.
+            c.execute(
+                "INSERT INTO kanban_cards (tenant_id, client_id, contact_id, type, title, state, action_payload, executed_at, blocked_code)
+                 VALUES ($1, $2, $3, 'send_email', 'by hand', $4, $5, $6, $7)",
+                &[&t, &acme, &contact, &state, &payload, &executed, &code],
+            )
+            .await
+            .unwrap();
+        }
+    };
+    card(
+        Some(approved_by_person),
+        "ann@acme.test",
+        "approved",
+        None,
+        None,
+    )
+    .await;
+    card(None, "ben@ACME.test", "suggested", None, None).await;
+    card(None, "jo@acme.test", "done", Some(3), None).await;
+    card(Some(sent_long_ago), "lou@acme.test", "done", Some(40), None).await;
+    card(
+        Some(parked),
+        "pia@acme.test",
+        "blocked",
+        None,
+        Some("delivery_unknown"),
+    )
+    .await;
+    card(
+        Some(blocked_by_policy),
+        "bo@acme.test",
+        "blocked",
+        None,
+        None,
+    )
+    .await;
+    card(Some(rejected), "rae@acme.test", "rejected", None, None).await;
+    ensure_clocks(&c, t, t0()).await.unwrap();
+    c.execute(
+        "UPDATE engagement_clocks SET next_touch_due = $2 WHERE tenant_id = $1",
+        &[&t, &(t0() - days(1))],
+    )
+    .await
+    .unwrap();
+
+    let got: BTreeSet<Uuid> = overdue_followups(&c, t, t0(), 50)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.contact_id)
+        .collect();
+
+    // Sent 40 days ago is outside the 21-day interval; a card blocked by a policy or
+    // rejected by a person sent nothing and holds nothing open.
+    assert_eq!(
+        got,
+        [sent_long_ago, blocked_by_policy, rejected]
+            .into_iter()
+            .collect()
+    );
+    assert!(!got.contains(&approved_by_person) && !got.contains(&by_address));
+    assert!(!got.contains(&just_sent) && !got.contains(&parked));
+}

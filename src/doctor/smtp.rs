@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use super::{Check, Status};
-use crate::email::{classify_reply, ErrorType, Mailer, MailerConfig, SmtpSecurity};
+use crate::email::{ErrorType, Mailer, MailerConfig, SmtpSecurity};
 use crate::error::redact;
 
 fn security_text(s: SmtpSecurity) -> &'static str {
@@ -15,37 +15,6 @@ fn security_text(s: SmtpSecurity) -> &'static str {
         SmtpSecurity::Opportunistic => "STARTTLS when offered",
         SmtpSecurity::StartTls => "STARTTLS required",
         SmtpSecurity::Tls => "implicit TLS",
-    }
-}
-
-/// The error with its causes on one line (lettre nests the server's reply as a source).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let t = s.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        source = s.source();
-    }
-    redact(&text)
-}
-
-fn classify(e: &lettre::transport::smtp::Error) -> ErrorType {
-    if let Some(code) = e.status() {
-        let text = std::error::Error::source(e)
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        return classify_reply(u16::from(code), &text);
-    }
-    if e.is_timeout() {
-        ErrorType::Timeout
-    } else if e.is_response() || e.is_client() {
-        ErrorType::Other
-    } else {
-        ErrorType::Connection
     }
 }
 
@@ -116,28 +85,22 @@ pub async fn check() -> Check {
             )
         }
     };
-    let probe = tokio::time::timeout(timeout, mailer.transport().test_connection()).await;
+    // Connect, EHLO, STARTTLS, AUTH, QUIT: no message is sent.
+    let probe = tokio::time::timeout(timeout, mailer.check()).await;
     match probe {
-        Ok(Ok(true)) => Check::new(
+        Ok(Ok(())) => Check::new(
             NAME,
             Status::Ok,
             format!("{target} reachable ({security}), EHLO accepted, {auth}; no message sent"),
             None,
             details,
         ),
-        Ok(Ok(false)) => Check::new(
-            NAME,
-            Status::Fail,
-            format!("{target} accepted the session but did not answer NOOP"),
-            Some("check the relay's logs"),
-            details,
-        ),
         Ok(Err(e)) => {
-            let kind = classify(&e);
+            let kind = e.error_type;
             let hint = match kind {
                 ErrorType::Auth => "the relay refused the credentials: fix the user and password in SMTP_URL",
                 ErrorType::Timeout => "no answer in time: check host, port, firewall, or raise SMTP_TIMEOUT_SECS",
-                ErrorType::Connection => "cannot reach or secure the connection: check host, port and TLS mode (smtp:// plaintext, ?tls=starttls, smtps:// implicit TLS) and that the relay's certificate is trusted",
+                ErrorType::Connection => "cannot reach or secure the connection: check host, port and TLS mode (smtp:// plaintext, ?tls=starttls, smtps:// implicit TLS) and that the relay's certificate is trusted (SMTP_CA_FILE)",
                 _ => "the relay refused the session: see its reply",
             };
             Check::new(
@@ -146,7 +109,7 @@ pub async fn check() -> Check {
                 format!(
                     "{target} ({security}): {} error: {}",
                     kind.as_str(),
-                    chain(&e)
+                    redact(&e.message)
                 ),
                 Some(hint),
                 details,

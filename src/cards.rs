@@ -1,0 +1,124 @@
+//! `autopilot card requeue|close CARD_ID`: what a person does with a `send_email` card the
+//! agent parked because its delivery is unknown (`state = 'blocked'`,
+//! `blocked_code = 'delivery_unknown'`; see `email`). The agent never re-sends such a card by
+//! itself: the mail server may already have delivered it. After checking the mailbox for
+//! the card's Message-ID, the operator either re-queues it (not delivered: back to
+//! `approved`, sent by the next cycle with the same Message-ID) or closes it (delivered:
+//! `done`, and the contact's engagement clock counts the touch).
+//!
+//! Exit codes: 2 for a malformed id (clap), 1 for a card that does not exist or is not
+//! parked with delivery unknown (nothing changed).
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::cli::{CardAction, CardArgs};
+use crate::db::Sql;
+use crate::error::AppError;
+use crate::Context;
+
+/// The card, locked, whatever its state (to say why it cannot be changed).
+const LOCK_CARD: &str =
+    "SELECT tenant_id, type, state, blocked_code, message_id, client_id, contact_id
+  FROM public.kanban_cards WHERE id = $1 FOR UPDATE";
+
+const REQUEUE: &str = "UPDATE public.kanban_cards
+   SET state = 'approved', blocked_code = NULL, blocked_reason = NULL, updated_at = $2
+ WHERE id = $1 AND type = 'send_email' AND state = 'blocked' AND blocked_code = 'delivery_unknown'";
+
+const CLOSE: &str = "UPDATE public.kanban_cards
+   SET state = 'done', blocked_code = NULL, blocked_reason = NULL,
+       executed_at = coalesce(executed_at, $2), updated_at = $2
+ WHERE id = $1 AND type = 'send_email' AND state = 'blocked' AND blocked_code = 'delivery_unknown'";
+
+/// The agent's e-mail reached the contact: the touch counts (touched_by NULL = the agent).
+const TOUCH_CLOCK: &str = "SELECT public.touch_engagement_clock($1, $2, $3, 'email', NULL, $4)";
+
+#[derive(Debug, Serialize)]
+pub struct CardReport {
+    pub card_id: Uuid,
+    pub tenant_id: Uuid,
+    /// `requeued` or `closed`.
+    pub action: &'static str,
+    /// The card's state now: `approved` or `done`.
+    pub state: &'static str,
+    pub message_id: Option<String>,
+}
+
+pub async fn run(ctx: &Context, args: &CardArgs) -> Result<u8> {
+    let (id, json, requeue) = match &args.action {
+        CardAction::Requeue(a) => (a.card_id, a.json, true),
+        CardAction::Close(a) => (a.card_id, a.json, false),
+    };
+    let pool = ctx.db.pool(1)?;
+    let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
+    let now = ctx.now();
+    let tx = conn.transaction().await?;
+    let Some(row) = tx
+        .query_opt(LOCK_CARD, &[&id])
+        .await
+        .context("reading the card")?
+    else {
+        return Err(AppError::failed(format!("card {id} not found")));
+    };
+    let tenant: Uuid = row.get(0);
+    let card_type: String = row.get(1);
+    let state: String = row.get(2);
+    let code: Option<String> = row.get(3);
+    let message_id: Option<String> = row.get(4);
+    let client_id: Option<Uuid> = row.get(5);
+    let contact_id: Option<Uuid> = row.get(6);
+    if card_type != "send_email"
+        || state != "blocked"
+        || code.as_deref() != Some(crate::email::DELIVERY_UNKNOWN)
+    {
+        return Err(AppError::failed(format!(
+            "card {id} is not parked with delivery unknown (type {card_type}, state {state}{}); nothing changed",
+            code.map(|c| format!(", blocked_code {c}")).unwrap_or_default()
+        )));
+    }
+    if requeue {
+        tx.execute(REQUEUE, &[&id, &now]).await.map_err(|e| {
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                AppError::failed(format!(
+                    "card {id} cannot be re-queued: the contact has another open e-mail card; reject or close that one first"
+                ))
+            } else {
+                anyhow::Error::new(e).context("re-queueing the card")
+            }
+        })?;
+    } else {
+        tx.execute(CLOSE, &[&id, &now])
+            .await
+            .context("closing the card")?;
+        if client_id.is_some() || contact_id.is_some() {
+            tx.query_one(TOUCH_CLOCK, &[&tenant, &client_id, &contact_id, &now])
+                .await
+                .context("counting the delivered e-mail as the contact's touch")?;
+        }
+    }
+    tx.commit().await.context("committing the card change")?;
+
+    let report = CardReport {
+        card_id: id,
+        tenant_id: tenant,
+        action: if requeue { "requeued" } else { "closed" },
+        state: if requeue { "approved" } else { "done" },
+        message_id,
+    };
+    tracing::info!(card = %id, tenant = %tenant, action = report.action, "parked e-mail card resolved by an operator");
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else if requeue {
+        println!(
+            "card {id} re-queued: approved again, the next cycle sends it (Message-ID {})",
+            report.message_id.as_deref().unwrap_or("(none)")
+        );
+    } else {
+        println!(
+            "card {id} closed as delivered (done); the contact's engagement clock counts the touch"
+        );
+    }
+    Ok(0)
+}
