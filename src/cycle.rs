@@ -917,10 +917,20 @@ async fn run_tenant_inner(
         let row = retry_db!(
             sh,
             conn,
-            conn.query_one(RUN_STATUS, &[&run_id])
+            conn.query_opt(RUN_STATUS, &[&run_id])
                 .await
                 .map_err(anyhow::Error::from)
         )?;
+        let Some(row) = row else {
+            // The server lost the run in a crash (its commit was not yet durable, e.g.
+            // synchronous_commit = off): nothing of it survived; the next run does the work.
+            return Ok(result(
+                t,
+                started,
+                "skipped",
+                Some("the database lost this run in a crash; left for the next run".into()),
+            ));
+        };
         let s: String = row.get(0);
         let recorded: Option<String> = row.get(1);
         match s.as_str() {
