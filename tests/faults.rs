@@ -5,6 +5,8 @@
 //! every test prints what it counted besides asserting it.
 
 mod common;
+#[path = "support/smtp.rs"]
+mod smtp;
 
 use std::time::{Duration, Instant};
 
@@ -1034,4 +1036,173 @@ async fn a_database_that_stays_down_exits_75_marks_no_tenant_failed_and_the_next
     );
     assert_eq!(histogram, format!("{tenants} x 1"));
     assert_eq!((running, leased, failed), (0, 0, 0));
+}
+
+// SIGKILL at random points ----------------------------------------------------------------
+
+/// Wait until no autopilot session of this database is left on the server.
+async fn wait_for_no_autopilot_session(c: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(
+        c,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+           AND application_name = 'autopilot'",
+    )
+    .await
+        > 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a killed runner's session lingers"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A small deterministic generator (the seed is printed, so a failure can be replayed).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+#[tokio::test]
+async fn sigkill_at_random_points_leaves_nothing_stuck_after_one_lease_and_sends_nothing_twice() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let server = smtp::SmtpServer::start().await;
+    let mut tenants = Vec::new();
+    for i in 0..4 {
+        tenants.push(tenant_with_overdue_contacts(&c, &format!("K{i}"), 2).await);
+    }
+    let seed = std::env::var("FAULTS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    let mut rng = Lcg(seed);
+    let kills = 60;
+    let mut killed_running = 0;
+    let mut exited_first = 0;
+    let mut cards = 0;
+    let started = Instant::now();
+    for i in 0..kills {
+        // New work every round: one approved e-mail per tenant, to its own address.
+        for t in &tenants {
+            cards += 1;
+            c.execute(
+                "INSERT INTO kanban_cards (tenant_id, type, title, state, action_payload)
+                 VALUES ($1, 'send_email', 'Hello', 'approved',
+                         jsonb_build_object('to', $2::text, 'subject', 'Hello', 'body', 'Hi'))",
+                &[t, &format!("k{i}-{t}@recipient.example")],
+            )
+            .await
+            .unwrap();
+        }
+        let mut child = db
+            .tokio_cmd()
+            .args(["run-cycle", "--force", "--lease", "3"])
+            .env("SMTP_URL", server.url())
+            .env("EMAIL_FROM", "agent@crm.example")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = Duration::from_millis(rng.next(400));
+        tokio::select! {
+            _ = child.wait() => exited_first += 1,
+            _ = tokio::time::sleep(delay) => {
+                child.kill().await.unwrap();
+                killed_running += 1;
+            }
+        }
+        // The killed runner's server sessions finish what they were running (an acquire
+        // may still commit a lease): wait until they are gone, then let one lease pass
+        // (expired by hand rather than waited for) so the next runner takes over.
+        wait_for_no_autopilot_session(&c).await;
+        c.execute(
+            "UPDATE agent_tenant_locks SET expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    }
+    // The runner after the last kill: it takes over the expired leases, and (past the
+    // e-mail module's STUCK_AFTER_MINUTES, hence --now) parks every card a killed send left
+    // `executing` instead of sending it again.
+    let later = (chrono::Utc::now() + chrono::Duration::minutes(11)).to_rfc3339();
+    let out = db
+        .tokio_cmd()
+        .args([
+            "--now",
+            &later,
+            "run-cycle",
+            "--force",
+            "--json",
+            "--lease",
+            "3",
+        ])
+        .env("SMTP_URL", server.url())
+        .env("EMAIL_FROM", "agent@crm.example")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+
+    let running = count(
+        &c,
+        "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'running'",
+    )
+    .await;
+    let leased = count(&c, "SELECT count(*) FROM agent_tenant_locks").await;
+    let executing = count(
+        &c,
+        "SELECT count(*) FROM kanban_cards WHERE state = 'executing'",
+    )
+    .await;
+    let timeouts = count(
+        &c,
+        "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'timeout'",
+    )
+    .await;
+    let runs = count(&c, "SELECT count(*) FROM agent_autonomous_runs").await;
+    let done = count(
+        &c,
+        "SELECT count(*) FROM kanban_cards WHERE state = 'done' AND title = 'Hello'",
+    )
+    .await;
+    let parked = count(
+        &c,
+        "SELECT count(*) FROM kanban_cards WHERE state = 'blocked' AND title = 'Hello'",
+    )
+    .await;
+    let messages = server.messages();
+    let mut per_recipient = std::collections::HashMap::<String, usize>::new();
+    for m in &messages {
+        for r in &m.rcpt_to {
+            *per_recipient.entry(r.clone()).or_default() += 1;
+        }
+    }
+    let twice = per_recipient.values().filter(|n| **n > 1).count();
+    println!(
+        "SIGKILL x {killed_running} (+{exited_first} runs ended before their kill) in {:.1?}, seed {seed}: {runs} runs ({timeouts} closed as timeout by the next runner), {cards} approved cards: {done} done, {parked} parked for a human, {} messages, {twice} recipients reached twice; left running {running}, leased {leased}, executing {executing}",
+        started.elapsed(),
+        messages.len()
+    );
+    assert_eq!(killed_running + exited_first, kills);
+    assert!(killed_running >= 40, "most runners must die mid-way");
+    assert_eq!(twice, 0, "an e-mail was delivered twice");
+    assert_eq!((running, leased, executing), (0, 0, 0));
+    // Every done card was delivered exactly once.
+    assert!(messages.len() as i64 >= done, "{} < {done}", messages.len());
 }
