@@ -35,7 +35,8 @@ const KILL_SWITCH: &str = "SELECT value FROM public.system_config WHERE key = 'a
 /// Enabled tenants (or the listed ones), those not run for the longest time first so that
 /// `--max-tenants` rotates through an installation.
 const SELECT_TENANTS: &str = "
-SELECT t.id, COALESCE(t.name, ''), t.agent_settings, t.is_active, t.agent_enabled
+SELECT t.id, COALESCE(t.name, ''), COALESCE(t.agent_settings, '{}'), COALESCE(t.is_active, false),
+       COALESCE(t.agent_enabled, false)
 FROM public.tenants t
 WHERE (cardinality($1::uuid[]) = 0 AND t.is_active AND t.agent_enabled) OR t.id = ANY($1)
 ORDER BY (SELECT max(r.started_at) FROM public.agent_autonomous_runs r WHERE r.tenant_id = t.id) NULLS FIRST, t.id
@@ -400,7 +401,10 @@ async fn kill_switch_reason(c: &impl Sql) -> Result<Option<String>> {
         .query_opt(KILL_SWITCH, &[])
         .await
         .context("reading the kill switch")?;
-    let value: Value = row.map(|r| r.get(0)).unwrap_or(Value::Null);
+    // A value that cannot be decoded (NULL, nested too deeply) counts as "not enabled".
+    let value: Value = row
+        .and_then(|r| r.try_get::<_, Option<Value>>(0).ok().flatten())
+        .unwrap_or(Value::Null);
     if value.get("global_enabled") == Some(&Value::Bool(true)) {
         return Ok(None);
     }
@@ -1280,7 +1284,7 @@ async fn tenant_cycle(
     let previous: Option<Value> = c
         .query_opt(LAST_REFLECTION, &[&tenant])
         .await?
-        .map(|r| r.get(0));
+        .and_then(|r| r.try_get::<_, Option<Value>>(0).ok().flatten());
     let prev_rate = previous
         .as_ref()
         .and_then(|p| p.pointer("/compliance_rate/after"))
