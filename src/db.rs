@@ -842,23 +842,19 @@ impl Sql for deadpool_postgres::Transaction<'_> {
 // Every transaction starts with its bounds (SET LOCAL: pooler-safe, see crate::deadline).
 impl Begin for tokio_postgres::Client {
     type Tx<'a> = tokio_postgres::Transaction<'a>;
-    fn begin(&mut self) -> impl Future<Output = Result<Self::Tx<'_>, PgError>> + Send {
-        async move {
-            let tx = tokio_postgres::Client::transaction(self).await?;
-            tx.batch_execute(&crate::deadline::set_local_sql()).await?;
-            Ok(tx)
-        }
+    async fn begin(&mut self) -> Result<Self::Tx<'_>, PgError> {
+        let tx = tokio_postgres::Client::transaction(self).await?;
+        tx.batch_execute(&crate::deadline::set_local_sql()).await?;
+        Ok(tx)
     }
 }
 
 impl Begin for deadpool_postgres::ClientWrapper {
     type Tx<'a> = deadpool_postgres::Transaction<'a>;
-    fn begin(&mut self) -> impl Future<Output = Result<Self::Tx<'_>, PgError>> + Send {
-        async move {
-            let tx = deadpool_postgres::ClientWrapper::transaction(self).await?;
-            tx.batch_execute(&crate::deadline::set_local_sql()).await?;
-            Ok(tx)
-        }
+    async fn begin(&mut self) -> Result<Self::Tx<'_>, PgError> {
+        let tx = deadpool_postgres::ClientWrapper::transaction(self).await?;
+        tx.batch_execute(&crate::deadline::set_local_sql()).await?;
+        Ok(tx)
     }
 }
 
