@@ -1,9 +1,12 @@
 //! `autopilot run-cycle`: the hourly Plan → Act → React → Reflect cycle, per tenant.
 //!
-//! Owns tenant selection and the kill switch, bounded concurrency, the lease lifecycle
-//! (acquire, heartbeat every lease/3, fenced writes, release with the final status), the
-//! per-tenant timeout (in-flight queries are cancelled, not abandoned), SIGTERM/SIGINT
-//! handling, and the report. The phases call the modules that own each concern:
+//! Owns tenant selection and the kill switch (failing closed), the hourly cadence (a tenant
+//! whose cycle completed in the current UTC hour is skipped), bounded concurrency, the lease
+//! lifecycle (acquire, heartbeat every lease/3, fenced writes, release with the final
+//! status), the per-tenant timeout and the invocation's `--deadline` (in-flight queries are
+//! cancelled, not abandoned), riding out a lost database connection within
+//! `--retry-window` (exit 75 when it does not come back), SIGTERM/SIGINT handling, and the
+//! report. The phases call the modules that own each concern:
 //! `engagement` (clocks, follow-up drafts), `orders` (queue, review targets), `email`
 //! (sending approved cards), `policy` (every action), `alerts` (rules at the end).
 
