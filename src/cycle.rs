@@ -1,9 +1,12 @@
 //! `autopilot run-cycle`: the hourly Plan → Act → React → Reflect cycle, per tenant.
 //!
-//! Owns tenant selection and the kill switch, bounded concurrency, the lease lifecycle
-//! (acquire, heartbeat every lease/3, fenced writes, release with the final status), the
-//! per-tenant timeout (in-flight queries are cancelled, not abandoned), SIGTERM/SIGINT
-//! handling, and the report. The phases call the modules that own each concern:
+//! Owns tenant selection and the kill switch (failing closed), the hourly cadence (a tenant
+//! whose cycle completed in the current UTC hour is skipped), bounded concurrency, the lease
+//! lifecycle (acquire, heartbeat every lease/3, fenced writes, release with the final
+//! status), the per-tenant timeout and the invocation's `--deadline` (in-flight queries are
+//! cancelled, not abandoned), riding out a lost database connection within
+//! `--retry-window` (exit 75 when it does not come back), SIGTERM/SIGINT handling, and the
+//! report. The phases call the modules that own each concern:
 //! `engagement` (clocks, follow-up drafts), `orders` (queue, review targets), `email`
 //! (sending approved cards), `policy` (every action), `alerts` (rules at the end).
 
@@ -35,7 +38,8 @@ const KILL_SWITCH: &str = "SELECT value FROM public.system_config WHERE key = 'a
 /// Enabled tenants (or the listed ones), those not run for the longest time first so that
 /// `--max-tenants` rotates through an installation.
 const SELECT_TENANTS: &str = "
-SELECT t.id, COALESCE(t.name, ''), t.agent_settings, t.is_active, t.agent_enabled
+SELECT t.id, COALESCE(t.name, ''), COALESCE(t.agent_settings, '{}'), COALESCE(t.is_active, false),
+       COALESCE(t.agent_enabled, false)
 FROM public.tenants t
 WHERE (cardinality($1::uuid[]) = 0 AND t.is_active AND t.agent_enabled) OR t.id = ANY($1)
 ORDER BY (SELECT max(r.started_at) FROM public.agent_autonomous_runs r WHERE r.tenant_id = t.id) NULLS FIRST, t.id
@@ -418,7 +422,10 @@ async fn kill_switch_reason(c: &impl Sql) -> Result<Option<String>> {
         .query_opt(KILL_SWITCH, &[])
         .await
         .context("reading the kill switch")?;
-    let value: Value = row.map(|r| r.get(0)).unwrap_or(Value::Null);
+    // A value that cannot be decoded (NULL, nested too deeply) counts as "not enabled".
+    let value: Value = row
+        .and_then(|r| r.try_get::<_, Option<Value>>(0).ok().flatten())
+        .unwrap_or(Value::Null);
     if value.get("global_enabled") == Some(&Value::Bool(true)) {
         return Ok(None);
     }
@@ -963,10 +970,20 @@ async fn run_tenant_inner(
         let row = retry_db!(
             sh,
             conn,
-            conn.query_one(RUN_STATUS, &[&run_id])
+            conn.query_opt(RUN_STATUS, &[&run_id])
                 .await
                 .map_err(anyhow::Error::from)
         )?;
+        let Some(row) = row else {
+            // The server lost the run in a crash (its commit was not yet durable, e.g.
+            // synchronous_commit = off): nothing of it survived; the next run does the work.
+            return Ok(result(
+                t,
+                started,
+                "skipped",
+                Some("the database lost this run in a crash; left for the next run".into()),
+            ));
+        };
         let s: String = row.get(0);
         let recorded: Option<String> = row.get(1);
         match s.as_str() {
@@ -1319,7 +1336,7 @@ async fn tenant_cycle(
     let previous: Option<Value> = c
         .query_opt(LAST_REFLECTION, &[&tenant])
         .await?
-        .map(|r| r.get(0));
+        .and_then(|r| r.try_get::<_, Option<Value>>(0).ok().flatten());
     let prev_rate = previous
         .as_ref()
         .and_then(|p| p.pointer("/compliance_rate/after"))

@@ -5,6 +5,8 @@
 //! every test prints what it counted besides asserting it.
 
 mod common;
+#[path = "support/smtp.rs"]
+mod smtp;
 
 use std::time::{Duration, Instant};
 
@@ -720,4 +722,487 @@ async fn the_invocation_deadline_stops_a_blocked_tenant_as_timeout_and_starts_no
         0
     );
     println!("--deadline 2: ended in {took:?}: {statuses:?}");
+}
+
+// Item 2: PostgreSQL restarted mid-cycle ---------------------------------------------------
+
+/// A PostgreSQL server of the test's own (scripts/pg-ephemeral, nested), so that restarting
+/// it disturbs no other test. Dropping it stops the server and removes the cluster.
+struct PrivateServer {
+    child: tokio::process::Child,
+    url: String,
+    dir: String,
+    port: String,
+}
+
+impl PrivateServer {
+    async fn start() -> PrivateServer {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-ephemeral");
+        let mut child = tokio::process::Command::new(script)
+            .args([
+                "bash",
+                "-c",
+                "echo \"$DATABASE_URL $PGEPHEMERAL_DIR $PGEPHEMERAL_PORT\"; exec cat >/dev/null",
+            ])
+            .env("PGEPHEMERAL_QUIET", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting scripts/pg-ephemeral");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .await
+            .unwrap();
+        let mut parts = line.split_whitespace().map(str::to_string);
+        let (url, dir, port) = (
+            parts.next().expect("pg-ephemeral printed its URL"),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        // As in production (pg-ephemeral turns it off for speed): a commit survives an
+        // immediate shutdown.
+        let admin = connect(&url).await;
+        admin
+            .batch_execute("ALTER SYSTEM SET synchronous_commit = on")
+            .await
+            .unwrap();
+        admin
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .unwrap();
+        let out = tokio::process::Command::new(BIN)
+            .args(["-q", "migrate"])
+            .env("DATABASE_URL", &url)
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        PrivateServer {
+            child,
+            url,
+            dir,
+            port,
+        }
+    }
+
+    fn cmd(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &self.url)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// pg_ctl on this cluster, as pg-ephemeral runs it (as user postgres when root).
+    fn pg_ctl(&self, args: &[&str]) {
+        let pg_ctl = pg_bin("pg_ctl");
+        let data = format!("{}/data", self.dir);
+        let mut full: Vec<String> = vec![pg_ctl, "-D".into(), data];
+        full.extend(args.iter().map(|s| s.to_string()));
+        let is_root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let mut cmd = if is_root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).args(&full);
+            c
+        } else {
+            let mut c = std::process::Command::new(&full[0]);
+            c.args(&full[1..]);
+            c
+        };
+        let out = cmd
+            .current_dir(&self.dir)
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/local/sbin:/usr/sbin:/sbin",
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .output()
+            .expect("running pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr_of(&out)
+        );
+    }
+
+    fn start_again(&self) {
+        let log = format!("{}/postgres.log", self.dir);
+        let port = format!("-p {}", self.port);
+        self.pg_ctl(&["-l", &log, "-o", &port, "-w", "-t", "60", "start"]);
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        // Closing stdin ends `cat`; pg-ephemeral then stops the server and cleans up.
+        drop(self.child.stdin.take());
+    }
+}
+
+/// A PostgreSQL server binary's path: PATH first, else the newest /usr/lib/postgresql/*/bin.
+fn pg_bin(name: &str) -> String {
+    if let Ok(out) = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+    {
+        let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !p.is_empty() {
+            return p;
+        }
+    }
+    let mut dirs: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL binaries")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin").join(name))
+        .filter(|p| p.exists())
+        .collect();
+    dirs.sort_by_key(|p| {
+        p.parent()
+            .and_then(|b| b.parent())
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.pop()
+        .expect("pg_ctl not found")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The private server's state after an outage: nothing running or leased, and the
+/// histogram of completed runs per tenant.
+async fn after_outage(url: &str) -> (i64, i64, i64, String) {
+    let c = connect(url).await;
+    let running = count(
+        &c,
+        "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'running'",
+    )
+    .await;
+    let leased = count(&c, "SELECT count(*) FROM agent_tenant_locks").await;
+    let failed = count(
+        &c,
+        "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'failed'",
+    )
+    .await;
+    (running, leased, failed, runs_per_tenant(&c).await)
+}
+
+async fn restart_mid_cycle(mode: &str) {
+    let server = PrivateServer::start().await;
+    let c = connect(&server.url).await;
+    enable_agent_globally(&c).await;
+    let tenants = 12;
+    for i in 0..tenants {
+        tenant_with_overdue_contacts(&c, &format!("R{i}"), 1).await;
+    }
+    // Every in-flight tenant waits on this lock when the server goes down.
+    let locker = connect(&server.url).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let child = server
+        .cmd()
+        .args(["run-cycle", "--json", "--concurrency", "4"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lock_waiters(&c, 4).await;
+    let started = Instant::now();
+    // -l: the server must not inherit pg_ctl's stdout (a pipe this test reads to the end).
+    let log = format!("{}/postgres.log", server.dir);
+    server.pg_ctl(&["-l", &log, "-m", mode, "-w", "-t", "60", "restart"]);
+    let restarted_in = started.elapsed();
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("run-cycle ended")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let doc = json_of(&out);
+    assert_eq!(doc["succeeded"], tenants, "{doc}");
+    let (running, leased, failed, histogram) = after_outage(&server.url).await;
+    println!(
+        "pg_ctl restart -m {mode} ({restarted_in:.1?}) with 4 of {tenants} tenants in flight: exit 0, runs per tenant: {histogram}, failed {failed}, running {running}, leased {leased}"
+    );
+    assert_eq!(histogram, format!("{tenants} x 1"));
+    assert_eq!((running, leased, failed), (0, 0, 0));
+    assert!(
+        stderr_of(&out).contains("reconnecting"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+#[tokio::test]
+async fn postgres_restarted_fast_mid_cycle_is_ridden_out_and_every_tenant_completes() {
+    restart_mid_cycle("fast").await;
+}
+
+#[tokio::test]
+async fn postgres_restarted_immediate_mid_cycle_is_ridden_out_and_every_tenant_completes() {
+    restart_mid_cycle("immediate").await;
+}
+
+#[tokio::test]
+async fn a_database_that_stays_down_exits_75_marks_no_tenant_failed_and_the_next_run_finishes() {
+    let server = PrivateServer::start().await;
+    let c = connect(&server.url).await;
+    enable_agent_globally(&c).await;
+    let tenants = 8;
+    for i in 0..tenants {
+        tenant_with_overdue_contacts(&c, &format!("Down{i}"), 1).await;
+    }
+    let locker = connect(&server.url).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let child = server
+        .cmd()
+        .args([
+            "run-cycle",
+            "--json",
+            "--concurrency",
+            "2",
+            "--lease",
+            "3",
+            "--retry-window",
+            "3",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lock_waiters(&c, 2).await;
+    server.pg_ctl(&["-m", "fast", "-w", "-t", "60", "stop"]);
+    let stopped = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("run-cycle gave up")
+        .unwrap();
+    let gave_up_after = stopped.elapsed();
+    assert_eq!(out.status.code(), Some(75), "{}", stderr_of(&out));
+    let errors = error_lines(&out);
+    assert_eq!(errors.len(), 1, "{}", stderr_of(&out));
+    assert!(errors[0].contains("did not come back"), "{}", errors[0]);
+    assert!(out.stdout.is_empty(), "no report on exit 75");
+    assert!(gave_up_after < Duration::from_secs(20), "{gave_up_after:?}");
+
+    server.start_again();
+    let c = connect(&server.url).await;
+    let left_running = count(
+        &c,
+        "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'running'",
+    )
+    .await;
+    let failed = count(
+        &c,
+        "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'failed'",
+    )
+    .await;
+    assert_eq!(failed, 0, "no tenant marked failed for the outage");
+    // The next invocation finishes the work once the dead runner's leases expired (at most
+    // one lease, 3 s here; expired by hand rather than waited for).
+    c.execute(
+        "UPDATE agent_tenant_locks SET expires_at = now() - interval '1 second'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let out = server
+        .cmd()
+        .args(["run-cycle", "--json", "--lease", "3"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let (running, leased, failed, histogram) = after_outage(&server.url).await;
+    println!(
+        "database down for good: exit 75 after {gave_up_after:.1?} (retry window 3 s), {left_running} run(s) left running for the lease to expire; next run: runs per tenant {histogram}, failed {failed}, running {running}, leased {leased}"
+    );
+    assert_eq!(histogram, format!("{tenants} x 1"));
+    assert_eq!((running, leased, failed), (0, 0, 0));
+}
+
+// SIGKILL at random points ----------------------------------------------------------------
+
+/// Wait until no autopilot session of this database is left on the server.
+async fn wait_for_no_autopilot_session(c: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(
+        c,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+           AND application_name = 'autopilot'",
+    )
+    .await
+        > 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a killed runner's session lingers"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A small deterministic generator (the seed is printed, so a failure can be replayed).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+#[tokio::test]
+async fn sigkill_at_random_points_leaves_nothing_stuck_after_one_lease_and_sends_nothing_twice() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let server = smtp::SmtpServer::start().await;
+    let mut tenants = Vec::new();
+    for i in 0..4 {
+        tenants.push(tenant_with_overdue_contacts(&c, &format!("K{i}"), 2).await);
+    }
+    let seed = std::env::var("FAULTS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    let mut rng = Lcg(seed);
+    let kills = 60;
+    let mut killed_running = 0;
+    let mut exited_first = 0;
+    let mut cards = 0;
+    let started = Instant::now();
+    for i in 0..kills {
+        // New work every round: one approved e-mail per tenant, to its own address.
+        for t in &tenants {
+            cards += 1;
+            c.execute(
+                "INSERT INTO kanban_cards (tenant_id, type, title, state, action_payload)
+                 VALUES ($1, 'send_email', 'Hello', 'approved',
+                         jsonb_build_object('to', $2::text, 'subject', 'Hello', 'body', 'Hi'))",
+                &[t, &format!("k{i}-{t}@recipient.example")],
+            )
+            .await
+            .unwrap();
+        }
+        let mut child = db
+            .tokio_cmd()
+            .args(["run-cycle", "--force", "--lease", "3"])
+            .env("SMTP_URL", server.url())
+            .env("EMAIL_FROM", "agent@crm.example")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = Duration::from_millis(rng.next(400));
+        tokio::select! {
+            _ = child.wait() => exited_first += 1,
+            _ = tokio::time::sleep(delay) => {
+                child.kill().await.unwrap();
+                killed_running += 1;
+            }
+        }
+        // The killed runner's server sessions finish what they were running (an acquire
+        // may still commit a lease): wait until they are gone, then let one lease pass
+        // (expired by hand rather than waited for) so the next runner takes over.
+        wait_for_no_autopilot_session(&c).await;
+        c.execute(
+            "UPDATE agent_tenant_locks SET expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    }
+    // The runner after the last kill: it takes over the expired leases, and (past the
+    // e-mail module's STUCK_AFTER_MINUTES, hence --now) parks every card a killed send left
+    // `executing` instead of sending it again.
+    let later = (chrono::Utc::now() + chrono::Duration::minutes(11)).to_rfc3339();
+    let out = db
+        .tokio_cmd()
+        .args([
+            "--now",
+            &later,
+            "run-cycle",
+            "--force",
+            "--json",
+            "--lease",
+            "3",
+        ])
+        .env("SMTP_URL", server.url())
+        .env("EMAIL_FROM", "agent@crm.example")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+
+    let running = count(
+        &c,
+        "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'running'",
+    )
+    .await;
+    let leased = count(&c, "SELECT count(*) FROM agent_tenant_locks").await;
+    let executing = count(
+        &c,
+        "SELECT count(*) FROM kanban_cards WHERE state = 'executing'",
+    )
+    .await;
+    let timeouts = count(
+        &c,
+        "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'timeout'",
+    )
+    .await;
+    let runs = count(&c, "SELECT count(*) FROM agent_autonomous_runs").await;
+    let done = count(
+        &c,
+        "SELECT count(*) FROM kanban_cards WHERE state = 'done' AND title = 'Hello'",
+    )
+    .await;
+    let parked = count(
+        &c,
+        "SELECT count(*) FROM kanban_cards WHERE state = 'blocked' AND title = 'Hello'",
+    )
+    .await;
+    let messages = server.messages();
+    let mut per_recipient = std::collections::HashMap::<String, usize>::new();
+    for m in &messages {
+        for r in &m.rcpt_to {
+            *per_recipient.entry(r.clone()).or_default() += 1;
+        }
+    }
+    let twice = per_recipient.values().filter(|n| **n > 1).count();
+    println!(
+        "SIGKILL x {killed_running} (+{exited_first} runs ended before their kill) in {:.1?}, seed {seed}: {runs} runs ({timeouts} closed as timeout by the next runner), {cards} approved cards: {done} done, {parked} parked for a human, {} messages, {twice} recipients reached twice; left running {running}, leased {leased}, executing {executing}",
+        started.elapsed(),
+        messages.len()
+    );
+    assert_eq!(killed_running + exited_first, kills);
+    assert!(killed_running >= 40, "most runners must die mid-way");
+    assert_eq!(twice, 0, "an e-mail was delivered twice");
+    assert_eq!((running, leased, executing), (0, 0, 0));
+    // Every done card was delivered exactly once.
+    assert!(messages.len() as i64 >= done, "{} < {done}", messages.len());
 }
