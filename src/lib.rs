@@ -10,6 +10,7 @@ pub mod db;
 pub mod email;
 pub mod engagement;
 pub mod error;
+pub mod inbound;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;
@@ -61,6 +62,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Status(args) => status::run(&ctx, &args).await,
         Command::Prune(args) => prune::run(&ctx, &args).await,
         Command::Completions(args) => Ok(completions(args.shell)),
+        Command::IngestMail(args) => inbound::run_ingest(&ctx, &args).await,
+        Command::Contact(args) => inbound::run_contact(&ctx, &args).await,
     }
 }
 
