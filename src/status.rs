@@ -96,6 +96,8 @@ pub struct TenantStatus {
     pub healthy: bool,
     /// Why the tenant is unhealthy (empty when healthy).
     pub problems: Vec<String>,
+    /// Reply, bounce and complaint rates over the last 100 sends, and the sending pause.
+    pub mail_feedback: Option<crate::inbound::feedback::TenantFeedback>,
 }
 
 #[derive(Debug, Serialize)]
@@ -175,6 +177,7 @@ fn tenant_status(r: &tokio_postgres::Row, now: DateTime<Utc>) -> TenantStatus {
         pending_orders: r.get(21),
         healthy: problems.is_empty(),
         problems,
+        mail_feedback: None,
     }
 }
 
@@ -194,7 +197,12 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<u8> {
         .map(|r| r.get(0));
     let globally_enabled =
         switch.and_then(|v| v.get("global_enabled").cloned()) == Some(Value::Bool(true));
-    let tenants: Vec<TenantStatus> = rows.iter().map(|r| tenant_status(r, now)).collect();
+    let mut tenants: Vec<TenantStatus> = rows.iter().map(|r| tenant_status(r, now)).collect();
+    let ids: Vec<Uuid> = tenants.iter().map(|t| t.tenant_id).collect();
+    let feedback = crate::inbound::feedback::for_tenants(&**conn, &ids, now).await?;
+    for (t, f) in tenants.iter_mut().zip(feedback) {
+        t.mail_feedback = Some(f);
+    }
     let report = StatusReport {
         healthy: tenants.iter().all(|t| t.healthy),
         tenants,
@@ -250,8 +258,26 @@ fn print_human(report: &StatusReport, now: DateTime<Utc>) {
         } else {
             format!("UNHEALTHY: {}", t.problems.join("; "))
         };
+        let mail = t
+            .mail_feedback
+            .as_ref()
+            .map(|f| {
+                format!(
+                    "; last {} sends: {:.1} % replied, {:.1} % bounced, {:.2} % complained{}",
+                    f.rates.sends,
+                    f.rates.reply_rate * 100.0,
+                    f.rates.bounce_rate * 100.0,
+                    f.rates.complaint_rate * 100.0,
+                    if f.sending_paused.is_some() {
+                        " (sending paused)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .unwrap_or_default();
         println!(
-            "{}{name}: {run}; {lease}; open alerts {} critical, {} warning, {} info; compliance {:.1} % ({} of {} overdue); {} pending order(s); {verdict}",
+            "{}{name}: {run}; {lease}; open alerts {} critical, {} warning, {} info; compliance {:.1} % ({} of {} overdue); {} pending order(s){mail}; {verdict}",
             t.tenant_id, a.critical, a.warning, a.info, t.compliance_rate, t.overdue, t.clocks, t.pending_orders
         );
     }
