@@ -1011,3 +1011,43 @@ async fn without_host_inbox_tables_the_cycle_runs_as_before() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_held_contact_gets_no_follow_up_draft_when_its_clock_falls_due_until_resumed() {
+    let w = world().await;
+    enable_agent_globally(&w.c).await;
+    the_card(&w).await;
+    only_message(&ingest(&w, &fixture("reply_threaded.eml")));
+    let drafts =
+        "SELECT count(*) FROM kanban_cards WHERE type = 'send_email' AND state = 'suggested'";
+    let cycle = |at: DateTime<Utc>| {
+        let out =
+            w.db.cmd()
+                .args([
+                    "run-cycle",
+                    "--json",
+                    "--tenant",
+                    &w.tenant.to_string(),
+                    "--now",
+                    &at.to_rfc3339(),
+                ])
+                .output()
+                .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // 30 days on, the reply's touch (21 days) is overdue, but the contact is held.
+    cycle(now() + Duration::days(30));
+    assert_eq!(count(&w.c, drafts).await, 0);
+    let out =
+        w.db.cmd()
+            .args(["contact", "resume", &w.contact.to_string()])
+            .output()
+            .unwrap();
+    assert!(out.status.success());
+    cycle(now() + Duration::days(30) + Duration::hours(1));
+    assert_eq!(count(&w.c, drafts).await, 1);
+}

@@ -118,7 +118,7 @@ fn ids_in(raw: &str) -> Vec<String> {
 }
 
 /// The header's raw (undecoded, unfolded) value in the top-level header block.
-fn raw_header<'a>(m: &'a Message<'_>, name: &str) -> Option<String> {
+fn raw_header(m: &Message<'_>, name: &str) -> Option<String> {
     m.header_raw(name).map(unfold)
 }
 
@@ -359,7 +359,7 @@ pub fn classify(raw: &[u8], max_bytes: usize) -> Result<Inbound, Malformed> {
         h.update(raw);
         format!("sha256:{}", hex::encode(h.finalize()))
     });
-    let subject = m.subject().map(|s| unfold(s));
+    let subject = m.subject().map(unfold);
 
     let root_type = m.content_type().map(|ct| {
         (
