@@ -199,9 +199,11 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<u8> {
         switch.and_then(|v| v.get("global_enabled").cloned()) == Some(Value::Bool(true));
     let mut tenants: Vec<TenantStatus> = rows.iter().map(|r| tenant_status(r, now)).collect();
     let ids: Vec<Uuid> = tenants.iter().map(|t| t.tenant_id).collect();
-    let feedback = crate::inbound::feedback::for_tenants(&**conn, &ids, now).await?;
-    for (t, f) in tenants.iter_mut().zip(feedback) {
-        t.mail_feedback = Some(f);
+    let mut feedback = crate::inbound::feedback::for_tenants(&**conn, &ids, now).await?;
+    for t in tenants.iter_mut() {
+        if let Some(i) = feedback.iter().position(|f| f.tenant_id == t.tenant_id) {
+            t.mail_feedback = Some(feedback.swap_remove(i));
+        }
     }
     let report = StatusReport {
         healthy: tenants.iter().all(|t| t.healthy),

@@ -1051,3 +1051,136 @@ async fn a_held_contact_gets_no_follow_up_draft_when_its_clock_falls_due_until_r
     cycle(now() + Duration::days(30) + Duration::hours(1));
     assert_eq!(count(&w.c, drafts).await, 1);
 }
+
+#[tokio::test]
+async fn eight_concurrent_ingestions_of_one_reply_apply_it_exactly_once() {
+    let w = world().await;
+    the_card(&w).await;
+    let mut children = Vec::new();
+    for _ in 0..8 {
+        let mut cmd = w.db.tokio_cmd();
+        cmd.args(["ingest-mail", "--json", "--now", &now().to_rfc3339()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        children.push(cmd.spawn().unwrap());
+    }
+    // All eight are running; now each gets the same message.
+    for child in children.iter_mut() {
+        let mut stdin = child.stdin.take().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            stdin
+                .write_all(&fixture("reply_threaded.eml"))
+                .await
+                .unwrap();
+        });
+    }
+    let mut results = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().await.unwrap();
+        results.push(only_message(&out)["result"].as_str().unwrap().to_string());
+    }
+    results.sort();
+    let replies = results.iter().filter(|r| *r == "reply").count();
+    let duplicates = results.iter().filter(|r| *r == "duplicate").count();
+    assert_eq!((replies, duplicates), (1, 7), "{results:?}");
+    assert_eq!(
+        count(&w.c, "SELECT count(*) FROM contact_email_holds").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &w.c,
+            "SELECT count(*) FROM kanban_cards WHERE type = 'create_task'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&w.c, "SELECT count(*) FROM inbound_mail_events").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_exit_75_so_the_mta_retries() {
+    let w = world().await;
+    let out =
+        w.db.cmd()
+            .env(
+                "DATABASE_URL",
+                "postgres://nobody@127.0.0.1:1/none?connect_timeout=2",
+            )
+            .args(["ingest-mail"])
+            .write_stdin(fixture("postfix_bounce_5.1.1.eml"))
+            .output()
+            .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn people_see_only_their_tenants_events_and_holds_and_may_resume_but_not_forge_them() {
+    let w = world().await;
+    the_card(&w).await;
+    only_message(&ingest(&w, &fixture("reply_threaded.eml")));
+    let mine = profile(&w.c, w.tenant).await;
+    let other_tenant = tenant(&w.c, "Other AMC", true).await;
+    let theirs = profile(&w.c, other_tenant).await;
+
+    let me = w.db.as_authenticated(mine).await;
+    assert_eq!(
+        count(&me, "SELECT count(*) FROM contact_email_holds").await,
+        1
+    );
+    assert_eq!(
+        count(&me, "SELECT count(*) FROM inbound_mail_events").await,
+        1
+    );
+    let them = w.db.as_authenticated(theirs).await;
+    assert_eq!(
+        count(&them, "SELECT count(*) FROM contact_email_holds").await,
+        0
+    );
+    assert_eq!(
+        count(&them, "SELECT count(*) FROM inbound_mail_events").await,
+        0
+    );
+    let anon = w.db.as_anon().await;
+    assert!(anon
+        .query("SELECT 1 FROM contact_email_holds", &[])
+        .await
+        .is_err());
+    assert!(anon
+        .query("SELECT 1 FROM inbound_mail_cursors", &[])
+        .await
+        .is_err());
+
+    // A person resumes in the product; nobody but the agent writes events.
+    assert_eq!(
+        me.execute(
+            "UPDATE contact_email_holds SET resumed_at = now(), resumed_by = $1",
+            &[&mine]
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    assert!(me
+        .execute(
+            "INSERT INTO inbound_mail_events (tenant_id, message_key, kind) VALUES ($1, 'x', 'reply')",
+            &[&w.tenant]
+        )
+        .await
+        .is_err());
+    assert!(me
+        .query("SELECT 1 FROM inbound_mail_cursors", &[])
+        .await
+        .is_err());
+}

@@ -656,6 +656,33 @@ mod tests {
     }
 
     #[test]
+    fn auto_submitted_no_is_an_ordinary_reply() {
+        let raw = b"From: pat@client.example\r\nSubject: Re: Checking in\r\nAuto-Submitted: no\r\nIn-Reply-To: <card-x@amc.example>\r\n\r\nYes.\r\n";
+        let m = classify(raw, DEFAULT_MAX_BYTES).unwrap();
+        assert_eq!(m.kind, Kind::Mail { automatic: None });
+        let bulk = b"From: pat@client.example\r\nSubject: Re: Checking in\r\nPrecedence: bulk\r\n\r\nx\r\n";
+        assert!(matches!(
+            classify(bulk, DEFAULT_MAX_BYTES).unwrap().kind,
+            Kind::Mail { automatic: Some(_) }
+        ));
+    }
+
+    #[test]
+    fn a_dsn_returning_a_cut_off_multipart_message_is_still_a_dsn() {
+        // Exim returns at most bounce_return_size_limit bytes of the original: the returned
+        // message's own multipart may end mid-part, the report itself is complete.
+        let text = String::from_utf8(fixture("exim_bounce_full_message.eml")).unwrap();
+        let cut = text.replace(
+            "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\nMIME-Version: 1.0\n\nHello Pat,\nhow are the appraisals going?\n",
+            "MIME-Version: 1.0\nContent-Type: multipart/alternative; boundary=\"inner\"\n\n--inner\nContent-Type: text/plain\n\nHello Pat,\n\n------ This is a copy of the message's headers and the first part only ------\n",
+        );
+        assert_ne!(cut, text);
+        let m = classify(cut.as_bytes(), DEFAULT_MAX_BYTES).unwrap();
+        assert!(matches!(m.kind, Kind::Dsn { .. }), "{m:?}");
+        assert!(m.refs.contains(&CARD.to_string()));
+    }
+
+    #[test]
     fn oversize_is_refused_before_parsing() {
         let big = vec![b'a'; 100];
         let e = classify(&big, 10).unwrap_err();
