@@ -271,7 +271,7 @@ pub struct IngestMailArgs {
     pub maildir: Option<PathBuf>,
     /// Refuse a message larger than this many bytes.
     #[arg(long, value_name = "BYTES", default_value_t = crate::inbound::classify::DEFAULT_MAX_BYTES,
-          value_parser = clap::value_parser!(usize))]
+          value_parser = parse_max_size)]
     pub max_size: usize,
     /// Print one JSON document.
     #[arg(long)]
@@ -321,6 +321,17 @@ impl Severity {
             Severity::Critical => "critical",
         }
     }
+}
+
+/// A message size cap: at least 1 KiB (no real message is smaller), at most 1 GiB.
+fn parse_max_size(s: &str) -> Result<usize, String> {
+    let v: usize = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number of bytes"))?;
+    if !(1024..=1 << 30).contains(&v) {
+        return Err(format!("{v} is not between 1024 and 1073741824 bytes"));
+    }
+    Ok(v)
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
