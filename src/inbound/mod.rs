@@ -61,8 +61,7 @@ impl IngestReport {
     }
 }
 
-/// Parse, match and apply one message's bytes; a bounce or complaint also re-evaluates the
-/// tenant's rate alerts at once, so a pause does not wait for the next cycle.
+/// Parse, match and apply one message's bytes.
 pub async fn ingest_bytes(
     c: &mut impl Begin,
     raw: &[u8],
@@ -73,13 +72,28 @@ pub async fn ingest_bytes(
         Ok(m) => m,
         Err(e) => return Ok(Outcome::malformed(e.0)),
     };
-    let out = apply::ingest(c, &msg, now).await?;
-    if matches!(out.result.as_str(), "bounce" | "complaint") {
-        if let Some(tenant) = out.tenant_id {
-            feedback::evaluate_alerts(&*c, tenant, now).await?;
-        }
+    apply::ingest(c, &msg, now).await
+}
+
+/// A bounce or complaint re-evaluates its tenant's rate alerts at once (once per tenant and
+/// invocation), so a pause does not wait for the next cycle.
+async fn evaluate_rate_alerts(
+    c: &impl crate::db::Sql,
+    report: &IngestReport,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut tenants: Vec<Uuid> = report
+        .messages
+        .iter()
+        .filter(|m| matches!(m.result.as_str(), "bounce" | "complaint"))
+        .filter_map(|m| m.tenant_id)
+        .collect();
+    tenants.sort();
+    tenants.dedup();
+    for tenant in tenants {
+        feedback::evaluate_alerts(c, tenant, now).await?;
     }
-    Ok(out)
+    Ok(())
 }
 
 pub async fn run_ingest(ctx: &Context, args: &IngestMailArgs) -> Result<u8> {
@@ -101,6 +115,7 @@ pub async fn run_ingest(ctx: &Context, args: &IngestMailArgs) -> Result<u8> {
             let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
             let mut report = IngestReport::default();
             report.push(ingest_bytes(&mut **conn, &raw, args.max_size, now).await?);
+            evaluate_rate_alerts(&**conn, &report, now).await?;
             report
         }
         Some(dir) => ingest_maildir(ctx, dir, args.max_size, now).await?,
@@ -228,6 +243,7 @@ async fn ingest_maildir(
         outcome.file = Some(display);
         report.push(outcome);
     }
+    evaluate_rate_alerts(&**conn, &report, now).await?;
     Ok(report)
 }
 
