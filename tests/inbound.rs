@@ -1184,3 +1184,49 @@ async fn people_see_only_their_tenants_events_and_holds_and_may_resume_but_not_f
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn a_host_inbox_table_of_another_shape_is_named_in_the_reflection_not_a_failed_cycle() {
+    let w = world().await;
+    enable_agent_globally(&w.c).await;
+    w.c.batch_execute(
+        "CREATE TABLE public.gmail_messages (id text PRIMARY KEY, org_id text, from_email text, received_at text)",
+    )
+    .await
+    .unwrap();
+    w.c.execute(
+        "INSERT INTO gmail_messages VALUES ('m1', $1, 'pat@client.example', 'last tuesday')",
+        &[&w.tenant.to_string()],
+    )
+    .await
+    .unwrap();
+    let out =
+        w.db.cmd()
+            .args([
+                "run-cycle",
+                "--json",
+                "--tenant",
+                &w.tenant.to_string(),
+                "--now",
+                &now().to_rfc3339(),
+            ])
+            .output()
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_of(&out)["tenants"][0]["status"], "completed");
+    let insights: Value =
+        w.c.query_one("SELECT insights FROM agent_hourly_reflections", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert!(
+        insights
+            .to_string()
+            .contains("gmail_messages could not be read"),
+        "{insights}"
+    );
+}

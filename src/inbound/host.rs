@@ -250,6 +250,23 @@ async fn read_host_bounces(
     Ok(())
 }
 
+fn tolerate(result: Result<()>, source: &str, insights: &mut Vec<String>) -> Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if crate::db::is_lease_lost_err(&e) || crate::error::exit_code_for(&e) == 75 => {
+            Err(e)
+        }
+        Err(e) => {
+            let text = crate::error::redact(&format!("{e:#}"));
+            tracing::warn!(source, error = %text, "host inbox source skipped");
+            insights.push(format!(
+                "host inbox source {source} could not be read: {text}"
+            ));
+            Ok(())
+        }
+    }
+}
+
 /// The React phase's inbound mail step: read the host's inbox and bounce rows when they
 /// exist, then raise the rate alerts. Lines for the reflection go to `changes`/`insights`.
 pub async fn react(
@@ -261,8 +278,13 @@ pub async fn react(
     insights: &mut Vec<String>,
 ) -> Result<HostReport> {
     let mut report = HostReport::default();
-    read_inbox(c, tenant, &fence, now, &mut report).await?;
-    read_host_bounces(c, tenant, &fence, now, &mut report).await?;
+    // The host's tables are the host's: one whose rows cannot be read as expected (a column
+    // of another type, a value that does not cast) is named in the reflection and skipped,
+    // not a reason to fail the tenant's cycle. A lost lease or connection still ends it.
+    let inbox = read_inbox(c, tenant, &fence, now, &mut report).await;
+    tolerate(inbox, "gmail_messages", insights)?;
+    let bounces = read_host_bounces(c, tenant, &fence, now, &mut report).await;
+    tolerate(bounces, "email_suppressions.bounce_type", insights)?;
     {
         let tx = c.begin().await?;
         fence.check(&tx).await?;
