@@ -89,7 +89,7 @@ WHERE NOT EXISTS (
   AND NOT EXISTS (
         SELECT 1 FROM public.contact_email_holds h
         WHERE h.tenant_id = $1 AND h.resumed_at IS NULL
-          AND (h.contact_id = v.contact_id OR h.email = lower(nullif(btrim(ct.email), ''))))
+          AND (h.contact_id = v.contact_id OR lower(h.email) = lower(nullif(btrim(ct.email), ''))))
 ORDER BY v.ordinality
 LIMIT $3";
 

@@ -174,7 +174,7 @@ const IS_SUPPRESSED: &str = "SELECT EXISTS (SELECT 1 FROM public.email_suppressi
     AND ((s.email IS NOT NULL AND lower(s.email) = lower($2)) OR (s.contact_id IS NOT NULL AND s.contact_id = $3)))
   OR EXISTS (SELECT 1 FROM public.contact_email_holds h
   WHERE h.tenant_id = $1 AND h.resumed_at IS NULL
-    AND (h.email = lower($2) OR (h.contact_id IS NOT NULL AND h.contact_id = $3)))";
+    AND (lower(h.email) = lower($2) OR (h.contact_id IS NOT NULL AND h.contact_id = $3)))";
 
 // An unacknowledged bounce or complaint rate alert pauses the tenant's sending (see
 // `inbound::feedback`); reported as a rate limit so the cards stay approved.

@@ -4,6 +4,6 @@ UPDATE public.contact_email_holds h
 SET resumed_at = $3, resumed_by = $4, resume_note = $5
 FROM public.contacts ct
 WHERE ct.id = $1 AND h.tenant_id = ct.tenant_id AND h.resumed_at IS NULL
-  AND (h.contact_id = ct.id OR h.email = lower(btrim(ct.email)))
+  AND (h.contact_id = ct.id OR lower(h.email) = lower(btrim(ct.email)))
   AND ($2::uuid IS NULL OR ct.tenant_id = $2)
 RETURNING h.id
