@@ -113,6 +113,14 @@ pub enum Command {
         after_help = "Examples:\n  autopilot card requeue <card id>   # not in the mailbox: send it again\n  autopilot card close <card id>     # delivered: mark it done\n\nOnly a card parked with delivery unknown (state blocked, blocked_code delivery_unknown) can be changed; anything else exits 1 and changes nothing."
     )]
     Card(CardArgs),
+    /// Read bounces, complaints and replies: one RFC 5322 message on stdin, or a Maildir
+    #[command(
+        after_help = "Examples:\n  autopilot ingest-mail < message.eml\n  autopilot ingest-mail --maildir /var/mail/autopilot --json\n\nExit codes: 0 ingested, ignored (not about a message autopilot sent) or already ingested; 2 the input is not a complete e-mail (nothing written); with --maildir, 1 when a file was malformed (it is flagged F and not read again); 75 database unreachable (an MTA retries later)."
+    )]
+    IngestMail(IngestMailArgs),
+    /// Contacts: resume automatic e-mail to a contact who replied
+    #[command(after_help = "Example:\n  autopilot contact resume <contact id> --by <profile id>")]
+    Contact(ContactArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -407,6 +415,49 @@ pub struct AckAlertArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args, Clone)]
+pub struct IngestMailArgs {
+    /// Read every new message of this Maildir (new/, and cur/ files not yet seen) instead
+    /// of one message on stdin; each handled file moves to cur/ marked seen.
+    #[arg(long, value_name = "DIR")]
+    pub maildir: Option<PathBuf>,
+    /// Refuse a message larger than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::inbound::classify::DEFAULT_MAX_BYTES,
+          value_parser = parse_max_size)]
+    pub max_size: usize,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ContactArgs {
+    #[command(subcommand)]
+    pub command: ContactCommand,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum ContactCommand {
+    /// End the hold a reply put on a contact: automatic e-mail to it may go on
+    Resume(ContactResumeArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ContactResumeArgs {
+    /// The contact whose automatic e-mail resumes.
+    #[arg(value_name = "CONTACT_ID")]
+    pub contact_id: Uuid,
+    /// Profile that resumes it (must exist in the contact's tenant).
+    #[arg(long, value_name = "PROFILE_ID")]
+    pub by: Option<Uuid>,
+    /// Why (recorded on the hold).
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Severity {
     Info,
@@ -422,6 +473,17 @@ impl Severity {
             Severity::Critical => "critical",
         }
     }
+}
+
+/// A message size cap: at least 1 KiB (no real message is smaller), at most 1 GiB.
+fn parse_max_size(s: &str) -> Result<usize, String> {
+    let v: usize = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number of bytes"))?;
+    if !(1024..=1 << 30).contains(&v) {
+        return Err(format!("{v} is not between 1024 and 1073741824 bytes"));
+    }
+    Ok(v)
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {

@@ -1322,6 +1322,7 @@ async fn tenant_cycle(
             orders_report.auto_fixes
         ));
     }
+    crate::inbound::host::react(c, tenant, fence, now, &mut changes, &mut insights).await?;
     let provider_failures = email::provider_failures_last_hour(&*c, tenant, now).await?;
     if provider_failures > 0 {
         insights.push(format!(

@@ -66,7 +66,7 @@ ORDER BY v.ordinality
 LIMIT $3";
 
 /// Overdue contact clocks worth a follow-up: not already covered by another `send_email`
-/// card for the contact, and neither the contact nor its address suppressed (addresses
+/// card for the contact, not held after a reply (`contact_email_holds`), and neither the contact nor its address suppressed (addresses
 /// compare case-insensitively, as `email_suppressions_tenant_lower_email_idx` expects).
 /// Contacts without an address are kept so the caller can name them as blockers.
 ///
@@ -107,6 +107,10 @@ WHERE NOT EXISTS (
         WHERE s.tenant_id = $1
           AND (s.contact_id = v.contact_id
                OR lower(s.email) = lower(nullif(btrim(ct.email), ''))))
+  AND NOT EXISTS (
+        SELECT 1 FROM public.contact_email_holds h
+        WHERE h.tenant_id = $1 AND h.resumed_at IS NULL
+          AND (h.contact_id = v.contact_id OR lower(h.email) = lower(nullif(btrim(ct.email), ''))))
 ORDER BY v.ordinality
 LIMIT $3";
 

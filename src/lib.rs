@@ -14,6 +14,7 @@ pub mod email;
 pub mod engagement;
 pub mod error;
 pub mod host_compat;
+pub mod inbound;
 pub mod libpq;
 pub mod logging;
 pub mod metrics;
@@ -78,6 +79,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Tenant(cmd) => tenant_admin::run_tenant(&ctx, &cmd).await,
         Command::Agent(cmd) => tenant_admin::run_agent(&ctx, &cmd).await,
         Command::Card(args) => cards::run(&ctx, &args).await,
+        Command::IngestMail(args) => inbound::run_ingest(&ctx, &args).await,
+        Command::Contact(args) => inbound::run_contact(&ctx, &args).await,
     };
     outcome.map_err(|e| {
         if deadline::is_timeout(&e) {

@@ -253,6 +253,27 @@ async fn open_alerts(ctx: &Context) -> Result<OpenAlerts> {
     Ok(a)
 }
 
+/// Per-tenant reply, bounce and complaint gauges of the cycle's tenants (see
+/// `inbound::feedback`); left out, not faked, when the database cannot be asked.
+async fn mail_feedback_text(ctx: &Context, report: &CycleReport) -> String {
+    let ids: Vec<uuid::Uuid> = report.tenants.iter().map(|t| t.tenant_id).collect();
+    if ids.is_empty() {
+        return String::new();
+    }
+    let read = async {
+        let pool = ctx.db.pool(1)?;
+        let conn = crate::db::get(&pool, &ctx.db).await?;
+        crate::inbound::feedback::for_tenants(&*conn, &ids, ctx.now()).await
+    };
+    match read.await {
+        Ok(list) => crate::inbound::feedback::metrics_text(&list),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "metrics: mail feedback rates left out");
+            String::new()
+        }
+    }
+}
+
 /// Called by `run-cycle` once its report is built: writes the metrics file when one is
 /// configured (not on `--dry-run`, which writes nothing). A failure is logged and does not
 /// change the cycle's exit code: the cycle's work is done and recorded in the database, and
@@ -272,7 +293,9 @@ pub async fn after_cycle(ctx: &Context, args: &RunCycleArgs, report: &CycleRepor
         }
     };
     let sample = Sample::from_report(report, ctx.now(), alerts, previous_last_success(path));
-    if let Err(e) = write_atomically(path, &render(&sample)) {
+    let mut text = render(&sample);
+    text.push_str(&mail_feedback_text(ctx, report).await);
+    if let Err(e) = write_atomically(path, &text) {
         tracing::error!(error = %format!("{e:#}"), path = %path.display(), "writing the metrics file failed");
     }
 }

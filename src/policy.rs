@@ -168,9 +168,20 @@ const QUOTA_USED: &str = "SELECT COALESCE((SELECT action_count FROM public.agent
 
 const TAKE_QUOTA: &str = "SELECT public.rate_limit_take($1, $2, $3, $4)";
 
+// A contact who replied (an open hold, see `inbound`) gets no automatic e-mail either.
 const IS_SUPPRESSED: &str = "SELECT EXISTS (SELECT 1 FROM public.email_suppressions s
   WHERE s.tenant_id = $1
-    AND ((s.email IS NOT NULL AND lower(s.email) = lower($2)) OR (s.contact_id IS NOT NULL AND s.contact_id = $3)))";
+    AND ((s.email IS NOT NULL AND lower(s.email) = lower($2)) OR (s.contact_id IS NOT NULL AND s.contact_id = $3)))
+  OR EXISTS (SELECT 1 FROM public.contact_email_holds h
+  WHERE h.tenant_id = $1 AND h.resumed_at IS NULL
+    AND (lower(h.email) = lower($2) OR (h.contact_id IS NOT NULL AND h.contact_id = $3)))";
+
+// An unacknowledged bounce or complaint rate alert pauses the tenant's sending (see
+// `inbound::feedback`); reported as a rate limit so the cards stay approved.
+const SENDING_PAUSED: &str = "SELECT a.message FROM public.agent_alerts a
+  WHERE a.tenant_id = $1 AND NOT a.acknowledged
+    AND a.alert_type IN ('email_bounce_rate', 'email_complaint_rate')
+  ORDER BY a.created_at LIMIT 1";
 
 pub const INSERT_VIOLATION: &str = "INSERT INTO public.agent_policy_violations
   (tenant_id, run_id, violation_type, action_type, action_data, reason, blocked, created_at)
@@ -216,6 +227,20 @@ pub async fn evaluate(
         }
     }
 
+    if action.quota == Some(Quota::EmailSend) {
+        if let Some(row) = c
+            .query_opt(SENDING_PAUSED, &[&tenant])
+            .await
+            .context("checking the sending pause")?
+        {
+            let why: String = row.get(0);
+            return Ok(Some(Block {
+                violation: Violation::RateLimit,
+                reason: format!("e-mail sending paused until the alert is acknowledged: {why}"),
+            }));
+        }
+    }
+
     if let Some(q) = action.quota {
         let used: i32 = c
             .query_one(QUOTA_USED, &[&tenant, &q.action_type(), &now])
@@ -246,7 +271,7 @@ pub async fn evaluate(
                     return Ok(Some(Block {
                         violation: Violation::Suppression,
                         reason: format!(
-                            "{} is suppressed (unsubscribed, bounced or complained)",
+                            "{} is suppressed (unsubscribed, bounced, complained, or replied and waits for a person)",
                             redact_addr(&email)
                         ),
                     }));

@@ -102,6 +102,8 @@ pub struct TenantStatus {
     pub healthy: bool,
     /// Why the tenant is unhealthy (empty when healthy).
     pub problems: Vec<String>,
+    /// Reply, bounce and complaint rates over the last 100 sends, and the sending pause.
+    pub mail_feedback: Option<crate::inbound::feedback::TenantFeedback>,
 }
 
 #[derive(Debug, Serialize)]
@@ -182,6 +184,7 @@ fn tenant_status(r: &tokio_postgres::Row, now: DateTime<Utc>) -> TenantStatus {
         delivery_unknown_cards: 0,
         healthy: problems.is_empty(),
         problems,
+        mail_feedback: None,
     }
 }
 
@@ -203,9 +206,13 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<u8> {
         switch.and_then(|v| v.get("global_enabled").cloned()) == Some(Value::Bool(true));
     let mut tenants: Vec<TenantStatus> = rows.iter().map(|r| tenant_status(r, now)).collect();
     let ids: Vec<Uuid> = tenants.iter().map(|t| t.tenant_id).collect();
-    let parked = crate::email::delivery_unknown_counts(&**conn, &ids).await?;
-    for t in &mut tenants {
+    let parked = crate::email::delivery_unknown_counts(&*conn, &ids).await?;
+    let mut feedback = crate::inbound::feedback::for_tenants(&*conn, &ids, now).await?;
+    for t in tenants.iter_mut() {
         t.delivery_unknown_cards = parked.get(&t.tenant_id).copied().unwrap_or(0);
+        if let Some(i) = feedback.iter().position(|f| f.tenant_id == t.tenant_id) {
+            t.mail_feedback = Some(feedback.swap_remove(i));
+        }
     }
     let report = StatusReport {
         healthy: tenants.iter().all(|t| t.healthy),
@@ -268,8 +275,26 @@ fn print_human(report: &StatusReport, now: DateTime<Utc>) {
         } else {
             format!("UNHEALTHY: {}", t.problems.join("; "))
         };
+        let mail = t
+            .mail_feedback
+            .as_ref()
+            .map(|f| {
+                format!(
+                    "; last {} sends: {:.1} % replied, {:.1} % bounced, {:.2} % complained{}",
+                    f.rates.sends,
+                    f.rates.reply_rate * 100.0,
+                    f.rates.bounce_rate * 100.0,
+                    f.rates.complaint_rate * 100.0,
+                    if f.sending_paused.is_some() {
+                        " (sending paused)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .unwrap_or_default();
         println!(
-            "{}{name}: {run}; {lease}; open alerts {} critical, {} warning, {} info; compliance {:.1} % ({} of {} overdue); {} pending order(s); {verdict}",
+            "{}{name}: {run}; {lease}; open alerts {} critical, {} warning, {} info; compliance {:.1} % ({} of {} overdue); {} pending order(s){mail}; {verdict}",
             t.tenant_id, a.critical, a.warning, a.info, t.compliance_rate, t.overdue, t.clocks, t.pending_orders
         );
         if t.delivery_unknown_cards > 0 {

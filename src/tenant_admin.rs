@@ -140,7 +140,7 @@ struct TenantRow {
 async fn list(ctx: &Context, args: &TenantListArgs) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
     let conn = crate::db::get_checked(&pool, &ctx.db).await?;
-    let c: &deadpool_postgres::ClientWrapper = &conn;
+    let c: &crate::db::Conn = &conn;
     let rows = Sql::query(c, LIST, &[&args.enabled])
         .await
         .context("listing tenants")?;
@@ -332,7 +332,7 @@ async fn switch_in(
 async fn agent_status(ctx: &Context, json: bool) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
     let conn = crate::db::get_checked(&pool, &ctx.db).await?;
-    let c: &deadpool_postgres::ClientWrapper = &conn;
+    let c: &crate::db::Conn = &conn;
     let global = read_global(c).await?;
     let env = env_kill_switch();
     let runs = global.global_enabled && env.is_none();

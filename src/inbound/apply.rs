@@ -1,0 +1,440 @@
+//! What an inbound message changes: matching it to the agent's card, then, in one
+//! transaction that starts by recording the message (so a second ingestion changes
+//! nothing), suppressing a bounced or complaining address, or holding a contact who replied.
+
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::db::{check_fence, Begin, Commit, Fence, Sql};
+use crate::inbound::classify::{thread_subject, Inbound, Kind};
+
+const MATCH_BY_IDS: &str = include_str!("../sql/inbound/match_by_ids.sql");
+const MATCH_BY_SENDER: &str = include_str!("../sql/inbound/match_by_sender.sql");
+const INSERT_EVENT: &str = include_str!("../sql/inbound/insert_event.sql");
+const SUPPRESS: &str = include_str!("../sql/inbound/suppress.sql");
+const SOFT_BOUNCES: &str = include_str!("../sql/inbound/soft_bounces.sql");
+const HOLD: &str = include_str!("../sql/inbound/hold.sql");
+const HOLD_CARDS: &str = include_str!("../sql/inbound/hold_cards.sql");
+const TASK_CARD: &str = include_str!("../sql/inbound/task_card.sql");
+const TOUCH: &str = include_str!("../sql/inbound/touch.sql");
+
+/// Transient failures of one address within 30 days that suppress it.
+pub const SOFT_BOUNCE_LIMIT: i64 = 3;
+
+/// The agent's card an inbound message is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardRef {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub contact_id: Option<Uuid>,
+    pub client_id: Option<Uuid>,
+    /// The address the card was sent to (lower case).
+    pub email: Option<String>,
+    pub subject: Option<String>,
+}
+
+impl CardRef {
+    fn from_row(r: &tokio_postgres::Row) -> CardRef {
+        CardRef {
+            id: r.get(0),
+            tenant_id: r.get(1),
+            contact_id: r.get(2),
+            client_id: r.get(3),
+            email: r.get(4),
+            subject: r.get(5),
+        }
+    }
+}
+
+/// What a recognised message means for the card's recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Bounce { status: String },
+    SoftBounce { status: String },
+    Complaint { feedback_type: String },
+    Reply,
+    AutoReply { reason: String },
+}
+
+impl Effect {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Effect::Bounce { .. } => "bounce",
+            Effect::SoftBounce { .. } => "soft_bounce",
+            Effect::Complaint { .. } => "complaint",
+            Effect::Reply => "reply",
+            Effect::AutoReply { .. } => "auto_reply",
+        }
+    }
+    fn status(&self) -> Option<String> {
+        match self {
+            Effect::Bounce { status } | Effect::SoftBounce { status } => Some(status.clone()),
+            Effect::Complaint { feedback_type } => Some(feedback_type.clone()),
+            Effect::AutoReply { reason } => Some(reason.clone()),
+            Effect::Reply => None,
+        }
+    }
+}
+
+/// The result of one message, as reported (`--json`: one element of `messages`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Outcome {
+    /// bounce, soft_bounce, complaint, reply, auto_reply, ignored, duplicate or malformed.
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    pub message_id: Option<String>,
+    pub tenant_id: Option<Uuid>,
+    pub card_id: Option<Uuid>,
+    pub contact_id: Option<Uuid>,
+    pub email: Option<String>,
+    pub status: Option<String>,
+    /// The address was added to `email_suppressions` by this message.
+    pub suppressed: bool,
+    /// Approved cards held (moved to `blocked`) because the contact replied.
+    pub held_cards: Vec<Uuid>,
+    /// The card created for a person to answer a reply.
+    pub task_card_id: Option<Uuid>,
+    pub reason: String,
+}
+
+impl Outcome {
+    pub fn ignored(message_id: Option<String>, reason: impl Into<String>) -> Outcome {
+        Outcome {
+            result: "ignored".into(),
+            message_id,
+            reason: reason.into(),
+            ..Outcome::default()
+        }
+    }
+    pub fn malformed(reason: impl Into<String>) -> Outcome {
+        Outcome {
+            result: "malformed".into(),
+            reason: reason.into(),
+            ..Outcome::default()
+        }
+    }
+    /// Whether this message changed something (suppression, hold, card, clock).
+    pub fn changed(&self) -> bool {
+        matches!(
+            self.result.as_str(),
+            "bounce" | "soft_bounce" | "complaint" | "reply"
+        )
+    }
+}
+
+/// Card ids carried by the agent's own Message-IDs (`<card-UUID@domain>`).
+fn card_ids(refs: &[String]) -> Vec<Uuid> {
+    refs.iter()
+        .filter_map(|r| {
+            let inner = r.strip_prefix("<card-")?;
+            let (id, _) = inner.split_once('@')?;
+            Uuid::parse_str(id).ok()
+        })
+        .collect()
+}
+
+/// The card the message is about: named by a Message-ID, or (mail only) sent to the
+/// message's sender with the same thread subject.
+pub async fn find_card(c: &impl Sql, msg: &Inbound, now: DateTime<Utc>) -> Result<Option<CardRef>> {
+    if !msg.refs.is_empty() {
+        if let Some(row) = c
+            .query_opt(MATCH_BY_IDS, &[&msg.refs, &card_ids(&msg.refs)])
+            .await
+            .context("matching Message-IDs to sent cards")?
+        {
+            return Ok(Some(CardRef::from_row(&row)));
+        }
+    }
+    if let (Kind::Mail { .. }, Some(from), Some(subject)) = (&msg.kind, &msg.from, &msg.subject) {
+        let wanted = thread_subject(subject);
+        if wanted.is_empty() {
+            return Ok(None);
+        }
+        let rows = c
+            .query(MATCH_BY_SENDER, &[from, &now])
+            .await
+            .context("matching a sender to sent cards")?;
+        return Ok(rows
+            .iter()
+            .map(CardRef::from_row)
+            .find(|card| card.subject.as_deref().map(thread_subject) == Some(wanted.clone())));
+    }
+    Ok(None)
+}
+
+/// What the message means for `card`; Err is why it is left alone.
+pub fn decide(msg: &Inbound, card: &CardRef) -> std::result::Result<Effect, String> {
+    match &msg.kind {
+        Kind::Dsn { recipients, .. } => {
+            let about_card = |r: &&crate::inbound::classify::DsnRecipient| {
+                card.email.is_some()
+                    && (r.final_recipient == card.email || r.original_recipient == card.email)
+            };
+            let r = recipients
+                .iter()
+                .find(about_card)
+                .or_else(|| recipients.iter().find(|r| r.class() == Some(5)))
+                .or_else(|| recipients.iter().find(|r| r.class() == Some(4)))
+                .or_else(|| recipients.first())
+                .ok_or_else(|| "delivery status notification without recipients".to_string())?;
+            let status = r
+                .status
+                .clone()
+                .unwrap_or_else(|| r.action.clone().unwrap_or_else(|| "unknown".into()));
+            match r.class() {
+                Some(5) => Ok(Effect::Bounce { status }),
+                Some(4) => Ok(Effect::SoftBounce { status }),
+                Some(2) => Err(format!(
+                    "delivery status notification reports success ({status}): nothing to do"
+                )),
+                _ => Err("delivery status notification without a status or action".into()),
+            }
+        }
+        Kind::Feedback { feedback_type, .. } => match feedback_type.as_str() {
+            "abuse" | "fraud" | "virus" | "other" => Ok(Effect::Complaint {
+                feedback_type: feedback_type.clone(),
+            }),
+            t => Err(format!("feedback report of type {t} is not a complaint")),
+        },
+        Kind::Mail {
+            automatic: Some(reason),
+        } => Ok(Effect::AutoReply {
+            reason: reason.clone(),
+        }),
+        Kind::Mail { automatic: None } => Ok(Effect::Reply),
+    }
+}
+
+/// Why a message with no matching card is left alone.
+pub fn unmatched_reason(msg: &Inbound) -> String {
+    match &msg.kind {
+        Kind::Dsn { .. } => "delivery status notification about a message autopilot did not send (no recorded Message-ID matches)".into(),
+        Kind::Feedback { .. } => "feedback report about a message autopilot did not send (no recorded Message-ID matches)".into(),
+        Kind::Mail { .. } if msg.refs.is_empty() => "not about a message autopilot sent (no In-Reply-To or References, and no sent card to the sender with this subject)".into(),
+        Kind::Mail { .. } => "not about a message autopilot sent (In-Reply-To/References name no recorded Message-ID)".into(),
+    }
+}
+
+/// Everything one recognised message changes, in one transaction. The event row goes in
+/// first: when it is already there the transaction changes nothing (`duplicate`).
+#[allow(clippy::too_many_arguments)]
+pub async fn apply(
+    c: &mut impl Begin,
+    fence: Option<&Fence>,
+    source: &str,
+    key: &str,
+    message_id: Option<String>,
+    card: &CardRef,
+    effect: &Effect,
+    details: Value,
+    now: DateTime<Utc>,
+) -> Result<Outcome> {
+    let mut out = Outcome {
+        result: effect.kind().into(),
+        message_id,
+        tenant_id: Some(card.tenant_id),
+        card_id: Some(card.id),
+        contact_id: card.contact_id,
+        email: card.email.clone(),
+        status: effect.status(),
+        ..Outcome::default()
+    };
+    let tenant = card.tenant_id;
+    let tx = c.begin().await.context("starting the ingest transaction")?;
+    check_fence(fence, &tx).await?;
+    let event: Option<Uuid> = tx
+        .query_opt(
+            INSERT_EVENT,
+            &[
+                &tenant,
+                &source,
+                &key,
+                &effect.kind(),
+                &card.id,
+                &card.contact_id,
+                &card.email,
+                &out.status,
+                &details,
+                &now,
+            ],
+        )
+        .await
+        .context("recording the inbound message")?
+        .map(|r| r.get(0));
+    let Some(event) = event else {
+        tx.rollback().await.ok();
+        out.result = "duplicate".into();
+        out.reason = "already ingested: nothing changed".into();
+        return Ok(out);
+    };
+    let email = card.email.clone().unwrap_or_default();
+    match effect {
+        Effect::Bounce { status } => {
+            if !email.is_empty() {
+                out.suppressed = tx
+                    .execute(SUPPRESS, &[&tenant, &None::<Uuid>, &email, &"bounce", &now])
+                    .await
+                    .context("suppressing a bounced address")?
+                    > 0;
+            }
+            out.reason = format!("permanent failure {status}: address suppressed (bounce)");
+        }
+        Effect::SoftBounce { status } => {
+            let n: i64 = tx
+                .query_one(SOFT_BOUNCES, &[&tenant, &email, &now])
+                .await
+                .context("counting transient failures")?
+                .get(0);
+            if n >= SOFT_BOUNCE_LIMIT && !email.is_empty() {
+                out.suppressed = tx
+                    .execute(SUPPRESS, &[&tenant, &None::<Uuid>, &email, &"bounce", &now])
+                    .await
+                    .context("suppressing an address after transient failures")?
+                    > 0;
+                out.reason = format!(
+                    "transient failure {status}, {n} within 30 days: address suppressed (bounce)"
+                );
+            } else {
+                out.reason = format!(
+                    "transient failure {status}: {n} of {SOFT_BOUNCE_LIMIT} within 30 days before the address is suppressed"
+                );
+            }
+        }
+        Effect::Complaint { feedback_type } => {
+            if !email.is_empty() {
+                out.suppressed = tx
+                    .execute(
+                        SUPPRESS,
+                        &[&tenant, &card.contact_id, &email, &"complaint", &now],
+                    )
+                    .await
+                    .context("suppressing a complaining address")?
+                    > 0;
+            }
+            out.reason = format!(
+                "complaint (feedback type {feedback_type}): address suppressed (complaint)"
+            );
+        }
+        Effect::AutoReply { reason } => {
+            out.reason = format!("automatic answer ({reason}): not a reply, nothing changed");
+        }
+        Effect::Reply => {
+            if !email.is_empty() {
+                tx.query_opt(HOLD, &[&tenant, &card.contact_id, &email, &now, &event])
+                    .await
+                    .context("holding automatic e-mail to the contact")?;
+                let why = "held: the contact replied; a person answers (resume with `autopilot contact resume`)";
+                out.held_cards = tx
+                    .query(HOLD_CARDS, &[&tenant, &card.contact_id, &email, &why, &now])
+                    .await
+                    .context("holding approved cards of the contact")?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+            }
+            let subject = details
+                .get("subject")
+                .and_then(Value::as_str)
+                .unwrap_or("(no subject)")
+                .to_string();
+            let from = details
+                .get("from")
+                .and_then(Value::as_str)
+                .unwrap_or(email.as_str())
+                .to_string();
+            let title = format!("Reply from {from}: {subject}");
+            let description = format!(
+                "{from} answered the agent's e-mail \"{}\". Automatic e-mail to this contact is paused until a person resumes it.",
+                card.subject.as_deref().unwrap_or("")
+            );
+            let payload = json!({
+                "reply": {"from": from, "subject": subject, "message_key": key,
+                          "source": source, "received_at": now},
+                "in_reply_to_card": card.id,
+                "contact_id": card.contact_id,
+                "email": email,
+            });
+            out.task_card_id = tx
+                .query_opt(
+                    TASK_CARD,
+                    &[
+                        &tenant,
+                        &card.client_id,
+                        &card.contact_id,
+                        &title,
+                        &description,
+                        &"the contact replied: a person should answer",
+                        &payload,
+                        &now,
+                    ],
+                )
+                .await
+                .context("creating the follow-up card for a person")?
+                .map(|r| r.get(0));
+            if card.contact_id.is_some() || card.client_id.is_some() {
+                tx.query_one(TOUCH, &[&tenant, &card.client_id, &card.contact_id, &now])
+                    .await
+                    .context("counting the reply on the engagement clock")?;
+            }
+            out.reason = format!(
+                "reply: automatic e-mail to {} stops until a person resumes it; {} approved card(s) held",
+                if email.is_empty() { "the contact" } else { email.as_str() },
+                out.held_cards.len()
+            );
+        }
+    }
+    tx.commit()
+        .await
+        .context("committing the inbound message")?;
+    Ok(out)
+}
+
+/// Match, decide and apply one parsed message.
+pub async fn ingest(c: &mut impl Begin, msg: &Inbound, now: DateTime<Utc>) -> Result<Outcome> {
+    let Some(card) = find_card(&*c, msg, now).await? else {
+        return Ok(Outcome::ignored(
+            msg.message_id.clone(),
+            unmatched_reason(msg),
+        ));
+    };
+    let effect = match decide(msg, &card) {
+        Ok(e) => e,
+        Err(reason) => {
+            let mut o = Outcome::ignored(msg.message_id.clone(), reason);
+            o.tenant_id = Some(card.tenant_id);
+            o.card_id = Some(card.id);
+            return Ok(o);
+        }
+    };
+    let details = match &msg.kind {
+        Kind::Dsn {
+            recipients,
+            envelope_id,
+        } => json!({"recipients": recipients, "envelope_id": envelope_id, "from": msg.from}),
+        Kind::Feedback {
+            feedback_type,
+            original_rcpt,
+        } => {
+            json!({"feedback_type": feedback_type, "original_rcpt": original_rcpt, "from": msg.from})
+        }
+        Kind::Mail { automatic } => {
+            json!({"from": msg.from, "subject": msg.subject, "automatic": automatic, "refs": msg.refs})
+        }
+    };
+    apply(
+        c,
+        None,
+        "mail",
+        &msg.key,
+        msg.message_id.clone(),
+        &card,
+        &effect,
+        details,
+        now,
+    )
+    .await
+}
