@@ -304,3 +304,44 @@ async fn pooled_connections_behind_the_pooler_keep_no_prepared_statement() {
     assert_eq!(prepared, 0);
     assert_eq!(count(&c, "SELECT count(*) FROM engagement_clocks").await, 1);
 }
+
+/// The Supabase URLs of docs/production.md.
+fn documented_supabase_urls() -> Vec<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/production.md"))
+        .unwrap();
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("DATABASE_URL='"))
+        .filter_map(|l| l.strip_suffix('\''))
+        .filter(|u| u.contains("pooler.supabase.com"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_documented_supabase_urls_resolve_and_migrate_refuses_the_transaction_pooler() {
+    let urls = documented_supabase_urls();
+    assert_eq!(urls.len(), 2, "{urls:?}");
+    let ports: Vec<u16> = urls
+        .iter()
+        .map(|u| {
+            let s = DbSettings::resolve(Some(u)).unwrap();
+            assert_eq!(s.user(), "postgres.PROJECT_REF");
+            assert_eq!(s.dbname(), "postgres");
+            assert_eq!(s.ssl_mode, autopilot::db::SslMode::VerifyFull);
+            s.targets[0].port
+        })
+        .collect();
+    assert_eq!(ports, vec![5432, 6543]);
+    // Said to be a transaction pooler, migrate stops before connecting, naming 5432.
+    let out = std::process::Command::new(BIN)
+        .env_clear()
+        .env("DATABASE_URL", &urls[1])
+        .env("AUTOPILOT_POOLER", "transaction")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("port 5432 (Supabase"), "{stderr}");
+    assert!(!stderr.contains("PASSWORD"), "{stderr}");
+}
