@@ -264,14 +264,32 @@ async fn the_probe_tells_a_transaction_pooler_from_a_direct_connection() {
         autopilot::db::probe_pooling(&direct).await.unwrap(),
         Pooling::Session
     );
+    assert!(autopilot::db::behind_transaction_pooler(&pooled)
+        .await
+        .unwrap());
+    assert!(!autopilot::db::behind_transaction_pooler(&direct)
+        .await
+        .unwrap());
+    // Statements are unnamed by default, prepared only when the operator says the
+    // connection is direct or session-pooled.
+    assert_eq!(autopilot::db::statements_for(&pooled), Statements::Unnamed);
+    assert_eq!(autopilot::db::statements_for(&direct), Statements::Unnamed);
+    let mut session = direct.clone();
+    session.pooler = autopilot::db::PoolerSetting::Session;
     assert_eq!(
-        autopilot::db::statements_for(&pooled).await.unwrap(),
-        Statements::Unnamed
-    );
-    assert_eq!(
-        autopilot::db::statements_for(&direct).await.unwrap(),
+        autopilot::db::statements_for(&session),
         Statements::Prepared
     );
+    // What `doctor` shows.
+    let r = autopilot::db::connection_report(&pooled).await.unwrap();
+    assert_eq!(r.pooling, "transaction");
+    assert_eq!(r.target, format!("127.0.0.1:{}", bouncer_port()));
+    assert_eq!(r.encrypted, None);
+    let r = autopilot::db::connection_report(&direct).await.unwrap();
+    assert_eq!(r.pooling, "session");
+    assert!(r.server_version.starts_with("15"), "{r:?}");
+    assert!(!r.in_recovery);
+    assert_eq!(r.database, db.name);
 }
 
 #[tokio::test]
