@@ -935,7 +935,12 @@ impl DbSettings {
                 self.display
             ))
             .into(),
-            Attempt::Pg(_) => unreachable!("classify never returns Pg"),
+            Attempt::Pg(e) => AppError::Unavailable(format!(
+                "cannot connect to database {}: {}",
+                self.display,
+                crate::error::redact(&error_text(&e))
+            ))
+            .into(),
         }
     }
 
