@@ -193,6 +193,8 @@ pub struct DbSettings {
     /// None waits without bound (`connect_timeout=0`, as libpq).
     pub connect_timeout: Option<Duration>,
     pub pooler: PoolerSetting,
+    /// `load_balance_hosts=random`: try the servers in a random order (libpq 16).
+    pub load_balance: bool,
     /// Password-file entries, read when no password is given.
     passfile: Vec<crate::libpq::PassEntry>,
     /// `user@host:port/db`, never with the password: for messages.
@@ -227,6 +229,7 @@ const OURS: &[&str] = &[
     "passfile",
     "target_session_attrs",
     "fallback_application_name",
+    "load_balance_hosts",
 ];
 
 /// Split a keyword=value connection string into its pairs (values quoted with '…' or
@@ -620,6 +623,18 @@ impl DbSettings {
             Some(s) => s.parse()?,
             None => SessionAttrs::Any,
         };
+        let load_balance = match param(&params, "load_balance_hosts")
+            .or_else(|| env_nonempty("PGLOADBALANCEHOSTS"))
+            .as_deref()
+        {
+            None | Some("disable") => false,
+            Some("random") => true,
+            Some(other) => {
+                return Err(AppError::usage(format!(
+                    "invalid load_balance_hosts '{other}' (expected disable or random)"
+                )))
+            }
+        };
         let pooler = match env_nonempty("AUTOPILOT_POOLER") {
             Some(s) => s.parse()?,
             None => PoolerSetting::Auto,
@@ -681,6 +696,7 @@ impl DbSettings {
             session_attrs,
             connect_timeout,
             pooler,
+            load_balance,
             passfile,
             display,
         })
@@ -833,9 +849,19 @@ impl DbSettings {
             SessionAttrs::PreferStandby => vec![SessionAttrs::Standby, SessionAttrs::Any],
             other => vec![other],
         };
+        let mut order: Vec<&Target> = self.targets.iter().collect();
+        if self.load_balance {
+            // Fisher-Yates with the operating system's randomness (a v4 UUID's bits).
+            let mut bits = Uuid::new_v4().as_u128();
+            for i in (1..order.len()).rev() {
+                let j = (bits % (i as u128 + 1)) as usize;
+                bits /= i as u128 + 1;
+                order.swap(i, j);
+            }
+        }
         let mut failures: Vec<String> = Vec::new();
         for want in &passes {
-            for target in &self.targets {
+            for target in order.iter().copied() {
                 match self.open_one(target, *want).await {
                     Ok((client, task)) => return Ok((client, task, target)),
                     Err(Attempt::Fatal(e)) => return Err(e),

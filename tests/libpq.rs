@@ -680,6 +680,20 @@ async fn target_session_attrs_pick_the_primary_or_the_standby_like_libpq() {
     assert!(err.contains("not in hot standby"), "{err}");
     let err = pair.lands_on(&[p], "sometimes").await.unwrap_err();
     assert!(err.contains("invalid target_session_attrs"), "{err}");
+    // load_balance_hosts=random spreads sessions over the list (both servers within 24
+    // connections: the chance to miss one is 2^-23); without it the first always wins.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..24 {
+        seen.insert(
+            pair.lands_on(&[p, s], "any&load_balance_hosts=random")
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for _ in 0..4 {
+        assert_eq!(pair.lands_on(&[p, s], "any").await, Ok(p));
+    }
 
     // The binary, from PGTARGETSESSIONATTRS: no standby among the hosts is exit 75.
     let home = tempfile::tempdir().unwrap();
