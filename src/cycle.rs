@@ -1025,9 +1025,7 @@ async fn run_tenant_inner(
 /// A future that used `conn` was dropped mid-statement: cancel what may still run on the
 /// server, and keep the connection out of the pool.
 async fn abandon(sh: &Shared<'_>, cancel: tokio_postgres::CancelToken, conn: db::Object) {
-    if let Ok(tls) = sh.ctx.db.tls() {
-        let _ = cancel.cancel_query(tls).await;
-    }
+    sh.ctx.db.cancel(&cancel).await;
     let _ = db::Object::take(conn);
 }
 

@@ -114,7 +114,8 @@ impl SessionAttrs {
 }
 
 /// Whether the database is reached through a transaction-mode pooler (`AUTOPILOT_POOLER`):
-/// found out by [`probe_pooling`] (`auto`, the default) or said by the operator.
+/// found out by [`probe_pooling`] where it matters (`auto`, the default) or said by the
+/// operator. `session` also lets pooled connections prepare and cache their statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolerSetting {
     Auto,
@@ -192,6 +193,8 @@ pub struct DbSettings {
     /// None waits without bound (`connect_timeout=0`, as libpq).
     pub connect_timeout: Option<Duration>,
     pub pooler: PoolerSetting,
+    /// `load_balance_hosts=random`: try the servers in a random order (libpq 16).
+    pub load_balance: bool,
     /// Password-file entries, read when no password is given.
     passfile: Vec<crate::libpq::PassEntry>,
     /// `user@host:port/db`, never with the password: for messages.
@@ -226,6 +229,7 @@ const OURS: &[&str] = &[
     "passfile",
     "target_session_attrs",
     "fallback_application_name",
+    "load_balance_hosts",
 ];
 
 /// Split a keyword=value connection string into its pairs (values quoted with '…' or
@@ -619,6 +623,18 @@ impl DbSettings {
             Some(s) => s.parse()?,
             None => SessionAttrs::Any,
         };
+        let load_balance = match param(&params, "load_balance_hosts")
+            .or_else(|| env_nonempty("PGLOADBALANCEHOSTS"))
+            .as_deref()
+        {
+            None | Some("disable") => false,
+            Some("random") => true,
+            Some(other) => {
+                return Err(AppError::usage(format!(
+                    "invalid load_balance_hosts '{other}' (expected disable or random)"
+                )))
+            }
+        };
         let pooler = match env_nonempty("AUTOPILOT_POOLER") {
             Some(s) => s.parse()?,
             None => PoolerSetting::Auto,
@@ -680,6 +696,7 @@ impl DbSettings {
             session_attrs,
             connect_timeout,
             pooler,
+            load_balance,
             passfile,
             display,
         })
@@ -785,13 +802,24 @@ impl DbSettings {
         Ok(MakeRustlsConnect::new(config))
     }
 
+    /// Ask the server to cancel what the session of `token` runs (best effort): over TLS
+    /// when the session used it, plain otherwise (a Unix-socket session never has TLS, and
+    /// the TLS connector cannot even be set up for a socket path).
+    pub async fn cancel(&self, token: &tokio_postgres::CancelToken) {
+        if let Ok(tls) = self.tls() {
+            if token.cancel_query(tls).await.is_ok() {
+                return;
+            }
+        }
+        let _ = token.cancel_query(tokio_postgres::NoTls).await;
+    }
+
     /// A pool of at most `size` connections.
     pub fn pool(&self, size: usize) -> Result<Pool> {
         // The TLS settings are checked here, before any connection is tried.
         self.tls()?;
         Pool::builder(PgManager {
             settings: self.clone(),
-            statements: tokio::sync::OnceCell::new(),
         })
         .max_size(size.max(1))
         .build()
@@ -809,15 +837,33 @@ impl DbSettings {
     /// that fits `target_session_attrs` wins. A refused login ends the search (as libpq):
     /// it is a configuration error (exit 2), not an outage.
     pub async fn open(&self) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+        let (client, task, _) = self.open_target().await?;
+        Ok((client, task))
+    }
+
+    /// [`DbSettings::open`], also saying which server of the list the session is on.
+    pub async fn open_target(
+        &self,
+    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>, &Target)> {
         let passes = match self.session_attrs {
             SessionAttrs::PreferStandby => vec![SessionAttrs::Standby, SessionAttrs::Any],
             other => vec![other],
         };
+        let mut order: Vec<&Target> = self.targets.iter().collect();
+        if self.load_balance {
+            // Fisher-Yates with the operating system's randomness (a v4 UUID's bits).
+            let mut bits = Uuid::new_v4().as_u128();
+            for i in (1..order.len()).rev() {
+                let j = (bits % (i as u128 + 1)) as usize;
+                bits /= i as u128 + 1;
+                order.swap(i, j);
+            }
+        }
         let mut failures: Vec<String> = Vec::new();
         for want in &passes {
-            for target in &self.targets {
+            for target in order.iter().copied() {
                 match self.open_one(target, *want).await {
-                    Ok(opened) => return Ok(opened),
+                    Ok((client, task)) => return Ok((client, task, target)),
                     Err(Attempt::Fatal(e)) => return Err(e),
                     Err(Attempt::Pg(e)) => return Err(self.unavailable(&e)),
                     Err(Attempt::Failed(why)) => {
@@ -915,7 +961,12 @@ impl DbSettings {
                 self.display
             ))
             .into(),
-            Attempt::Pg(_) => unreachable!("classify never returns Pg"),
+            Attempt::Pg(e) => AppError::Unavailable(format!(
+                "cannot connect to database {}: {}",
+                self.display,
+                crate::error::redact(&error_text(&e))
+            ))
+            .into(),
         }
     }
 
@@ -1106,11 +1157,10 @@ pub type Pool = deadpool::managed::Pool<PgManager>;
 /// A connection taken from a [`Pool`] (dereferences to [`Conn`]).
 pub type Object = deadpool::managed::Object<PgManager>;
 
-/// Opens the pool's sessions with [`DbSettings::open`] and decides once, at the first,
-/// how they send statements ([`statements_for`]).
+/// Opens the pool's sessions with [`DbSettings::open`]; they send statements as
+/// [`statements_for`] says.
 pub struct PgManager {
     settings: DbSettings,
-    statements: tokio::sync::OnceCell<Statements>,
 }
 
 impl std::fmt::Debug for PgManager {
@@ -1126,14 +1176,10 @@ impl deadpool::managed::Manager for PgManager {
     type Error = anyhow::Error;
 
     async fn create(&self) -> Result<Conn> {
-        let statements = *self
-            .statements
-            .get_or_try_init(|| statements_for(&self.settings))
-            .await?;
         let (client, task) = self.settings.open().await?;
         Ok(Conn::new(
             deadpool_postgres::ClientWrapper::new(client, task),
-            statements,
+            statements_for(&self.settings),
         ))
     }
 
@@ -1263,6 +1309,97 @@ async fn backend_pid(
         .unwrap_or(0))
 }
 
+/// Where and how a session is opened, for an operator (`autopilot doctor`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectionReport {
+    /// The server the session settled on: `host:port`, or `/dir/.s.PGSQL.port`.
+    pub target: String,
+    pub socket: bool,
+    pub user: String,
+    pub database: String,
+    /// The sslmode in force (`disable` … `verify-full`; `disable` on a socket).
+    pub ssl_mode: String,
+    /// What the server certificate is checked against, when it is.
+    pub ssl_root: Option<String>,
+    /// The session is encrypted, as the server sees it (None behind a pooler, which sees
+    /// its own link).
+    pub encrypted: Option<bool>,
+    /// `transaction`, `session` (direct or session pooling), as probed or set.
+    pub pooling: String,
+    /// How the probe decided, or that `AUTOPILOT_POOLER` said so.
+    pub pooling_evidence: String,
+    pub server_version: String,
+    pub in_recovery: bool,
+}
+
+/// Open one session and describe it, and probe the pooling (see [`probe_pooling`]).
+pub async fn connection_report(settings: &DbSettings) -> Result<ConnectionReport> {
+    let (pooling, pooling_evidence) = match settings.pooler {
+        PoolerSetting::Transaction => ("transaction", "AUTOPILOT_POOLER=transaction".to_string()),
+        PoolerSetting::Session => ("session", "AUTOPILOT_POOLER=session".to_string()),
+        PoolerSetting::Auto => match probe_pooling(settings).await? {
+            Pooling::Transaction { evidence } => ("transaction", evidence),
+            Pooling::Session => (
+                "session",
+                "each client connection kept its own server session".to_string(),
+            ),
+        },
+    };
+    let (client, task, target) = settings.open_target().await?;
+    let rows = client
+        .simple_query(
+            "SELECT pg_catalog.current_setting('server_version'), pg_catalog.pg_is_in_recovery()::text,
+                    (SELECT ssl::text FROM pg_catalog.pg_stat_ssl WHERE pid = pg_catalog.pg_backend_pid())",
+        )
+        .await
+        .map_err(|e| settings.unavailable(&e));
+    task.abort();
+    let rows = rows?;
+    let row = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => Some((
+            r.get(0).unwrap_or("").to_string(),
+            r.get(1) == Some("true"),
+            r.get(2).map(|v| v == "true"),
+        )),
+        _ => None,
+    });
+    let (server_version, in_recovery, encrypted) = row.unwrap_or_default();
+    let ssl_mode = if target.is_socket() {
+        "disable"
+    } else {
+        match settings.ssl_mode {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    };
+    let verifies = matches!(ssl_mode, "require" | "verify-ca" | "verify-full");
+    Ok(ConnectionReport {
+        target: target.to_string(),
+        socket: target.is_socket(),
+        user: settings.user().to_string(),
+        database: settings.dbname().to_string(),
+        ssl_mode: ssl_mode.to_string(),
+        ssl_root: settings
+            .ssl_root_cert
+            .as_ref()
+            .filter(|_| verifies)
+            .map(|r| r.to_string()),
+        encrypted: if pooling == "transaction" {
+            None
+        } else {
+            encrypted
+        },
+        pooling: pooling.to_string(),
+        pooling_evidence,
+        server_version,
+        in_recovery,
+    })
+}
+
 /// Whether the database is behind a transaction pooler: `AUTOPILOT_POOLER` when the
 /// operator said, else [`probe_pooling`].
 pub async fn behind_transaction_pooler(settings: &DbSettings) -> Result<bool> {
@@ -1273,13 +1410,17 @@ pub async fn behind_transaction_pooler(settings: &DbSettings) -> Result<bool> {
     })
 }
 
-/// How the pooled connections of `settings` send statements.
-pub async fn statements_for(settings: &DbSettings) -> Result<Statements> {
-    Ok(if behind_transaction_pooler(settings).await? {
-        Statements::Unnamed
-    } else {
-        Statements::Prepared
-    })
+/// How the pooled connections of `settings` send statements: unnamed unless the operator
+/// said the connection is direct or session-pooled (`AUTOPILOT_POOLER=session`). Measured
+/// (`make bench` at small scale, and 30 interleaved idle runs): unnamed statements cost
+/// nothing measurable against prepared-and-cached ones, while probing the path at every
+/// start would cost two more sessions (~55 ms of a ~35 ms idle run), so only `migrate`
+/// (which must refuse a transaction pooler) and `doctor` probe.
+pub fn statements_for(settings: &DbSettings) -> Statements {
+    match settings.pooler {
+        PoolerSetting::Session => Statements::Prepared,
+        PoolerSetting::Auto | PoolerSetting::Transaction => Statements::Unnamed,
+    }
 }
 
 /// Stop (exit 2, before anything is changed) when the database is reached through a
@@ -1601,10 +1742,12 @@ fn untyped<'a>(params: &'a [&'a dyn Param]) -> Vec<&'a (dyn ToSql + Sync)> {
 
 /// What the modules run their SQL on: a plain connection or transaction (one-off commands,
 /// tests), or a pooled connection ([`Conn`]) or one of its transactions ([`Tx`]). Plain
-/// connections always send unnamed statements; pooled ones prepare each statement once per
-/// connection and reuse it where the connection's server session is its own, and send
-/// unnamed statements through a transaction pooler. The method names match
-/// tokio-postgres's, so generic code reads the same.
+/// connections always send unnamed statements; pooled ones too, unless told the server
+/// session is theirs for life (`AUTOPILOT_POOLER=session`, see [`statements_for`]): then
+/// they prepare each statement once per connection and reuse it. Nothing is kept on the
+/// server between transactions otherwise, so every command works through a
+/// transaction-mode pooler. The method names match tokio-postgres's, so generic code reads
+/// the same.
 pub trait Sql: Send + Sync {
     fn query(
         &self,

@@ -141,6 +141,10 @@ async fn a_socket_directory_as_host_connects_without_tls_like_psql() {
         row.get::<_, bool>(1),
         "a Unix-socket session has no client address"
     );
+    let r = autopilot::db::connection_report(&settings).await.unwrap();
+    assert!(r.socket);
+    assert_eq!(r.target, format!("{}/.s.PGSQL.{}", socket_dir(), port()));
+    assert_eq!((r.ssl_mode.as_str(), r.encrypted), ("disable", Some(false)));
 }
 
 // ------------------------------------------------------------------------ password file
@@ -676,6 +680,20 @@ async fn target_session_attrs_pick_the_primary_or_the_standby_like_libpq() {
     assert!(err.contains("not in hot standby"), "{err}");
     let err = pair.lands_on(&[p], "sometimes").await.unwrap_err();
     assert!(err.contains("invalid target_session_attrs"), "{err}");
+    // load_balance_hosts=random spreads sessions over the list (both servers within 24
+    // connections: the chance to miss one is 2^-23); without it the first always wins.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..24 {
+        seen.insert(
+            pair.lands_on(&[p, s], "any&load_balance_hosts=random")
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for _ in 0..4 {
+        assert_eq!(pair.lands_on(&[p, s], "any").await, Ok(p));
+    }
 
     // The binary, from PGTARGETSESSIONATTRS: no standby among the hosts is exit 75.
     let home = tempfile::tempdir().unwrap();
@@ -750,4 +768,47 @@ fn sslrootcert_system_verifies_against_the_system_trust_store() {
         .unwrap();
     let err = assert_error(&o, 2);
     assert!(err.contains("verify-full"), "{err}");
+}
+
+#[tokio::test]
+async fn a_timed_out_tenant_query_is_cancelled_over_a_unix_socket_too() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    enable_agent_globally(&c).await;
+    let t = tenant(&c, "Slow", true).await;
+    let cl = client_row(&c, t, "Slow Lending").await;
+    contact(&c, t, cl, Some("a@slow.example"), None, true).await;
+    // Hold the card table: the cycle blocks on its first read of cards.
+    let locker = db.client().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE kanban_cards IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let kv = format!(
+        "host={} port={} user=postgres dbname={}",
+        socket_dir(),
+        port(),
+        db.name
+    );
+    let out = db
+        .tokio_cmd()
+        .env("DATABASE_URL", &kv)
+        .args(["run-cycle", "--json", "--tenant-timeout", "2"])
+        .output()
+        .await
+        .unwrap();
+    // Checked while the lock is still held: the blocked statement was cancelled.
+    let waiting = count(
+        &c,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+           AND application_name = 'autopilot' AND state = 'active'",
+    )
+    .await;
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(json_of(&out)["tenants"][0]["status"], "timeout");
+    assert_eq!(
+        waiting, 0,
+        "the timed-out query was abandoned, not cancelled"
+    );
 }

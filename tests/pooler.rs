@@ -264,14 +264,32 @@ async fn the_probe_tells_a_transaction_pooler_from_a_direct_connection() {
         autopilot::db::probe_pooling(&direct).await.unwrap(),
         Pooling::Session
     );
+    assert!(autopilot::db::behind_transaction_pooler(&pooled)
+        .await
+        .unwrap());
+    assert!(!autopilot::db::behind_transaction_pooler(&direct)
+        .await
+        .unwrap());
+    // Statements are unnamed by default, prepared only when the operator says the
+    // connection is direct or session-pooled.
+    assert_eq!(autopilot::db::statements_for(&pooled), Statements::Unnamed);
+    assert_eq!(autopilot::db::statements_for(&direct), Statements::Unnamed);
+    let mut session = direct.clone();
+    session.pooler = autopilot::db::PoolerSetting::Session;
     assert_eq!(
-        autopilot::db::statements_for(&pooled).await.unwrap(),
-        Statements::Unnamed
-    );
-    assert_eq!(
-        autopilot::db::statements_for(&direct).await.unwrap(),
+        autopilot::db::statements_for(&session),
         Statements::Prepared
     );
+    // What `doctor` shows.
+    let r = autopilot::db::connection_report(&pooled).await.unwrap();
+    assert_eq!(r.pooling, "transaction");
+    assert_eq!(r.target, format!("127.0.0.1:{}", bouncer_port()));
+    assert_eq!(r.encrypted, None);
+    let r = autopilot::db::connection_report(&direct).await.unwrap();
+    assert_eq!(r.pooling, "session");
+    assert!(r.server_version.starts_with("15"), "{r:?}");
+    assert!(!r.in_recovery);
+    assert_eq!(r.database, db.name);
 }
 
 #[tokio::test]
@@ -303,4 +321,45 @@ async fn pooled_connections_behind_the_pooler_keep_no_prepared_statement() {
         .get(0);
     assert_eq!(prepared, 0);
     assert_eq!(count(&c, "SELECT count(*) FROM engagement_clocks").await, 1);
+}
+
+/// The Supabase URLs of docs/production.md.
+fn documented_supabase_urls() -> Vec<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/production.md"))
+        .unwrap();
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("DATABASE_URL='"))
+        .filter_map(|l| l.strip_suffix('\''))
+        .filter(|u| u.contains("pooler.supabase.com"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_documented_supabase_urls_resolve_and_migrate_refuses_the_transaction_pooler() {
+    let urls = documented_supabase_urls();
+    assert_eq!(urls.len(), 2, "{urls:?}");
+    let ports: Vec<u16> = urls
+        .iter()
+        .map(|u| {
+            let s = DbSettings::resolve(Some(u)).unwrap();
+            assert_eq!(s.user(), "postgres.PROJECT_REF");
+            assert_eq!(s.dbname(), "postgres");
+            assert_eq!(s.ssl_mode, autopilot::db::SslMode::VerifyFull);
+            s.targets[0].port
+        })
+        .collect();
+    assert_eq!(ports, vec![5432, 6543]);
+    // Said to be a transaction pooler, migrate stops before connecting, naming 5432.
+    let out = std::process::Command::new(BIN)
+        .env_clear()
+        .env("DATABASE_URL", &urls[1])
+        .env("AUTOPILOT_POOLER", "transaction")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("port 5432 (Supabase"), "{stderr}");
+    assert!(!stderr.contains("PASSWORD"), "{stderr}");
 }
