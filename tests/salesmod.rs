@@ -188,7 +188,7 @@ async fn salesmod_host_migrates_and_runs_a_full_cycle_engagement_and_orders_with
     enable_and_make_overdue(c, &s).await;
     let out =
         h.db.tokio_cmd()
-            .args(["run-cycle", "--json"])
+            .args(["run-cycle", "--json", "--force"])
             .output()
             .await
             .unwrap();
@@ -238,7 +238,7 @@ async fn salesmod_host_migrates_and_runs_a_full_cycle_engagement_and_orders_with
     let server = smtp::SmtpServer::start().await;
     let out =
         h.db.tokio_cmd()
-            .args(["run-cycle", "--json"])
+            .args(["run-cycle", "--json", "--force"])
             .env("SMTP_URL", server.url())
             .env("EMAIL_FROM", "agent@crm.example")
             .output()
@@ -318,7 +318,7 @@ async fn a_bounce_is_suppressed_in_salesmods_table_by_contact_and_owner() {
     ));
     let out =
         h.db.tokio_cmd()
-            .args(["run-cycle", "--json"])
+            .args(["run-cycle", "--json", "--force"])
             .env("SMTP_URL", server.url())
             .env("EMAIL_FROM", "agent@crm.example")
             .output()

@@ -39,6 +39,12 @@ const PERSON_COLUMNS: &[(&str, &[&str])] = &[
         "agent_alerts",
         &["acknowledged", "acknowledged_at", "acknowledged_by"],
     ),
+    // A person resumes automatic e-mail to a contact who replied (ingest-mail's hold); the
+    // hold itself is opened only by the agent.
+    (
+        "contact_email_holds",
+        &["resumed_at", "resumed_by", "resume_note"],
+    ),
 ];
 
 /// Functions a person's session must be able to execute (policies and the view call them).
@@ -136,7 +142,9 @@ async fn seed(c: &Client, tenant: Uuid) -> Uuid {
          INSERT INTO email_provider_failures (tenant_id, error_type, error_message, card_id)
               SELECT '{tenant}', 'timeout', 'seed', id FROM kanban_cards WHERE tenant_id = '{tenant}';
          INSERT INTO email_suppressions (tenant_id, contact_id, email, reason)
-              VALUES ('{tenant}', '{contact}', 'pat@example.com', 'manual');"
+              VALUES ('{tenant}', '{contact}', 'pat@example.com', 'manual');
+         INSERT INTO contact_email_holds (tenant_id, contact_id, email, replied_at)
+              VALUES ('{tenant}', '{contact}', 'pat@example.com', now());"
     ))
     .await
     .unwrap();
