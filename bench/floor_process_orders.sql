@@ -1,11 +1,14 @@
 -- SQL floor of `autopilot process-orders` (all tenants): the same work as the fewest
 -- set-based statements, for the ratio autopilot/floor printed by scripts/bench.
 --
--- Same rules as src/orders.rs::validate (SPEC §6), same writes: queue the orders without an
--- entry, claim the pending entries, apply the auto-fixes to the orders, resolve the
--- agent's findings that no longer apply, upsert one exception row per finding (idempotent
--- on (order_id, code)), record the outcome on each entry. Messages and details are built
--- like the binary's (format(), jsonb_build_object()).
+-- Same rules as src/orders.rs::validate (SPEC §6), same writes as the binary's batches:
+-- queue the orders without an entry, put back to pending the entries an older binary left
+-- `processing` too long, then in one statement: lock the pending entries (the row lock is
+-- the claim: no `processing` state is written), apply the auto-fixes to the orders, resolve
+-- the agent's findings that no longer apply (only for orders that have open findings),
+-- upsert one exception row per finding (idempotent on (order_id, code)), and record the
+-- outcome on each entry (its only write). Messages and details are built like the
+-- binary's (format(), jsonb_build_object()).
 --
 -- Used by bench/floor_run_cycle.sql too (\ir).
 
@@ -18,21 +21,22 @@ WHERE o.tenant_id IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM public.order_processing_queue q WHERE q.order_id = o.id)
 ON CONFLICT (order_id) DO NOTHING;
 
--- 2. Claim every pending (or stale processing) entry.
-BEGIN;
-CREATE TEMP TABLE floor_claimed (id uuid, tenant_id uuid, order_id uuid) ON COMMIT DROP;
-WITH c AS (
-    UPDATE public.order_processing_queue q
-    SET status = 'processing', claimed_at = now(), attempts = q.attempts + 1
-    WHERE q.status = 'pending'
-       OR (q.status = 'processing' AND (q.claimed_at IS NULL OR q.claimed_at < now() - interval '600 seconds'))
-    RETURNING q.id, q.tenant_id, q.order_id
-)
-INSERT INTO floor_claimed SELECT * FROM c;
+-- 2. Entries an older binary left `processing` since before the stale limit.
+UPDATE public.order_processing_queue
+SET status = 'pending'
+WHERE status = 'processing' AND (claimed_at IS NULL OR claimed_at < now() - interval '600 seconds');
 
--- 3. Validate (auto-fixed values first, then the rules), one row per order.
-CREATE TEMP TABLE floor_v ON COMMIT DROP AS
-SELECT fc.id AS queue_id, o.id AS order_id, o.tenant_id,
+-- 3. Claim, validate and write, in one statement.
+BEGIN;
+SET LOCAL synchronous_commit = off;
+WITH claimed AS (
+    SELECT q.id, q.tenant_id, q.order_id
+    FROM public.order_processing_queue q
+    WHERE q.status = 'pending'
+    FOR UPDATE SKIP LOCKED
+),
+v AS MATERIALIZED (
+    SELECT fc.id AS queue_id, o.id AS order_id, o.tenant_id,
        (lower(btrim(o.status)) = 'cancelled') AS cancelled,
        o.fee_amount AS fee, o.total_amount AS total0, o.tech_fee AS tech0,
        fx.total, fx.tech, fx.fixes,
@@ -45,8 +49,10 @@ SELECT fc.id AS queue_id, o.id AS order_id, o.tenant_id,
        coalesce(btrim(o.property_state), '') = '' AS no_state,
        coalesce(btrim(o.property_zip), '') = '' AS no_zip,
        coalesce(btrim(o.borrower_name), '') = '' AS no_borrower_name,
-       coalesce(btrim(o.property_contact_phone), '') = '' AS no_contact_phone
-FROM floor_claimed fc
+       coalesce(btrim(o.property_contact_phone), '') = '' AS no_contact_phone,
+       EXISTS (SELECT 1 FROM public.order_processing_exceptions e
+               WHERE e.tenant_id = o.tenant_id AND e.order_id = o.id AND NOT e.resolved) AS has_open
+FROM claimed fc
 JOIN public.orders o ON o.tenant_id = fc.tenant_id AND o.id = fc.order_id
 LEFT JOIN public.products p ON p.tenant_id = o.tenant_id AND p.id = o.product_id
 LEFT JOIN public.clients c ON c.tenant_id = o.tenant_id AND c.id = o.client_id
@@ -65,14 +71,11 @@ CROSS JOIN LATERAL (
             ) AS x (fix)
             WHERE x.fix IS NOT NULL) AS fixes
 ) fx
-FOR UPDATE OF o;
-ANALYZE floor_v;
-
--- Findings: one row per rule that fires.
-CREATE TEMP TABLE floor_f ON COMMIT DROP AS
+),
+f AS MATERIALIZED (
 SELECT v.tenant_id, v.order_id, v.queue_id, r.exception_type, r.severity, r.code, r.field,
        r.message, r.details
-FROM floor_v v
+FROM v
 CROSS JOIN LATERAL (VALUES
     (NOT coalesce(v.fee > 0, false), 'pricing', 'error', 'pricing.fee_not_positive', 'fee_amount',
      CASE WHEN v.fee IS NULL THEN 'Order has no fee' ELSE format('Order fee %s is not positive', v.fee) END,
@@ -116,38 +119,35 @@ CROSS JOIN LATERAL (VALUES
     (v.no_contact_phone, 'requirements', 'warning', 'requirements.property_contact_phone_missing',
      'property_contact_phone', 'Order has no property contact phone', '{}'::jsonb)
 ) AS r (fires, exception_type, severity, code, field, message, details)
-WHERE NOT v.cancelled AND r.fires;
-CREATE INDEX ON floor_f (order_id, code);
-ANALYZE floor_f;
-
--- 4. Auto-fixes on the orders.
-UPDATE public.orders o
-SET total_amount = v.total, tech_fee = v.tech
-FROM floor_v v
-WHERE o.id = v.order_id AND NOT v.cancelled AND v.fixes <> '[]'::jsonb;
-
--- 5. The agent's findings that no longer apply.
-UPDATE public.order_processing_exceptions e
-SET resolved = true, resolved_at = now(), updated_at = now()
-FROM floor_v v
-WHERE e.order_id = v.order_id
-  AND NOT e.resolved
-  AND e.code LIKE ANY (ARRAY['pricing.%', 'credit.%', 'requirements.%'])
-  AND NOT EXISTS (SELECT 1 FROM floor_f f WHERE f.order_id = e.order_id AND f.code = e.code);
-
--- 6. One exception row per finding, idempotent.
-INSERT INTO public.order_processing_exceptions
-    (tenant_id, order_id, queue_id, exception_type, severity, code, field, message, details,
-     created_at, updated_at)
-SELECT tenant_id, order_id, queue_id, exception_type, severity, code, field, message, details, now(), now()
-FROM floor_f
-ON CONFLICT (order_id, code) DO UPDATE
-SET queue_id = EXCLUDED.queue_id, exception_type = EXCLUDED.exception_type,
-    severity = EXCLUDED.severity, field = EXCLUDED.field, message = EXCLUDED.message,
-    details = EXCLUDED.details, resolved = false, resolved_at = NULL, resolved_by = NULL,
-    updated_at = EXCLUDED.updated_at;
-
--- 7. The outcome on each entry.
+WHERE NOT v.cancelled AND r.fires
+),
+fixed AS (
+    UPDATE public.orders o
+    SET total_amount = v.total, tech_fee = v.tech
+    FROM v
+    WHERE o.id = v.order_id AND NOT v.cancelled AND v.fixes <> '[]'::jsonb
+),
+resolved AS (
+    UPDATE public.order_processing_exceptions e
+    SET resolved = true, resolved_at = now(), updated_at = now()
+    FROM v
+    WHERE v.has_open AND e.order_id = v.order_id
+      AND NOT e.resolved
+      AND e.code LIKE ANY (ARRAY['pricing.%', 'credit.%', 'requirements.%'])
+      AND NOT EXISTS (SELECT 1 FROM f WHERE f.order_id = e.order_id AND f.code = e.code)
+),
+recorded AS (
+    INSERT INTO public.order_processing_exceptions
+        (tenant_id, order_id, queue_id, exception_type, severity, code, field, message, details,
+         created_at, updated_at)
+    SELECT tenant_id, order_id, queue_id, exception_type, severity, code, field, message, details, now(), now()
+    FROM f
+    ON CONFLICT (order_id, code) DO UPDATE
+    SET queue_id = EXCLUDED.queue_id, exception_type = EXCLUDED.exception_type,
+        severity = EXCLUDED.severity, field = EXCLUDED.field, message = EXCLUDED.message,
+        details = EXCLUDED.details, resolved = false, resolved_at = NULL, resolved_by = NULL,
+        updated_at = EXCLUDED.updated_at
+)
 UPDATE public.order_processing_queue q
 SET status = CASE WHEN v.cancelled THEN 'skipped'
                   -- every error/critical rule clears one of the three flags
@@ -157,12 +157,13 @@ SET status = CASE WHEN v.cancelled THEN 'skipped'
                   THEN 'exception'
                   ELSE 'validated' END,
     processed_at = now(),
+    attempts = q.attempts + 1,
     pricing_valid = CASE WHEN NOT v.cancelled THEN coalesce(v.fee > 0, false) END,
     credit_valid = CASE WHEN NOT v.cancelled THEN NOT (v.billed AND (v.client_id IS NULL OR NOT v.is_active
                          OR coalesce(v.total, 0) > v.credit_limit - v.balance)) END,
     requirements_valid = CASE WHEN NOT v.cancelled THEN NOT (v.no_address OR v.no_borrower_contact) END,
     auto_fixes = q.auto_fixes || CASE WHEN v.cancelled THEN '[]'::jsonb ELSE v.fixes END,
     last_error = NULL
-FROM floor_v v
+FROM v
 WHERE q.id = v.queue_id;
 COMMIT;
