@@ -25,15 +25,18 @@
 
 -- Per tenant and UTC hour, counted by the lease functions (wrapped below). One small upsert
 -- per event; an event that changes nothing else (a skip, a refused release) becomes a write,
--- which is cheap next to a cycle and rare outside benchmarks that race for held leases.
+-- cheap next to a cycle and rare outside benchmarks that race for held leases. The counts
+-- are spread over `slot` (the caller's backend pid modulo 64) so that callers racing for
+-- one lease do not queue behind each other's counter row: the views sum the slots.
 CREATE TABLE IF NOT EXISTS public.agent_lease_stats (
     tenant_id uuid NOT NULL REFERENCES public.tenants(id) ON DELETE CASCADE,
     hour timestamptz NOT NULL,
+    slot smallint NOT NULL DEFAULT 0,
     acquired integer NOT NULL DEFAULT 0,
     skipped integer NOT NULL DEFAULT 0,
     taken_over integer NOT NULL DEFAULT 0,
     fence_lost integer NOT NULL DEFAULT 0,
-    CONSTRAINT agent_lease_stats_pkey PRIMARY KEY (tenant_id, hour)
+    CONSTRAINT agent_lease_stats_pkey PRIMARY KEY (tenant_id, hour, slot)
 );
 CREATE INDEX IF NOT EXISTS agent_lease_stats_hour_idx ON public.agent_lease_stats (hour);
 
@@ -54,13 +57,14 @@ RETURNS void
 LANGUAGE sql
 SET search_path = ''
 AS $$
-    INSERT INTO public.agent_lease_stats AS s (tenant_id, hour, acquired, skipped, taken_over, fence_lost)
+    INSERT INTO public.agent_lease_stats AS s (tenant_id, hour, slot, acquired, skipped, taken_over, fence_lost)
     SELECT p_tenant_id, pg_catalog.date_trunc('hour', coalesce(p_now, pg_catalog.now()), 'UTC'),
+           (pg_catalog.pg_backend_pid() % 64)::smallint,
            (p_kind = 'acquired')::integer, (p_kind = 'skipped')::integer,
            (p_kind = 'taken_over')::integer, (p_kind = 'fence_lost')::integer
     -- A tenant deleted meanwhile has nothing to count (and must not fail the caller).
     WHERE EXISTS (SELECT 1 FROM public.tenants t WHERE t.id = p_tenant_id)
-    ON CONFLICT (tenant_id, hour) DO UPDATE
+    ON CONFLICT (tenant_id, hour, slot) DO UPDATE
     SET acquired = s.acquired + EXCLUDED.acquired,
         skipped = s.skipped + EXCLUDED.skipped,
         taken_over = s.taken_over + EXCLUDED.taken_over,
@@ -410,7 +414,8 @@ SELECT s.hour,
        sum(s.skipped)::bigint AS skipped_held,
        sum(s.taken_over)::bigint AS taken_over,
        sum(s.fence_lost)::bigint AS fence_lost,
-       count(*) FILTER (WHERE s.skipped > 0 OR s.taken_over > 0 OR s.fence_lost > 0) AS tenants_contended
+       count(DISTINCT s.tenant_id) FILTER (WHERE s.skipped > 0 OR s.taken_over > 0 OR s.fence_lost > 0)
+           AS tenants_contended
 FROM public.agent_lease_stats s
 GROUP BY s.hour;
 

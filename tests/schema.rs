@@ -1150,8 +1150,9 @@ async fn security_migration_runs_twice_and_leaves_exactly_the_same_policies() {
     }
     let after = list(c.query(policies, &[]).await.unwrap());
     assert_eq!(before, after);
-    // Two per tenant table (isolation + service_role) and one on system_config.
-    assert_eq!(after.len(), 21, "{after:#?}");
+    // Two per tenant table (isolation + service_role, the ten of the review and
+    // agent_lease_stats) and one on system_config.
+    assert_eq!(after.len(), 23, "{after:#?}");
 }
 
 // ---------------------------------------------------------------------------------------
