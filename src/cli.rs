@@ -222,7 +222,7 @@ pub struct ProcessOrdersArgs {
     #[arg(long = "tenant", value_name = "UUID")]
     pub tenants: Vec<Uuid>,
     /// Queue entries claimed per statement.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = crate::orders::DEFAULT_BATCH, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch: u32,
     /// Print one JSON document.
     #[arg(long)]

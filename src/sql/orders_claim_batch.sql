@@ -3,7 +3,8 @@
 -- concurrent runners take disjoint batches, and nothing is written to claim (a runner that
 -- dies releases its entries by dying). An entry written back by another runner after this
 -- statement's snapshot was taken is re-checked under the lock (status no longer pending)
--- and skipped.
+-- and skipped. NO KEY UPDATE is the lock the write-back's update takes anyway; it leaves
+-- the entry's key free for the foreign-key checks of exception rows that name it.
 --
 -- has_open says whether the order has unresolved findings (from an earlier validation or a
 -- person): only those orders need their no-longer-applying findings resolved. The probe
@@ -29,4 +30,4 @@ LEFT JOIN public.clients c ON c.tenant_id = o.tenant_id AND c.id = o.client_id
 WHERE q.tenant_id = ANY ($1::uuid[])
   AND q.status = 'pending'
 LIMIT $2
-FOR UPDATE OF q SKIP LOCKED
+FOR NO KEY UPDATE OF q SKIP LOCKED
