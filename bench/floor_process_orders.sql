@@ -72,54 +72,79 @@ CROSS JOIN LATERAL (
             WHERE x.fix IS NOT NULL) AS fixes
 ) fx
 ),
-f AS MATERIALIZED (
-SELECT v.tenant_id, v.order_id, v.queue_id, r.exception_type, r.severity, r.code, r.field,
-       r.message, r.details
-FROM v
-CROSS JOIN LATERAL (VALUES
-    (NOT coalesce(v.fee > 0, false), 'pricing', 'error', 'pricing.fee_not_positive', 'fee_amount',
-     CASE WHEN v.fee IS NULL THEN 'Order has no fee' ELSE format('Order fee %s is not positive', v.fee) END,
-     jsonb_build_object('fee_amount', v.fee::text)),
-    (v.fee > 0 AND v.product_id IS NOT NULL AND (v.fee < v.min_price OR v.fee > v.max_price),
-     'pricing', 'warning', 'pricing.fee_outside_range', 'fee_amount',
-     format('Order fee %s is %s the product''s price range (%s – %s)', v.fee,
+f (tenant_id, order_id, queue_id, exception_type, severity, code, field, message, details) AS MATERIALIZED (
+    -- One SELECT per rule: a message is built only for the orders the rule fires on.
+    SELECT v.tenant_id, v.order_id, v.queue_id, 'pricing', 'error', 'pricing.fee_not_positive', 'fee_amount',
+           CASE WHEN v.fee IS NULL THEN 'Order has no fee' ELSE format('Order fee %s is not positive', v.fee) END,
+           jsonb_build_object('fee_amount', v.fee::text)
+    FROM v WHERE NOT v.cancelled AND (NOT coalesce(v.fee > 0, false))
+    UNION ALL
+    SELECT v.tenant_id, v.order_id, v.queue_id, 'pricing', 'warning', 'pricing.fee_outside_range', 'fee_amount',
+           format('Order fee %s is %s the product''s price range (%s – %s)', v.fee,
             CASE WHEN v.fee < v.min_price THEN 'below' ELSE 'above' END, v.min_price, v.max_price),
-     jsonb_build_object('fee_amount', v.fee::text, 'min_price', v.min_price::text,
-                        'max_price', v.max_price::text, 'product_id', v.product_id)),
-    (v.billed AND v.client_id IS NULL, 'credit', 'error', 'credit.client_missing', 'client_id',
-     'Billed order has no client to bill', jsonb_build_object('client_id', NULL)),
-    (v.billed AND v.client_id IS NOT NULL AND NOT v.is_active, 'credit', 'critical',
-     'credit.client_inactive', 'client_id', 'Billed order''s client is inactive',
-     jsonb_build_object('client_id', v.client_id)),
-    (v.billed AND v.client_id IS NOT NULL AND coalesce(v.total, 0) > v.credit_limit - v.balance,
-     'credit', 'error', 'credit.limit_exceeded', 'total_amount',
-     format('Order total %s exceeds the client''s available credit %s', coalesce(v.total, 0), v.credit_limit - v.balance),
-     jsonb_build_object('client_id', v.client_id, 'total_amount', coalesce(v.total, 0)::text,
+           jsonb_build_object('fee_amount', v.fee::text, 'min_price', v.min_price::text,
+                        'max_price', v.max_price::text, 'product_id', v.product_id)
+    FROM v WHERE NOT v.cancelled AND (v.fee > 0 AND v.product_id IS NOT NULL AND (v.fee < v.min_price OR v.fee > v.max_price))
+    UNION ALL
+    SELECT v.tenant_id, v.order_id, v.queue_id, 'credit', 'error', 'credit.client_missing', 'client_id',
+           'Billed order has no client to bill',
+           jsonb_build_object('client_id', NULL)
+    FROM v WHERE NOT v.cancelled AND (v.billed AND v.client_id IS NULL)
+    UNION ALL
+    SELECT v.tenant_id, v.order_id, v.queue_id, 'credit', 'critical', 'credit.client_inactive', 'client_id',
+           'Billed order''s client is inactive',
+           jsonb_build_object('client_id', v.client_id)
+    FROM v WHERE NOT v.cancelled AND (v.billed AND v.client_id IS NOT NULL AND NOT v.is_active)
+    UNION ALL
+    SELECT v.tenant_id, v.order_id, v.queue_id, 'credit', 'error', 'credit.limit_exceeded', 'total_amount',
+           format('Order total %s exceeds the client''s available credit %s', coalesce(v.total, 0), v.credit_limit - v.balance),
+           jsonb_build_object('client_id', v.client_id, 'total_amount', coalesce(v.total, 0)::text,
                         'credit_limit', v.credit_limit::text, 'balance', v.balance::text,
-                        'available_credit', (v.credit_limit - v.balance)::text)),
-    (v.billed AND v.client_id IS NOT NULL AND coalesce(v.total, 0) <= v.credit_limit - v.balance
-     AND v.credit_limit > 0 AND (v.balance + coalesce(v.total, 0)) * 5 > v.credit_limit * 4,
-     'credit', 'warning', 'credit.high_utilization', 'total_amount',
-     format('Order brings the client''s credit use above 80 %% (%s of %s)', v.balance + coalesce(v.total, 0), v.credit_limit),
-     jsonb_build_object('client_id', v.client_id, 'total_amount', coalesce(v.total, 0)::text,
+                        'available_credit', (v.credit_limit - v.balance)::text)
+    FROM v WHERE NOT v.cancelled AND (v.billed AND v.client_id IS NOT NULL AND coalesce(v.total, 0) > v.credit_limit - v.balance)
+    UNION ALL
+    SELECT v.tenant_id, v.order_id, v.queue_id, 'credit', 'warning', 'credit.high_utilization', 'total_amount',
+           format('Order brings the client''s credit use above 80 %% (%s of %s)', v.balance + coalesce(v.total, 0), v.credit_limit),
+           jsonb_build_object('client_id', v.client_id, 'total_amount', coalesce(v.total, 0)::text,
                         'credit_limit', v.credit_limit::text, 'balance', v.balance::text,
-                        'available_credit', (v.credit_limit - v.balance)::text)),
-    (v.no_address, 'requirements', 'error', 'requirements.property_address_missing', 'property_address',
-     'Order has no property address', '{}'::jsonb),
-    (v.no_borrower_contact, 'requirements', 'error', 'requirements.borrower_contact_missing', 'borrower_email',
-     'Order has neither a borrower e-mail nor a borrower phone', '{"fields": ["borrower_email", "borrower_phone"]}'::jsonb),
-    (v.no_city, 'requirements', 'warning', 'requirements.property_city_missing', 'property_city',
-     'Order has no property city', '{}'::jsonb),
-    (v.no_state, 'requirements', 'warning', 'requirements.property_state_missing', 'property_state',
-     'Order has no property state', '{}'::jsonb),
-    (v.no_zip, 'requirements', 'warning', 'requirements.property_zip_missing', 'property_zip',
-     'Order has no property ZIP code', '{}'::jsonb),
-    (v.no_borrower_name, 'requirements', 'warning', 'requirements.borrower_name_missing', 'borrower_name',
-     'Order has no borrower name', '{}'::jsonb),
-    (v.no_contact_phone, 'requirements', 'warning', 'requirements.property_contact_phone_missing',
-     'property_contact_phone', 'Order has no property contact phone', '{}'::jsonb)
-) AS r (fires, exception_type, severity, code, field, message, details)
-WHERE NOT v.cancelled AND r.fires
+                        'available_credit', (v.credit_limit - v.balance)::text)
+    FROM v WHERE NOT v.cancelled AND (v.billed AND v.client_id IS NOT NULL AND coalesce(v.total, 0) <= v.credit_limit - v.balance
+     AND v.credit_limit > 0 AND (v.balance + coalesce(v.total, 0)) * 5 > v.credit_limit * 4)
+    UNION ALL
+    SELECT v.tenant_id, v.order_id, v.queue_id, 'requirements', 'error', 'requirements.property_address_missing', 'property_address',
+           'Order has no property address',
+           '{}'::jsonb
+    FROM v WHERE NOT v.cancelled AND (v.no_address)
+    UNION ALL
+    SELECT v.tenant_id, v.order_id, v.queue_id, 'requirements', 'error', 'requirements.borrower_contact_missing', 'borrower_email',
+           'Order has neither a borrower e-mail nor a borrower phone',
+           '{"fields": ["borrower_email", "borrower_phone"]}'::jsonb
+    FROM v WHERE NOT v.cancelled AND (v.no_borrower_contact)
+    UNION ALL
+    SELECT v.tenant_id, v.order_id, v.queue_id, 'requirements', 'warning', 'requirements.property_city_missing', 'property_city',
+           'Order has no property city',
+           '{}'::jsonb
+    FROM v WHERE NOT v.cancelled AND (v.no_city)
+    UNION ALL
+    SELECT v.tenant_id, v.order_id, v.queue_id, 'requirements', 'warning', 'requirements.property_state_missing', 'property_state',
+           'Order has no property state',
+           '{}'::jsonb
+    FROM v WHERE NOT v.cancelled AND (v.no_state)
+    UNION ALL
+    SELECT v.tenant_id, v.order_id, v.queue_id, 'requirements', 'warning', 'requirements.property_zip_missing', 'property_zip',
+           'Order has no property ZIP code',
+           '{}'::jsonb
+    FROM v WHERE NOT v.cancelled AND (v.no_zip)
+    UNION ALL
+    SELECT v.tenant_id, v.order_id, v.queue_id, 'requirements', 'warning', 'requirements.borrower_name_missing', 'borrower_name',
+           'Order has no borrower name',
+           '{}'::jsonb
+    FROM v WHERE NOT v.cancelled AND (v.no_borrower_name)
+    UNION ALL
+    SELECT v.tenant_id, v.order_id, v.queue_id, 'requirements', 'warning', 'requirements.property_contact_phone_missing', 'property_contact_phone',
+           'Order has no property contact phone',
+           '{}'::jsonb
+    FROM v WHERE NOT v.cancelled AND (v.no_contact_phone)
 ),
 fixed AS (
     UPDATE public.orders o

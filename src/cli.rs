@@ -144,6 +144,11 @@ pub struct RunCycleArgs {
     /// What started this cycle (recorded on the run).
     #[arg(long, value_enum, default_value_t = Trigger::Scheduled)]
     pub trigger: Trigger,
+    /// Run only shard I of N (0 <= I < N) of the enabled tenants, split by a stable hash of
+    /// the tenant id, so N runners share an installation. In a Kubernetes Indexed Job the
+    /// default is JOB_COMPLETION_INDEX of AUTOPILOT_SHARDS.
+    #[arg(long, value_name = "I/N", value_parser = crate::shard::parse_shard, conflicts_with = "tenants")]
+    pub shard: Option<crate::shard::Shard>,
     /// Print the plan per tenant and write nothing.
     #[arg(long)]
     pub dry_run: bool,

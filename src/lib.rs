@@ -17,6 +17,7 @@ pub mod orders;
 pub mod policy;
 pub mod prune;
 pub mod settings;
+pub mod shard;
 pub mod status;
 
 use anyhow::Result;
