@@ -286,8 +286,10 @@ SELECT t.id AS tenant_id,
        r.id AS last_run_id,
        r.cycle_number AS last_run_cycle,
        r.status AS last_run_status,
+       r.phase AS last_run_phase,
        r.started_at AS last_run_started_at,
        r.completed_at AS last_run_completed_at,
+       r.duration_ms AS last_run_duration_ms,
        r.error_message AS last_run_error,
        f.consecutive_failures,
        a.info AS alerts_open_info,
@@ -298,6 +300,7 @@ SELECT t.id AS tenant_id,
        q.pending AS queue_pending,
        q.stuck AS queue_stuck,
        x.runs_past_lease,
+       l.run_id AS lease_run_id,
        l.lock_holder AS lease_holder,
        l.expires_at AS lease_expires_at,
        (l.expires_at > now()) AS lease_held,
@@ -306,7 +309,8 @@ SELECT t.id AS tenant_id,
        e.compliance_rate
 FROM public.agent_monitoring_tenants() t
 LEFT JOIN LATERAL (
-    SELECT r.id, r.cycle_number, r.status, r.started_at, r.completed_at, r.error_message
+    SELECT r.id, r.cycle_number, r.status, r.phase, r.started_at, r.completed_at, r.duration_ms,
+           r.error_message
     FROM public.agent_autonomous_runs r
     WHERE r.tenant_id = t.id
     ORDER BY r.started_at DESC, r.cycle_number DESC
