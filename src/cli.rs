@@ -268,6 +268,11 @@ pub struct RunCycleArgs {
     /// What started this cycle (recorded on the run).
     #[arg(long, value_enum, default_value_t = Trigger::Scheduled)]
     pub trigger: Trigger,
+    /// Run only shard I of N (0 <= I < N) of the enabled tenants, split by a stable hash of
+    /// the tenant id, so N runners share an installation. In a Kubernetes Indexed Job the
+    /// default is JOB_COMPLETION_INDEX of AUTOPILOT_SHARDS.
+    #[arg(long, value_name = "I/N", value_parser = crate::shard::parse_shard, conflicts_with = "tenants")]
+    pub shard: Option<crate::shard::Shard>,
     /// Print the plan per tenant and write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -381,8 +386,8 @@ pub struct ProcessOrdersArgs {
     /// Only these tenants (repeatable); each must exist.
     #[arg(long = "tenant", value_name = "UUID")]
     pub tenants: Vec<Uuid>,
-    /// Queue entries claimed per statement.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// Queue entries validated per batch (one transaction).
+    #[arg(long, default_value_t = crate::orders::DEFAULT_BATCH, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch: u32,
     /// Print one JSON document.
     #[arg(long)]

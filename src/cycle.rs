@@ -36,12 +36,15 @@ use crate::{alerts, email, Context};
 const KILL_SWITCH: &str = "SELECT value FROM public.system_config WHERE key = 'agent_config'";
 
 /// Enabled tenants (or the listed ones), those not run for the longest time first so that
-/// `--max-tenants` rotates through an installation.
+/// `--max-tenants` rotates through an installation. $3/$4: this runner's shard count and
+/// index (NULL: all), see `shard.rs`.
 const SELECT_TENANTS: &str = "
 SELECT t.id, COALESCE(t.name, ''), COALESCE(t.agent_settings, '{}'), COALESCE(t.is_active, false),
        COALESCE(t.agent_enabled, false)
 FROM public.tenants t
-WHERE (cardinality($1::uuid[]) = 0 AND t.is_active AND t.agent_enabled) OR t.id = ANY($1)
+WHERE (cardinality($1::uuid[]) = 0 AND t.is_active AND t.agent_enabled
+       AND ($3::bigint IS NULL OR (('x' || left(md5(t.id::text), 8))::bit(32)::bigint % $3::bigint) = $4::bigint))
+   OR t.id = ANY($1)
 ORDER BY (SELECT max(r.started_at) FROM public.agent_autonomous_runs r WHERE r.tenant_id = t.id) NULLS FIRST, t.id
 LIMIT $2";
 
@@ -211,6 +214,7 @@ struct Shared<'a> {
 
 pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
     let started = Instant::now();
+    let shard = crate::shard::resolve(args.shard)?;
     let mut signals = Signals::install();
     // Configuration errors are bad input: refuse before connecting or writing anything.
     let mailer = email::MailerConfig::from_env()?
@@ -242,7 +246,15 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
     }
     let limit = args.max_tenants.map(i64::from).unwrap_or(i64::MAX);
     let rows = conn
-        .query(SELECT_TENANTS, &[&args.tenants, &limit])
+        .query(
+            SELECT_TENANTS,
+            &[
+                &args.tenants,
+                &limit,
+                &shard.map(|s| i64::from(s.count)),
+                &shard.map(|s| i64::from(s.index)),
+            ],
+        )
         .await
         .context("selecting tenants")?;
     drop(conn);

@@ -23,8 +23,10 @@
 //! recorded. A crash between the SMTP transaction and that record leaves the card
 //! `executing`; the next run does not send it again blindly but parks it (`blocked`,
 //! `blocked_code = 'delivery_unknown'`), telling a human which Message-ID to look for in the
-//! mailbox. Only cards untouched for [`STUCK_AFTER_MINUTES`] count as stuck, so a sender
-//! never parks a card another sender is still delivering. The same parking, with an
+//! mailbox. A cycle holds the tenant's lease, so it parks every card it finds executing at
+//! once (a sender whose lease was taken over is fenced out and records nothing); without a
+//! lease only cards untouched for [`STUCK_AFTER_MINUTES`] count as stuck, so a sender never
+//! parks a card another sender is still delivering. The same parking, with an
 //! `email_delivery_unknown` alert, follows a conversation that failed after the final dot
 //! of DATA (timeout, closed connection): the relay may have the message. Only a person
 //! moves a parked card on (`autopilot card requeue|close`, module `cards`).
@@ -1181,7 +1183,14 @@ async fn send_cards(
 
     // a. Cards left executing by an interrupted send: park them for a human, never resend.
     {
-        let stuck_before = now - chrono::Duration::minutes(STUCK_AFTER_MINUTES);
+        // Under the tenant's lease no other sender of this tenant can be delivering (a sender
+        // whose lease was taken over can no longer record anything), so every card found
+        // executing belongs to an interrupted send: park it now, not after a wait, so nothing
+        // stays executing beyond one lease. Without a fence keep the grace period.
+        let stuck_before = match fence {
+            Some(_) => DateTime::<Utc>::MAX_UTC,
+            None => now - chrono::Duration::minutes(STUCK_AFTER_MINUTES),
+        };
         let tx = c
             .begin()
             .await

@@ -24,6 +24,7 @@ pub mod policy;
 pub mod privileges;
 pub mod prune;
 pub mod settings;
+pub mod shard;
 pub mod smtp;
 pub mod status;
 pub mod tenant_admin;

@@ -270,6 +270,67 @@ fn assert_no_password_written(rel: &str) {
     }
 }
 
+const INDEXED: &str = "deploy/kubernetes/cronjob-indexed.yaml";
+
+/// The sharded variant's only document, a CronJob.
+fn indexed_cronjob() -> Value {
+    let text = read(INDEXED);
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{INDEXED}: {e}")))
+        .collect();
+    assert_eq!(docs.len(), 1, "{INDEXED} holds the CronJob only");
+    assert_eq!(docs[0]["kind"].as_str(), Some("CronJob"));
+    assert_eq!(docs[0]["apiVersion"].as_str(), Some("batch/v1"));
+    docs[0].clone()
+}
+
+#[test]
+fn indexed_cronjob_runs_one_pod_per_shard_with_the_shard_count_in_its_env() {
+    let cj = indexed_cronjob();
+    let job = at(&cj, "spec.jobTemplate.spec");
+    assert_eq!(text(job, "completionMode"), "Indexed");
+    let completions = int(job, "completions");
+    assert!(completions > 1);
+    assert_eq!(int(job, "parallelism"), completions, "every shard at once");
+    let c = container(cronjob_pod_spec(&cj));
+    let env = env_of(c);
+    let shards = env
+        .get("AUTOPILOT_SHARDS")
+        .and_then(|e| e["value"].as_str())
+        .expect("AUTOPILOT_SHARDS is set");
+    assert_eq!(shards, completions.to_string());
+    assert!(
+        !env.contains_key("JOB_COMPLETION_INDEX"),
+        "the index comes from Kubernetes, per pod"
+    );
+    let args: Vec<&str> = at(c, "args")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args, ["run-cycle", "--json"]);
+}
+
+#[test]
+fn indexed_cronjob_keeps_the_hourly_rules_and_writes_no_secret() {
+    let cj = indexed_cronjob();
+    assert_eq!(text(&cj, "spec.schedule"), "5 * * * *");
+    assert_eq!(text(&cj, "spec.concurrencyPolicy"), "Forbid");
+    let deadline = int(&cj, "spec.jobTemplate.spec.activeDeadlineSeconds");
+    let grace = int(cronjob_pod_spec(&cj), "terminationGracePeriodSeconds");
+    assert!(deadline > 0 && deadline + grace < 3600);
+    assert_eq!(int(&cj, "spec.jobTemplate.spec.backoffLimit"), 0);
+    let env = env_of(container(cronjob_pod_spec(&cj)));
+    assert!(env["DATABASE_URL"].get("valueFrom").is_some());
+    assert!(env["DATABASE_URL"].get("value").is_none());
+    assert_eq!(
+        at(cronjob_pod_spec(&cj), "securityContext.runAsNonRoot").as_bool(),
+        Some(true)
+    );
+    assert_no_password_written(INDEXED);
+}
+
 #[test]
 fn migrate_job_uses_a_direct_connection_and_says_why() {
     let job = document("Job");

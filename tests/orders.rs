@@ -759,6 +759,181 @@ async fn stale_processing_entry_is_reclaimed_and_a_fresh_one_is_not() {
     assert_eq!(r.processed, 2);
 }
 
+/// Wait until an autopilot session of this database waits on a lock.
+async fn wait_until_blocked(c: &Client) {
+    for _ in 0..400 {
+        let n = count(
+            c,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+               AND application_name = 'autopilot' AND wait_event_type = 'Lock'",
+        )
+        .await;
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("autopilot never blocked on the test's lock");
+}
+
+/// Wait until no autopilot session is left on this database.
+async fn wait_until_gone(c: &Client) {
+    for _ in 0..400 {
+        let n = count(
+            c,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+               AND application_name = 'autopilot'",
+        )
+        .await;
+        if n == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the killed runner's session never ended");
+}
+
+/// A transaction holding a lock on the exceptions table that blocks a batch's write (it
+/// has claimed and validated its entries by then).
+async fn hold_exceptions_lock(s: &Setup) -> Client {
+    let tx = s.db.client().await;
+    tx.batch_execute("BEGIN; LOCK TABLE order_processing_exceptions IN SHARE MODE")
+        .await
+        .unwrap();
+    tx
+}
+
+#[tokio::test]
+async fn claimed_entries_stay_pending_a_concurrent_runner_skips_them_and_a_killed_runner_releases_them(
+) {
+    let s = setup().await;
+    let mut orders_ = Vec::new();
+    for _ in 0..20 {
+        orders_.push(order_with(&s, "borrower_name = NULL").await);
+    }
+    let lock = hold_exceptions_lock(&s).await;
+    let mut first =
+        s.db.tokio_cmd()
+            .args(["process-orders", "--json"])
+            .spawn()
+            .unwrap();
+    wait_until_blocked(&s.c).await;
+
+    // The claim is a row lock only: nothing was written to claim the entries.
+    assert_eq!(
+        count(
+            &s.c,
+            "SELECT count(*) FROM order_processing_queue WHERE status = 'pending' AND attempts = 0"
+        )
+        .await,
+        20
+    );
+    // A second runner meanwhile takes none of them (and is not blocked by them).
+    let out =
+        s.db.cmd()
+            .args(["process-orders", "--json"])
+            .output()
+            .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_of(&out)["processed"], 0);
+
+    first.kill().await.unwrap();
+    lock.batch_execute("ROLLBACK").await.unwrap();
+    wait_until_gone(&s.c).await;
+    assert_eq!(
+        count(
+            &s.c,
+            "SELECT count(*) FROM order_processing_queue WHERE status = 'pending' AND attempts = 0"
+        )
+        .await,
+        20,
+        "the killed runner's batch was rolled back"
+    );
+    assert_eq!(
+        count(&s.c, "SELECT count(*) FROM order_processing_exceptions").await,
+        0
+    );
+
+    let out =
+        s.db.cmd()
+            .args(["process-orders", "--json"])
+            .output()
+            .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_of(&out)["processed"], 20);
+    for o in orders_ {
+        let e = entry(&s.c, o).await;
+        assert_eq!((e.status.as_str(), e.attempts), ("validated", 1), "{o}");
+        assert_eq!(
+            open_findings(&s.c, o).await,
+            vec![f(
+                orders::CODE_BORROWER_NAME_MISSING,
+                "warning",
+                "requirements",
+                "borrower_name"
+            )]
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_order_edited_while_its_batch_is_validated_keeps_the_edit_and_is_validated_again() {
+    let s = setup().await;
+    let o = order_with(&s, "total_amount = 1").await;
+    let lock = hold_exceptions_lock(&s).await;
+    let runner =
+        s.db.tokio_cmd()
+            .args(["process-orders", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    wait_until_blocked(&s.c).await;
+    // The runner read total 1 and is about to raise it to the fee; a person sets it first
+    // (not blocked: the batch locks queue entries, not orders).
+    s.c.execute("UPDATE orders SET total_amount = 999 WHERE id = $1", &[&o])
+        .await
+        .unwrap();
+    lock.batch_execute("ROLLBACK").await.unwrap();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        runner.wait_with_output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json_of(&out);
+    assert_eq!(
+        (doc["processed"].as_u64(), doc["auto_fixes"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let total: Decimal =
+        s.c.query_one("SELECT total_amount FROM orders WHERE id = $1", &[&o])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(total, dec("999.00"), "the person's edit is kept");
+    let e = entry(&s.c, o).await;
+    assert_eq!((e.status.as_str(), e.attempts), ("validated", 1));
+    assert_eq!(e.auto_fixes, serde_json::json!([]));
+}
+
 #[tokio::test]
 async fn a_runner_that_lost_its_lease_writes_nothing() {
     let s = setup().await;
