@@ -225,6 +225,14 @@ async fn success_rates_count_runs_cards_exceptions_and_duration_percentiles_per_
     run_row(&c, b, 1, "completed", at(d1, 5), Some(50)).await;
     let card1 = Uuid::new_v4();
     let card2 = Uuid::new_v4();
+    for card in [card1, card2] {
+        c.execute(
+            "INSERT INTO kanban_cards (id, tenant_id, type, title) VALUES ($1, $2, 'send_email', 'x')",
+            &[&card, &a],
+        )
+        .await
+        .unwrap();
+    }
     for (card, hour) in [(card1, 3), (card1, 4), (card2, 22)] {
         c.execute(
             "INSERT INTO email_provider_failures (tenant_id, error_type, card_id, created_at)
