@@ -729,7 +729,7 @@ async fn the_invocation_deadline_stops_a_blocked_tenant_as_timeout_and_starts_no
 /// A PostgreSQL server of the test's own (scripts/pg-ephemeral, nested), so that restarting
 /// it disturbs no other test. Dropping it stops the server and removes the cluster.
 struct PrivateServer {
-    child: tokio::process::Child,
+    child: std::process::Child,
     url: String,
     dir: String,
     port: String,
@@ -737,9 +737,9 @@ struct PrivateServer {
 
 impl PrivateServer {
     async fn start() -> PrivateServer {
-        use tokio::io::{AsyncBufReadExt, BufReader};
+        use std::io::{BufRead, BufReader};
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-ephemeral");
-        let mut child = tokio::process::Command::new(script)
+        let mut child = std::process::Command::new(script)
             .args([
                 "bash",
                 "-c",
@@ -748,13 +748,11 @@ impl PrivateServer {
             .env("PGEPHEMERAL_QUIET", "1")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .expect("starting scripts/pg-ephemeral");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
-            .await
             .unwrap();
         let mut parts = line.split_whitespace().map(str::to_string);
         let (url, dir, port) = (
@@ -846,8 +844,19 @@ impl PrivateServer {
 
 impl Drop for PrivateServer {
     fn drop(&mut self) {
-        // Closing stdin ends `cat`; pg-ephemeral then stops the server and cleans up.
+        // Closing stdin ends `cat`; pg-ephemeral then stops the server and removes the
+        // cluster. Wait for it: killing it instead would skip its clean-up and leave the
+        // server running after the test.
         drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
