@@ -1,0 +1,420 @@
+//! One tenant's lease lifecycle: the checks before it starts, acquiring the lease (bounded
+//! by the tenant's time limit, retried over a lost connection), running the phases under it
+//! with the timeout, deadline and signals, releasing it with the final status; and the
+//! heartbeat that renews every held lease.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::phases::tenant_cycle;
+use super::report::{log_outcome, result, CycleMetrics, TenantResult};
+use super::retry::{abandon, is_db_lost, reconnect};
+use super::{cadence_window, one_line, Shared, TenantRow};
+use crate::alerts;
+use crate::db::{self, Fence};
+#[allow(unused_imports)]
+use crate::db::{Begin, Commit, Sql};
+use crate::settings::TenantSettings;
+
+/// `$5`: the cadence window (the UTC hour) this run belongs to; a tenant whose cycle
+/// completed in it is not run again, whatever runner ran it and whenever (`$6` = `--force`).
+const ACQUIRE: &str = "SELECT public.acquire_tenant_lease_in_window($1, $2, make_interval(secs => $3), $4, $5, $6, now())";
+const COMPLETED_IN_WINDOW: &str = "SELECT max(completed_at) FROM public.agent_autonomous_runs
+WHERE tenant_id = $1 AND status = 'completed' AND cadence_window = $2";
+/// The lease this runner holds on a tenant, if any (see the acquire retry).
+const OWN_LEASE: &str =
+    "SELECT run_id FROM public.agent_tenant_locks WHERE tenant_id = $1 AND lock_holder = $2";
+const RUN_CYCLE_NUMBER: &str =
+    "SELECT cycle_number FROM public.agent_autonomous_runs WHERE id = $1";
+const HEARTBEAT: &str = "SELECT public.extend_tenant_lease($1, $2, make_interval(secs => $3))";
+const RELEASE: &str = "SELECT public.release_tenant_lease($1, $2, $3, $4)";
+const RUN_STATUS: &str =
+    "SELECT status, error_message FROM public.agent_autonomous_runs WHERE id = $1";
+
+/// Renews every held lease each lease/3 seconds on one connection; a renewal that finds a
+/// lease lost wakes that tenant's task, which stops at once.
+pub(super) async fn heartbeat_loop(sh: &Shared<'_>) {
+    let every = Duration::from_millis(sh.args.lease * 1000 / 3);
+    let lease_secs = sh.args.lease as f64;
+    loop {
+        tokio::time::sleep(every).await;
+        let held: Vec<(Uuid, Uuid, Arc<Notify>)> = match sh.leases.lock() {
+            Ok(l) => l
+                .iter()
+                .map(|(run, (tenant, n))| (*run, *tenant, n.clone()))
+                .collect(),
+            Err(_) => continue,
+        };
+        if held.is_empty() {
+            continue;
+        }
+        let conn = match db::get(&sh.pool, &sh.ctx.db).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "heartbeat could not get a connection");
+                continue;
+            }
+        };
+        for (run, tenant, lost) in held {
+            match conn
+                .query_one(HEARTBEAT, &[&tenant, &run, &lease_secs])
+                .await
+            {
+                Ok(row) if row.get::<_, bool>(0) => {}
+                Ok(_) => {
+                    tracing::warn!(%tenant, %run, "lease lost: stopping this tenant's cycle");
+                    lost.notify_one();
+                }
+                Err(e) => tracing::warn!(%tenant, error = %db::error_text(&e), "heartbeat failed"),
+            }
+        }
+    }
+}
+
+enum Ending {
+    Done(CycleMetrics),
+    Failed(String),
+    /// Stopped by a time limit (tenant timeout, invocation deadline, a bounded wait).
+    TimedOut(String),
+    Lost,
+    Interrupted,
+    /// The connection was lost mid-cycle (retried, never final).
+    DbLost(anyhow::Error),
+}
+
+pub(super) async fn run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
+    let started = Instant::now();
+    if *sh.stop.borrow() {
+        return result(
+            t,
+            started,
+            "skipped",
+            Some("interrupted before start".into()),
+        );
+    }
+    if sh.db_gone.load(Ordering::SeqCst) {
+        return result(
+            t,
+            started,
+            "skipped",
+            Some("database unreachable: left for the next run".into()),
+        );
+    }
+    if Instant::now() >= sh.deadline_at {
+        return result(
+            t,
+            started,
+            "skipped",
+            Some(format!(
+                "the invocation's --deadline of {} s passed before this tenant started",
+                sh.args.deadline
+            )),
+        );
+    }
+    if let Some(why) = t.runnable {
+        return result(t, started, "skipped", Some(why.into()));
+    }
+    let r = match run_tenant_inner(sh, t, started).await {
+        Ok(r) => r,
+        // A database that went away and did not come back is not this tenant's failure:
+        // its run (if any) is left to the lease expiry and the next invocation.
+        Err(e) if is_db_lost(&e) => {
+            sh.db_gone.store(true, Ordering::SeqCst);
+            result(
+                t,
+                started,
+                "skipped",
+                Some("database unreachable: left for the next run".into()),
+            )
+        }
+        Err(e) => {
+            let msg = one_line(&format!("{e:#}"));
+            tracing::error!(tenant = %t.id, error = %msg, "tenant cycle failed");
+            result(t, started, "failed", Some(msg))
+        }
+    };
+    log_outcome(&r);
+    r
+}
+
+async fn run_tenant_inner(
+    sh: &Shared<'_>,
+    t: &TenantRow,
+    started: Instant,
+) -> Result<TenantResult> {
+    let args = sh.args;
+    let mut conn = match db::get(&sh.pool, &sh.ctx.db).await {
+        Ok(c) => c,
+        Err(e) if is_db_lost(&e) => reconnect(sh, Instant::now(), &e).await?,
+        Err(e) => return Err(e),
+    };
+    let lease_secs = args.lease as f64;
+    // The tenant's own limit, never past the invocation's deadline.
+    let tenant_deadline = (started + Duration::from_secs(args.tenant_timeout)).min(sh.deadline_at);
+    let timeout_reason = || {
+        if tenant_deadline == sh.deadline_at {
+            format!(
+                "the invocation's --deadline of {} s passed; in-flight query cancelled",
+                args.deadline
+            )
+        } else {
+            format!(
+                "exceeded --tenant-timeout of {} s; in-flight query cancelled",
+                args.tenant_timeout
+            )
+        }
+    };
+    let trigger = args.trigger.as_str();
+    let window = cadence_window(sh.ctx.now());
+    let params: [&dyn db::Param; 6] = [
+        &t.id,
+        &sh.holder,
+        &lease_secs,
+        &trigger,
+        &window,
+        &args.force,
+    ];
+    // Taking the lease is bounded by the tenant timeout too: a lease row locked by someone
+    // else (a stuck session, an operator's open transaction) must not hang the runner.
+    let run_id: Option<Uuid> = retry_db!(sh, conn, {
+        let cancel = conn.cancel_token();
+        match tokio::time::timeout_at(tenant_deadline.into(), conn.query_one(ACQUIRE, &params))
+            .await
+        {
+            Ok(row) => row
+                .with_context(|| format!("acquiring lease for tenant {}", t.id))
+                .map(|r| Some(r.get::<_, Option<Uuid>>(0))),
+            Err(_) => {
+                abandon(sh, cancel, conn).await;
+                return Ok(result(
+                    t,
+                    started,
+                    "timeout",
+                    Some(format!(
+                        "could not take the lease within the tenant's time limit ({}) (its row is locked by another session)",
+                        timeout_reason()
+                    )),
+                ));
+            }
+        }
+    })?
+    .flatten();
+    let run_id = match run_id {
+        Some(id) => Some(id),
+        // The connection may have been lost after the server took the lease for this
+        // runner and before the answer arrived: the lease is then ours (the holder name is
+        // unique per invocation).
+        None => retry_db!(
+            sh,
+            conn,
+            conn.query_opt(OWN_LEASE, &[&t.id, &sh.holder])
+                .await
+                .map_err(anyhow::Error::from)
+        )?
+        .map(|r| r.get(0)),
+    };
+    let Some(run_id) = run_id else {
+        let completed: Option<DateTime<Utc>> = retry_db!(
+            sh,
+            conn,
+            conn.query_one(COMPLETED_IN_WINDOW, &[&t.id, &window])
+                .await
+                .map_err(anyhow::Error::from)
+        )?
+        .get(0);
+        let reason = match completed {
+            Some(at) => format!(
+                "already ran in this hour (window {}, completed {}); --force runs it again",
+                window.format("%Y-%m-%d %H:00 UTC"),
+                at.format("%H:%M:%S UTC")
+            ),
+            None => "lease held by another runner".to_string(),
+        };
+        return Ok(result(t, started, "skipped", Some(reason)));
+    };
+    let cycle_number: i32 = retry_db!(
+        sh,
+        conn,
+        conn.query_one(RUN_CYCLE_NUMBER, &[&run_id])
+            .await
+            .map_err(anyhow::Error::from)
+    )?
+    .get(0);
+    tracing::Span::current().record("run_id", tracing::field::display(run_id));
+    tracing::debug!(cycle_number, "lease taken");
+    let fence = Fence {
+        tenant_id: t.id,
+        run_id,
+    };
+    let lost = Arc::new(Notify::new());
+    if let Ok(mut l) = sh.leases.lock() {
+        l.insert(run_id, (t.id, lost.clone()));
+    }
+    let now = sh.ctx.now();
+
+    let ending = match t.settings.clone().and_then(|v| TenantSettings::parse(&v)) {
+        Err(e) => {
+            let msg = e.to_string();
+            // Recorded as a failed run plus an alert; the other tenants go on.
+            retry_db!(
+                sh,
+                conn,
+                alerts::raise(
+                    &*conn,
+                    t.id,
+                    alerts::INVALID_SETTINGS,
+                    "critical",
+                    &format!("agent not run: {msg}"),
+                    json!({"key": e.key, "problem": e.problem}),
+                    now,
+                )
+                .await
+                .map(|_| ())
+            )?;
+            Ending::Failed(msg)
+        }
+        Ok(settings) => {
+            // A lost connection re-runs the cycle on a new one, under the same run and
+            // lease: every step checks what exists (cards, clocks, sends already claimed),
+            // so what completed before the loss is not done twice.
+            let mut lost_since: Option<Instant> = None;
+            loop {
+                let cancel = conn.cancel_token();
+                let ending = {
+                    let work = tenant_cycle(&mut *conn, sh, t, fence, &settings, cycle_number, now);
+                    let mut stop = sh.stop.clone();
+                    let mut stop_now = sh.stop_now.clone();
+                    let grace = Duration::from_secs(args.grace);
+                    let interrupted = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(grace) => {},
+                            _ = stop_now.wait_for(|s| *s) => {},
+                        }
+                    };
+                    tokio::select! {
+                        r = tokio::time::timeout_at(tenant_deadline.into(), work) => match r {
+                            Ok(Ok(m)) => Ending::Done(m),
+                            Ok(Err(e)) if db::is_lease_lost_err(&e) => Ending::Lost,
+                            Ok(Err(e)) if is_db_lost(&e) => Ending::DbLost(e),
+                            Ok(Err(e)) if crate::deadline::is_timeout(&e) => Ending::TimedOut(
+                                format!(
+                                    "a database wait passed its bound (lock_timeout {} s, statement_timeout {} s): {}",
+                                    crate::deadline::bounds().lock_timeout.as_secs_f64(),
+                                    crate::deadline::bounds().statement_timeout.as_secs_f64(),
+                                    one_line(&format!("{e:#}"))
+                                ),
+                            ),
+                            Ok(Err(e)) => Ending::Failed(one_line(&format!("{e:#}"))),
+                            Err(_) => Ending::TimedOut(timeout_reason()),
+                        },
+                        _ = lost.notified() => Ending::Lost,
+                        _ = interrupted => Ending::Interrupted,
+                    }
+                };
+                match ending {
+                    Ending::Done(m) => break Ending::Done(m),
+                    Ending::DbLost(e) => {
+                        let since = *lost_since.get_or_insert_with(Instant::now);
+                        let _ = db::Object::take(conn);
+                        conn = reconnect(sh, since, &e).await?;
+                    }
+                    other => {
+                        abandon(sh, cancel, conn).await;
+                        conn = match db::get(&sh.pool, &sh.ctx.db).await {
+                            Ok(c) => c,
+                            Err(e) if is_db_lost(&e) => reconnect(sh, Instant::now(), &e).await?,
+                            Err(e) => return Err(e),
+                        };
+                        break other;
+                    }
+                }
+            }
+        }
+    };
+    if let Ok(mut l) = sh.leases.lock() {
+        l.remove(&run_id);
+    }
+
+    let (status, error): (&str, Option<String>) = match &ending {
+        Ending::Done(_) => ("completed", None),
+        Ending::Failed(m) => ("failed", Some(m.clone())),
+        Ending::TimedOut(m) => ("timeout", Some(m.clone())),
+        Ending::Interrupted => ("failed", Some("interrupted".to_string())),
+        Ending::Lost => ("failed", Some("lease lost to another runner".to_string())),
+        Ending::DbLost(_) => unreachable!("a lost connection is retried above"),
+    };
+    // Releasing twice is harmless: a second call finds the lease gone and reports false,
+    // and the run row then says what the first one recorded.
+    let released: bool = retry_db!(
+        sh,
+        conn,
+        conn.query_one(RELEASE, &[&t.id, &run_id, &status, &error])
+            .await
+            .with_context(|| format!("releasing lease for tenant {}", t.id))
+    )?
+    .get(0);
+    let (final_status, reason) = if released {
+        (status, error)
+    } else {
+        let row = retry_db!(
+            sh,
+            conn,
+            conn.query_opt(RUN_STATUS, &[&run_id])
+                .await
+                .map_err(anyhow::Error::from)
+        )?;
+        let Some(row) = row else {
+            // The server lost the run in a crash (its commit was not yet durable, e.g.
+            // synchronous_commit = off): nothing of it survived; the next run does the work.
+            return Ok(result(
+                t,
+                started,
+                "skipped",
+                Some("the database lost this run in a crash; left for the next run".into()),
+            ));
+        };
+        let s: String = row.get(0);
+        let recorded: Option<String> = row.get(1);
+        match s.as_str() {
+            // Our own release whose answer was lost with the connection.
+            "completed" => ("completed", None),
+            st if recorded.as_deref() == error.as_deref() && st == status => (status, error),
+            // Fenced out: the run row says what the taker decided (normally `timeout`).
+            "timeout" => (
+                "timeout",
+                Some("lease lost to another runner; nothing more was written".to_string()),
+            ),
+            _ => (
+                "failed",
+                Some("lease lost to another runner; nothing more was written".to_string()),
+            ),
+        }
+    };
+    if released && final_status != "completed" {
+        if let Err(e) = alerts::evaluate_failure_rate(&*conn, t.id, sh.ctx.now()).await {
+            tracing::warn!(tenant = %t.id, error = %format!("{e:#}"), "evaluating the failure-rate alert");
+        }
+    }
+    let metrics = match ending {
+        Ending::Done(m) => m,
+        _ => CycleMetrics::default(),
+    };
+    Ok(TenantResult {
+        tenant_id: t.id,
+        name: t.name.clone(),
+        run_id: Some(run_id),
+        cycle_number: Some(cycle_number),
+        status: final_status,
+        reason,
+        duration_ms: started.elapsed().as_millis() as u64,
+        metrics,
+    })
+}

@@ -1,0 +1,347 @@
+//! `autopilot run-cycle`: the hourly Plan → Act → React → Reflect cycle, per tenant.
+//!
+//! Owns tenant selection and the kill switch (failing closed), the hourly cadence (a tenant
+//! whose cycle completed in the current UTC hour is skipped), bounded concurrency, the lease
+//! lifecycle (acquire, heartbeat every lease/3, fenced writes, release with the final
+//! status), the per-tenant timeout and the invocation's `--deadline` (in-flight queries are
+//! cancelled, not abandoned), riding out a lost database connection within
+//! `--retry-window` (exit 75 when it does not come back), SIGTERM/SIGINT handling, and the
+//! report. The phases call the modules that own each concern:
+//! `engagement` (clocks, follow-up drafts), `orders` (queue, review targets), `email`
+//! (sending approved cards), `policy` (every action), `alerts` (rules at the end).
+//!
+//! The module is split by concern: `lease` (one tenant's lease lifecycle around its cycle,
+//! and the heartbeat), `retry` (riding out a lost connection), `phases` (the Plan, Act,
+//! React and Reflect phases), `plan` (what the Plan phase collects), `dry_run`, `signals`,
+//! and `report` (the per-tenant results and the printed report).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+use crate::db::{Begin, Commit, Sql};
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::{watch, Notify};
+use uuid::Uuid;
+
+use crate::cli::RunCycleArgs;
+use crate::db;
+use crate::{email, Context};
+
+#[macro_use]
+mod retry;
+mod dry_run;
+mod lease;
+mod phases;
+mod plan;
+mod report;
+mod signals;
+
+pub use report::{CycleMetrics, CycleReport, TenantResult};
+
+use dry_run::dry_run_tenant;
+use lease::{heartbeat_loop, run_tenant};
+use report::print_report;
+use signals::Signals;
+
+const KILL_SWITCH: &str = "SELECT value FROM public.system_config WHERE key = 'agent_config'";
+
+/// Enabled tenants (or the listed ones), those not run for the longest time first so that
+/// `--max-tenants` rotates through an installation. $3/$4: this runner's shard count and
+/// index (NULL: all), see `shard.rs`.
+const SELECT_TENANTS: &str = "
+SELECT t.id, COALESCE(t.name, ''), COALESCE(t.agent_settings, '{}'), COALESCE(t.is_active, false),
+       COALESCE(t.agent_enabled, false)
+FROM public.tenants t
+WHERE (cardinality($1::uuid[]) = 0 AND t.is_active AND t.agent_enabled
+       AND ($3::bigint IS NULL OR (('x' || left(md5(t.id::text), 8))::bit(32)::bigint % $3::bigint) = $4::bigint))
+   OR t.id = ANY($1)
+ORDER BY (SELECT max(r.started_at) FROM public.agent_autonomous_runs r WHERE r.tenant_id = t.id) NULLS FIRST, t.id
+LIMIT $2";
+
+#[derive(Debug, Clone)]
+struct TenantRow {
+    id: Uuid,
+    name: String,
+    settings: Result<Value, crate::settings::SettingsError>,
+    runnable: Option<&'static str>,
+}
+
+/// What the runner shares with every tenant task.
+struct Shared<'a> {
+    ctx: &'a Context,
+    args: &'a RunCycleArgs,
+    pool: db::Pool,
+    mailer: Option<email::Mailer>,
+    holder: String,
+    stop: watch::Receiver<bool>,
+    /// Set by a second signal: in-flight tenants stop without waiting for the grace.
+    stop_now: watch::Receiver<bool>,
+    /// Set when the database was lost and did not come back within the retry window: no
+    /// new tenant starts and the invocation exits 75.
+    db_gone: AtomicBool,
+    /// The invocation's `--deadline`: no tenant starts after it, in-flight ones stop.
+    deadline_at: Instant,
+    /// run id → (tenant id, lost-lease signal), renewed by the heartbeat task.
+    leases: Mutex<HashMap<Uuid, (Uuid, Arc<Notify>)>>,
+}
+
+pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
+    let started = Instant::now();
+    let shard = crate::shard::resolve(args.shard)?;
+    let mut signals = Signals::install();
+    // Configuration errors are bad input: refuse before connecting or writing anything.
+    let mailer = email::MailerConfig::from_env()?
+        .map(email::Mailer::new)
+        .transpose()?;
+    let pool = ctx.db.pool(args.concurrency as usize + 1)?;
+
+    let conn = db::get_checked(&pool, &ctx.db).await?;
+    db::require_tenants(&*conn, &args.tenants).await?;
+    if let Some(reason) = kill_switch_reason(&*conn).await? {
+        let report = CycleReport {
+            disabled: true,
+            reason: Some(reason.clone()),
+            total: 0,
+            succeeded: 0,
+            failed: 0,
+            skipped: 0,
+            duration_ms: started.elapsed().as_millis() as u64,
+            tenants: Vec::new(),
+        };
+        tracing::info!(reason = %reason, "cycle not run: agent disabled");
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!("agent disabled: {reason}; nothing ran");
+        }
+        crate::metrics::after_cycle(ctx, args, &report).await;
+        return Ok(0);
+    }
+    let limit = args.max_tenants.map(i64::from).unwrap_or(i64::MAX);
+    let rows = conn
+        .query(
+            SELECT_TENANTS,
+            &[
+                &args.tenants,
+                &limit,
+                &shard.map(|s| i64::from(s.count)),
+                &shard.map(|s| i64::from(s.index)),
+            ],
+        )
+        .await
+        .context("selecting tenants")?;
+    drop(conn);
+    let tenants: Vec<TenantRow> = rows
+        .iter()
+        .map(|r| {
+            let active: bool = r.get(3);
+            let enabled: bool = r.get(4);
+            TenantRow {
+                id: r.get(0),
+                name: r.get(1),
+                // Decoding can fail on the tenant's data (JSON nested deeper than serde_json's
+                // recursion limit): that tenant is refused with the reason, the others run.
+                settings: r
+                    .try_get::<_, Value>(2)
+                    .map_err(|e| crate::settings::SettingsError {
+                        key: "(root)".to_string(),
+                        problem: format!("cannot be decoded: {}", db::error_text(&e)),
+                    }),
+                runnable: if !active {
+                    Some("tenant is not active")
+                } else if !enabled {
+                    Some("agent is not enabled for this tenant")
+                } else {
+                    None
+                },
+            }
+        })
+        .collect();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_now_tx, stop_now_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        signals.recv().await;
+        tracing::warn!(
+            "signal received: starting no new tenant, giving in-flight tenants a grace period (signal again to stop now)"
+        );
+        let _ = stop_tx.send(true);
+        // An operator who signals twice does not want to wait for the grace period.
+        signals.recv().await;
+        tracing::warn!("second signal: stopping in-flight tenants now");
+        let _ = stop_now_tx.send(true);
+    });
+
+    let shared = Shared {
+        ctx,
+        args,
+        pool,
+        mailer,
+        holder: holder_name(),
+        db_gone: AtomicBool::new(false),
+        deadline_at: started + Duration::from_secs(args.deadline),
+        stop: stop_rx,
+        stop_now: stop_now_rx,
+        leases: Mutex::new(HashMap::new()),
+    };
+    let results: Vec<TenantResult> = if args.dry_run {
+        let mut out = Vec::new();
+        for t in &tenants {
+            out.push(dry_run_tenant(&shared, t).await);
+        }
+        out
+    } else {
+        let heartbeat = heartbeat_loop(&shared);
+        let work = futures::stream::iter(tenants.iter())
+            .map(|t| {
+                // Every line of a tenant's cycle carries its tenant and (once taken) run id.
+                let span = tracing::info_span!("tenant", tenant_id = %t.id, run_id = tracing::field::Empty);
+                tracing::Instrument::instrument(run_tenant(&shared, t), span)
+            })
+            .buffer_unordered(args.concurrency as usize)
+            .collect::<Vec<_>>();
+        tokio::select! {
+            r = work => r,
+            _ = heartbeat => unreachable!("the heartbeat loop never ends"),
+        }
+    };
+
+    if shared.db_gone.load(Ordering::SeqCst) {
+        let left = results
+            .iter()
+            .filter(|r| r.reason.as_deref() == Some("database unreachable: left for the next run"))
+            .count();
+        return Err(crate::error::AppError::Unavailable(format!(
+            "lost the database connection and it did not come back within {} s (--retry-window): {} of {} tenant(s) left for the next run, none marked failed for it",
+            args.retry_window,
+            left,
+            results.len()
+        ))
+        .into());
+    }
+    let interrupted = *shared.stop.borrow();
+    let report = CycleReport {
+        disabled: false,
+        reason: None,
+        total: results.len(),
+        succeeded: results.iter().filter(|r| r.status == "completed").count(),
+        failed: results
+            .iter()
+            .filter(|r| matches!(r.status, "failed" | "timeout"))
+            .count(),
+        skipped: results.iter().filter(|r| r.status == "skipped").count(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        tenants: results,
+    };
+    tracing::info!(
+        total = report.total,
+        succeeded = report.succeeded,
+        failed = report.failed,
+        skipped = report.skipped,
+        duration_ms = report.duration_ms,
+        dry_run = args.dry_run,
+        interrupted,
+        "cycle finished"
+    );
+    print_report(&report, args);
+    crate::metrics::after_cycle(ctx, args, &report).await;
+    // After SIGTERM/SIGINT, in-flight tenants that completed within the grace period are
+    // success (exit 0); one marked failed ("interrupted") makes it 1. Tenants not started
+    // because of the signal are skipped, and the next runner of the hour runs them.
+    Ok(if report.failed > 0 { 1 } else { 0 })
+}
+
+async fn kill_switch_reason(c: &impl Sql) -> Result<Option<String>> {
+    // Fails closed (SPEC §1): anything but an explicit off value stops the agent; the same
+    // reading as `doctor` and `agent status`.
+    if let Some(v) = crate::tenant_admin::env_kill_switch() {
+        return Ok(Some(format!(
+            "AGENT_KILL_SWITCH={v} is set in the environment"
+        )));
+    }
+    let row = c
+        .query_opt(KILL_SWITCH, &[])
+        .await
+        .context("reading the kill switch")?;
+    // A value that cannot be decoded (NULL, nested too deeply) counts as "not enabled".
+    let value: Value = row
+        .and_then(|r| r.try_get::<_, Option<Value>>(0).ok().flatten())
+        .unwrap_or(Value::Null);
+    if value.get("global_enabled") == Some(&Value::Bool(true)) {
+        return Ok(None);
+    }
+    let why = value
+        .get("kill_switch_reason")
+        .and_then(Value::as_str)
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
+    Ok(Some(format!(
+        "global kill switch is on (system_config agent_config.global_enabled is not true){why}"
+    )))
+}
+
+/// The hourly cadence window `now` falls in: the UTC hour (SPEC §1, "at most once per
+/// hourly window").
+pub fn cadence_window(now: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    now.duration_trunc(TimeDelta::hours(1)).unwrap_or(now)
+}
+
+/// The environment kill switch fails closed: anything but an explicit off value (`0`,
+/// `false`, `off`, `no`, empty; trimmed, any case) stops the agent, so a typo or an
+/// unexpected spelling (`yes`, `on`, ` true`) never leaves it running. Returns the value
+/// that stopped it.
+pub fn env_kill_switch(value: Option<std::ffi::OsString>) -> Option<String> {
+    let value = value?;
+    let text = value.to_string_lossy();
+    let off = matches!(
+        text.trim().to_ascii_lowercase().as_str(),
+        "" | "0" | "false" | "off" | "no"
+    );
+    (!off).then(|| text.into_owned())
+}
+
+fn holder_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_string());
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        &Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Error text for a run row and a report line: one line, no secrets.
+fn one_line(text: &str) -> String {
+    crate::error::redact(text)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_kill_switch_fails_closed_on_anything_but_an_explicit_off_value() {
+        let on = |v: &str| env_kill_switch(Some(v.into())).is_some();
+        for v in ["yes", "on", "1", " true", "TRUE", "true", "Y", "stop", "2"] {
+            assert!(on(v), "{v:?} must stop the agent");
+        }
+        for v in ["", " ", "0", "false", "FALSE", " off ", "No", "no"] {
+            assert!(!on(v), "{v:?} is an explicit off value");
+        }
+        assert!(env_kill_switch(None).is_none());
+    }
+}

@@ -1,0 +1,137 @@
+//! The outcome of a cycle: per-tenant results (`TenantResult`, with the counters in
+//! `CycleMetrics`), the invocation's `CycleReport`, the log line per tenant and the printed
+//! report.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::TenantRow;
+use crate::cli::RunCycleArgs;
+
+/// Counters of one tenant's cycle (the SPEC's `metrics`).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct CycleMetrics {
+    pub actions_planned: i32,
+    pub actions_executed: i32,
+    pub actions_blocked: i32,
+    pub emails_sent: i32,
+    pub cards_created: i32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantResult {
+    pub tenant_id: Uuid,
+    #[serde(skip)]
+    pub name: String,
+    pub run_id: Option<Uuid>,
+    pub cycle_number: Option<i32>,
+    pub status: &'static str,
+    pub reason: Option<String>,
+    pub duration_ms: u64,
+    pub metrics: CycleMetrics,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CycleReport {
+    pub disabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub total: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub duration_ms: u64,
+    pub tenants: Vec<TenantResult>,
+}
+
+pub(super) fn result(
+    t: &TenantRow,
+    started: Instant,
+    status: &'static str,
+    reason: Option<String>,
+) -> TenantResult {
+    TenantResult {
+        tenant_id: t.id,
+        name: t.name.clone(),
+        run_id: None,
+        cycle_number: None,
+        status,
+        reason,
+        duration_ms: started.elapsed().as_millis() as u64,
+        metrics: CycleMetrics::default(),
+    }
+}
+
+/// One line per tenant outcome: info, or warn when it failed or timed out (so a default,
+/// warn-level log still shows it).
+pub(super) fn log_outcome(r: &TenantResult) {
+    let m = &r.metrics;
+    macro_rules! outcome {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                status = r.status,
+                cycle_number = r.cycle_number,
+                duration_ms = r.duration_ms,
+                actions_planned = m.actions_planned,
+                actions_executed = m.actions_executed,
+                actions_blocked = m.actions_blocked,
+                emails_sent = m.emails_sent,
+                cards_created = m.cards_created,
+                reason = r.reason.as_deref(),
+                "tenant finished"
+            )
+        };
+    }
+    if matches!(r.status, "failed" | "timeout") {
+        outcome!(tracing::Level::WARN);
+    } else {
+        outcome!(tracing::Level::INFO);
+    }
+}
+
+pub(super) fn print_report(report: &CycleReport, args: &RunCycleArgs) {
+    if args.json {
+        println!("{}", serde_json::to_string(report).unwrap_or_default());
+        return;
+    }
+    if args.dry_run {
+        return;
+    }
+    for t in &report.tenants {
+        let m = &t.metrics;
+        let name = if t.name.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", t.name)
+        };
+        match t.status {
+            "completed" => println!(
+                "{}{name}: completed cycle {} in {} ms: planned {}, executed {}, blocked {}, e-mails {}, cards {}",
+                t.tenant_id,
+                t.cycle_number.unwrap_or(0),
+                t.duration_ms,
+                m.actions_planned,
+                m.actions_executed,
+                m.actions_blocked,
+                m.emails_sent,
+                m.cards_created
+            ),
+            status => println!(
+                "{}{name}: {status} in {} ms: {}",
+                t.tenant_id,
+                t.duration_ms,
+                t.reason.as_deref().unwrap_or("")
+            ),
+        }
+    }
+    if report.total == 0 {
+        println!("no tenant to run: none is active with the agent enabled (tenants.agent_enabled)");
+    }
+    println!(
+        "{} tenant(s): {} completed, {} failed, {} skipped in {} ms",
+        report.total, report.succeeded, report.failed, report.skipped, report.duration_ms
+    );
+}
