@@ -319,7 +319,7 @@ async fn pooler_check(db: &DbSettings) -> Result<Check> {
                 "transaction",
             ),
             Pooling::Session => (
-                "direct connection or session-mode pooler: prepared statements reused".to_string(),
+                "direct connection or session-mode pooler (`migrate` may use it; statements are sent unnamed unless AUTOPILOT_POOLER=session)".to_string(),
                 "session",
             ),
         },
