@@ -502,6 +502,33 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill -{sig} {pid}");
 }
 
+/// Start `run-cycle --grace GRACE`, wait until its tenant is blocked on the held lock (in
+/// flight), send SIGTERM and wait for the runner to say it received it.
+#[cfg(unix)]
+async fn sigterm_while_in_flight(
+    db: &TestDb,
+    c: &tokio_postgres::Client,
+    grace: &str,
+) -> (
+    tokio::process::Child,
+    u32,
+    tokio::task::JoinHandle<Vec<String>>,
+) {
+    let mut child = db
+        .tokio_cmd()
+        .args(["run-cycle", "--json", "--grace", grace])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lock_waiters(c, 1).await;
+    let pid = child.id().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    signal(pid, "TERM");
+    let log = wait_for_stderr_line(stderr, "signal received").await;
+    (child, pid, log)
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn sigterm_when_every_in_flight_tenant_completes_within_the_grace_exits_0() {
@@ -510,18 +537,7 @@ async fn sigterm_when_every_in_flight_tenant_completes_within_the_grace_exits_0(
     enable_agent_globally(&c).await;
     let t = tenant_with_overdue_contacts(&c, "Graceful", 1).await;
     let lock = hold_lock(&db, "kanban_cards").await;
-    let mut child = db
-        .tokio_cmd()
-        .args(["run-cycle", "--json", "--grace", "120"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_lock_waiters(&c, 1).await;
-    let pid = child.id().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    signal(pid, "TERM");
-    let log = wait_for_stderr_line(stderr, "signal received").await;
+    let (child, _pid, log) = sigterm_while_in_flight(&db, &c, "120").await;
     // The tenant was in flight when the signal came; it may now finish within the grace.
     lock.batch_execute("ROLLBACK").await.unwrap();
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
@@ -546,18 +562,7 @@ async fn a_second_signal_right_after_the_first_ends_the_grace_at_once() {
     enable_agent_globally(&c).await;
     let t = tenant_with_overdue_contacts(&c, "Impatient", 1).await;
     let lock = hold_lock(&db, "kanban_cards").await;
-    let mut child = db
-        .tokio_cmd()
-        .args(["run-cycle", "--json", "--grace", "600"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_lock_waiters(&c, 1).await;
-    let pid = child.id().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    signal(pid, "TERM");
-    let log = wait_for_stderr_line(stderr, "signal received").await;
+    let (child, pid, log) = sigterm_while_in_flight(&db, &c, "600").await;
     signal(pid, "INT");
     let started = Instant::now();
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
