@@ -29,7 +29,7 @@ build: ## Build the release binary (target/release/autopilot)
 # Compile first (--no-run) so the database does not sit idle during the build.
 test: ## Compile the tests, then run them against an ephemeral PostgreSQL (TEST_ARGS passed to cargo test)
 	$(CARGO) test $(LOCKED) --no-run $(TEST_ARGS)
-	$(PG_EPHEMERAL) --pgbouncer $(CARGO) test $(LOCKED) $(TEST_ARGS)
+	$(PG_EPHEMERAL) --pgbouncer $(CARGO) test $(LOCKED) --no-fail-fast $(TEST_ARGS)
 
 lint: ## Check formatting and run clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
