@@ -500,3 +500,135 @@ async fn a_host_table_migrate_did_not_create_keeps_the_hosts_own_privileges() {
         .get(0);
     assert!(!open);
 }
+
+/// A card the agent sent to `to` a day before `now`, and one approved after it, not yet sent.
+async fn sent_then_approved(c: &Client, s: &Seed, contact: Uuid, to: &str) -> Uuid {
+    c.execute(
+        "INSERT INTO kanban_cards (org_id, tenant_id, client_id, contact_id, type, title, rationale, state,
+                                   action_payload, message_id, executed_at)
+         VALUES ($1, $2, $3, $4, 'send_email', 'Hello', 'follow-up', 'done',
+                 jsonb_build_object('to', $5::text, 'subject', 'Hello', 'body', 'Hi'),
+                 '<sent-' || gen_random_uuid() || '@crm.example>', now() - interval '1 day')",
+        &[&s.owner, &s.tenant, &s.client, &contact, &to],
+    )
+    .await
+    .unwrap();
+    c.query_one(
+        "INSERT INTO kanban_cards (org_id, tenant_id, client_id, contact_id, type, title, rationale, state, action_payload)
+         VALUES ($1, $2, $3, $4, 'send_email', 'Again', 'follow-up', 'approved',
+                 jsonb_build_object('to', $5::text, 'subject', 'Again', 'body', 'Hi again'))
+         RETURNING id",
+        &[&s.owner, &s.tenant, &s.client, &contact, &to],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test]
+async fn replies_in_salesmods_gmail_inbox_and_its_bounce_notices_stop_sends_in_the_same_cycle() {
+    let h = salesmod().await;
+    let c = &h.c;
+    let s = seed_host(c, "inbox").await;
+    let other = seed_host(c, "other").await;
+    h.db.cmd().arg("migrate").assert().success();
+    enable_and_make_overdue(c, &s).await;
+    let lee: Uuid = c
+        .query_one(
+            "INSERT INTO contacts (org_id, tenant_id, client_id, first_name, last_name, email)
+             VALUES ($1, $2, $3, 'Lee', 'Poe', 'lee@inbox.example') RETURNING id",
+            &[&s.owner, &s.tenant, &s.client],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let pat_card = sent_then_approved(c, &s, s.contact, "pat@inbox.example").await;
+    let lee_card = sent_then_approved(c, &s, lee, "lee@inbox.example").await;
+    // Pat answers in the owner's Gmail; Salesmod notes a hard bounce for Lee. Another
+    // tenant's owner got mail from Lee too: not this tenant's to read.
+    let gmail = "INSERT INTO gmail_messages (org_id, gmail_message_id, gmail_thread_id, from_email, to_email,
+                                             subject, received_at)
+                 VALUES ($1, $2, 't1', $3, ARRAY['agent@crm.example'], 'Re: Hello', now() - interval '1 hour')";
+    c.execute(gmail, &[&s.owner, &"g1", &"Pat@Inbox.example"])
+        .await
+        .unwrap();
+    c.execute(gmail, &[&other.owner, &"g2", &"lee@inbox.example"])
+        .await
+        .unwrap();
+    c.execute(
+        "INSERT INTO email_notifications (org_id, contact_id, type, email, title, message, created_at)
+         VALUES ($1, $2, 'bounce_hard', 'lee@inbox.example', 'Bounced', '550 5.1.1 no such user',
+                 now() - interval '30 minutes')",
+        &[&s.owner, &lee],
+    )
+    .await
+    .unwrap();
+
+    let server = smtp::SmtpServer::start().await;
+    let out =
+        h.db.tokio_cmd()
+            .args(["run-cycle", "--json", "--force"])
+            .env("SMTP_URL", server.url())
+            .env("EMAIL_FROM", "agent@crm.example")
+            .output()
+            .await
+            .unwrap();
+    assert_ok(&out, "run-cycle");
+
+    let rcpts: Vec<_> = server
+        .messages()
+        .iter()
+        .map(|m| m.rcpt_to.clone())
+        .collect();
+    let insights = c
+        .query(
+            "SELECT insights::text, changes::text FROM agent_hourly_reflections",
+            &[],
+        )
+        .await
+        .unwrap();
+    let insights: Vec<String> = insights
+        .iter()
+        .map(|r| format!("{} {}", r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect();
+    assert!(
+        rcpts.is_empty(),
+        "neither approved card was sent: {rcpts:?} {insights:?}"
+    );
+    let state = |id: Uuid| async move {
+        c.query_one("SELECT state FROM kanban_cards WHERE id = $1", &[&id])
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    assert_eq!(state(pat_card).await, "blocked", "held for a person");
+    let holds = c
+        .query(
+            "SELECT email FROM contact_email_holds WHERE tenant_id = $1 AND resumed_at IS NULL",
+            &[&s.tenant],
+        )
+        .await
+        .unwrap();
+    let held: Vec<String> = holds.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        held,
+        vec!["pat@inbox.example".to_string()],
+        "Lee's mail to the other tenant is not read"
+    );
+    let reasons = c
+        .query(
+            "SELECT reason FROM email_suppressions WHERE tenant_id = $1 AND lower(email) = 'lee@inbox.example'",
+            &[&s.tenant],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reasons.len(), 1, "the hard bounce suppresses Lee");
+    assert_eq!(reasons[0].get::<_, String>(0), "bounce");
+    assert_ne!(state(lee_card).await, "done");
+
+    // A second cycle reads nothing twice.
+    let events = "SELECT count(*) FROM inbound_mail_events";
+    let before = count(c, events).await;
+    h.db.cmd().args(["run-cycle", "--force"]).assert().success();
+    assert_eq!(count(c, events).await, before);
+}

@@ -79,6 +79,10 @@ pub(super) async fn tenant_cycle(
         *start = Instant::now();
     };
 
+    // The host's inbox first: a reply found there holds its contact (and the contact's
+    // approved cards) before Plan drafts and Act sends, within this cycle.
+    crate::inbound::host::read_sources(c, tenant, fence, now, &mut changes, &mut insights).await?;
+
     // Plan ---------------------------------------------------------------------------------
     let created = {
         let tx = c.begin().await?;
@@ -239,7 +243,7 @@ pub(super) async fn tenant_cycle(
             orders_report.auto_fixes
         ));
     }
-    crate::inbound::host::react(c, tenant, fence, now, &mut changes, &mut insights).await?;
+    crate::inbound::host::react(&*c, tenant, now, &mut insights).await?;
     let provider_failures = email::provider_failures_last_hour(&*c, tenant, now).await?;
     if provider_failures > 0 {
         insights.push(format!(
