@@ -37,6 +37,12 @@ struct HostRow {
 /// What a source makes of its row, or `None` to leave it alone.
 type Classify = fn(&HostRow) -> Option<(Effect, Value)>;
 
+/// Whether the host's table has a column.
+type Has<'a> = &'a dyn Fn(&str) -> bool;
+
+/// The source's select list for the columns the host has, or `None` when it lacks one it needs.
+type Select = fn(Has) -> Option<String>;
+
 struct Source {
     /// The table, also the cursor's name.
     table: &'static str,
@@ -45,11 +51,11 @@ struct Source {
     /// The row's time column: the cursor's order and the `now` bound.
     at: &'static str,
     /// Column expressions for kind and text (`NULL::text` when the host lacks them).
-    select: fn(&dyn Fn(&str) -> bool) -> Option<String>,
+    select: Select,
     classify: Classify,
 }
 
-fn opt(has: &dyn Fn(&str) -> bool, col: &str, cast: &str) -> String {
+fn opt(has: Has, col: &str, cast: &str) -> String {
     if has(col) {
         format!("x.{col}::{cast}")
     } else {
@@ -143,7 +149,7 @@ const SOURCES: [Source; 3] = [INBOX, SUPPRESSIONS, NOTIFICATIONS];
 async fn scope(
     c: &impl Sql,
     tenant: Uuid,
-    has: &dyn Fn(&str) -> bool,
+    has: Has<'_>,
 ) -> Result<Option<(&'static str, Vec<String>)>> {
     if has("tenant_id") {
         return Ok(Some(("tenant_id", vec![tenant.to_string()])));
