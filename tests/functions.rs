@@ -1280,3 +1280,73 @@ async fn a_runner_does_not_rerun_a_tenant_another_runner_finished_after_it_start
         .get(0);
     assert!(b.is_some());
 }
+
+/// Wait until a session of this database waits on a lock.
+async fn wait_for_a_lock_wait(c: &Client) {
+    for _ in 0..400 {
+        let n = count(
+            c,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+               AND wait_event_type = 'Lock'",
+        )
+        .await;
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("no session ever waited on a lock");
+}
+
+#[tokio::test]
+async fn a_takeover_of_an_expired_lease_waits_for_the_fenced_transaction_that_holds_it() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let t = tenant(&c, "Fenced", true).await;
+    let run = acquire(&c, t, "old-runner", 60).await.unwrap();
+    let fence = autopilot::db::Fence {
+        tenant_id: t,
+        run_id: run,
+    };
+    let mut writer = db.client().await;
+    let tx = fence.begin(&mut writer).await.expect("the lease is held");
+    // The lease expires while the write is in flight (a heartbeat, not a key change, is
+    // not blocked by the fence's lock); a thief tries to take it over.
+    c.execute(
+        "UPDATE agent_tenant_locks SET expires_at = now() - interval '1 second' WHERE tenant_id = $1",
+        &[&t],
+    )
+    .await
+    .unwrap();
+    let thief_client = db.client().await;
+    let thief = tokio::spawn(async move { acquire(&thief_client, t, "thief", 60).await });
+    wait_for_a_lock_wait(&c).await;
+    assert!(
+        !thief.is_finished(),
+        "the takeover waits for the fenced write"
+    );
+    autopilot::db::Sql::execute(
+        &tx,
+        "UPDATE tenants SET name = 'written under the lease' WHERE id = $1",
+        &[&t],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let new_run = thief
+        .await
+        .unwrap()
+        .expect("the thief takes the lease after the commit");
+    assert_ne!(new_run, run);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM tenants WHERE name = 'written under the lease'"
+        )
+        .await,
+        1
+    );
+    // The old run's next fenced transaction is refused.
+    let err = fence.begin(&mut writer).await.err().expect("lease lost");
+    assert!(autopilot::db::is_lease_lost_err(&err), "{err:#}");
+}

@@ -85,8 +85,7 @@ pub(super) async fn tenant_cycle(
 
     // Plan ---------------------------------------------------------------------------------
     let created = {
-        let tx = c.begin().await?;
-        fence.check(&tx).await?;
+        let tx = fence.begin(c).await?;
         let created = refresh_engagement(&tx, tenant, now).await?;
         tx.commit().await?;
         created
@@ -150,8 +149,7 @@ pub(super) async fn tenant_cycle(
     record_blocks(c, fence, &blocks, now).await?;
 
     if !drafts.is_empty() || !reviews.is_empty() || !promotes.is_empty() {
-        let tx = c.begin().await?;
-        fence.check(&tx).await?;
+        let tx = fence.begin(c).await?;
         let drafted =
             engagement::insert_followup_cards(&tx, tenant, fence.run_id, &drafts).await? as i32;
         let reviewed = insert_review_cards(&tx, fence, &reviews, now).await? as i32;
@@ -314,8 +312,7 @@ pub(super) async fn tenant_cycle(
         "clocks_created": created,
     });
     {
-        let tx = c.begin().await?;
-        fence.check(&tx).await?;
+        let tx = fence.begin(c).await?;
         tx.execute(
             INSERT_REFLECTION,
             &[
@@ -369,8 +366,7 @@ async fn set_phase(
     m: &CycleMetrics,
 ) -> Result<()> {
     tracing::debug!(phase, "phase started");
-    let tx = c.begin().await?;
-    fence.check(&tx).await?;
+    let tx = fence.begin(c).await?;
     tx.execute(
         SET_PHASE,
         &[
@@ -400,8 +396,7 @@ async fn record_blocks(
     if blocks.is_empty() {
         return Ok(());
     }
-    let tx = c.begin().await?;
-    fence.check(&tx).await?;
+    let tx = fence.begin(c).await?;
     for (action, block) in blocks {
         policy::record(&tx, fence.tenant_id, Some(fence.run_id), action, block, now).await?;
     }

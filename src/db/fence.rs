@@ -1,17 +1,19 @@
-//! The lease fence every cycle write passes ([`Fence`]), lease-lost detection, and
-//! [`require_tenants`].
+//! The lease fence every cycle write passes: [`FencedTx`] is the only way to write tenant
+//! state under a lease ([`Fence::begin`]); lease-lost detection; [`require_tenants`].
 
 use anyhow::{Context, Result};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::statements::Sql;
+use super::statements::{Begin, Commit, Param, Sql};
 use crate::error::AppError;
+use tokio_postgres::Error as PgError;
 
 /// SQLSTATE raised by `assert_tenant_lease` when a run lost its lease.
 pub const LEASE_LOST_SQLSTATE: &str = "AP001";
 
-/// A cycle's claim on its tenant: every write transaction of the cycle calls
-/// [`Fence::check`] first, so nothing is written once the lease has been taken over.
+/// A cycle's claim on its tenant: every write transaction of the cycle is a [`FencedTx`]
+/// opened with [`Fence::begin`], so nothing is written once the lease has been taken over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fence {
     pub tenant_id: Uuid,
@@ -19,7 +21,14 @@ pub struct Fence {
 }
 
 impl Fence {
-    pub async fn check(&self, client: &impl Sql) -> Result<()> {
+    /// Open a transaction that holds this lease (see [`FencedTx`]).
+    pub async fn begin<'c, B: Begin>(&self, c: &'c mut B) -> Result<FencedTx<B::Tx<'c>>> {
+        FencedTx::begin(c, Some(self)).await
+    }
+
+    /// Runs inside the transaction it guards: `assert_tenant_lease` locks the lease row
+    /// (KEY SHARE) until that transaction ends.
+    async fn check(&self, client: &impl Sql) -> Result<()> {
         match client
             .execute(
                 "SELECT public.assert_tenant_lease($1, $2)",
@@ -39,10 +48,71 @@ impl Fence {
 }
 
 /// Check the fence when there is one (cycle writes) and do nothing otherwise (commands).
+/// Superseded by [`FencedTx::begin`]; kept for the orders module until it moves over.
 pub async fn check_fence(fence: Option<&Fence>, client: &impl Sql) -> Result<()> {
     match fence {
         Some(f) => f.check(client).await,
         None => Ok(()),
+    }
+}
+
+/// A write transaction under a tenant's lease, or, with no fence, one of a command that
+/// holds no lease (`ack-alert`, `card`, `ingest-mail`), so the write code is the same.
+///
+/// The lease is checked when the transaction begins, inside it: `assert_tenant_lease`
+/// takes the lease row KEY SHARE until the transaction ends, and a takeover of an expired
+/// lease needs that row FOR UPDATE, so it waits for this commit. The lease therefore cannot
+/// change hands between the check and the commit, and a second check at commit would only
+/// repeat the first (a heartbeat, which updates no key, is not blocked).
+pub struct FencedTx<T> {
+    tx: T,
+    fence: Option<Fence>,
+}
+
+impl<T: Sql + Commit> FencedTx<T> {
+    /// Open a transaction on `c` and check the fence in it, when there is one.
+    pub async fn begin<'c, B>(c: &'c mut B, fence: Option<&Fence>) -> Result<FencedTx<T>>
+    where
+        B: Begin<Tx<'c> = T>,
+    {
+        let tx = c.begin().await.context("opening a transaction")?;
+        if let Some(f) = fence {
+            f.check(&tx).await?;
+        }
+        Ok(FencedTx {
+            tx,
+            fence: fence.copied(),
+        })
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await.context("committing")?;
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<()> {
+        self.tx.rollback().await.context("rolling back")?;
+        Ok(())
+    }
+
+    /// The lease this transaction holds, if any.
+    pub fn fence(&self) -> Option<Fence> {
+        self.fence
+    }
+}
+
+impl<T: Sql> Sql for FencedTx<T> {
+    async fn query(&self, sql: &str, params: &[&dyn Param]) -> Result<Vec<Row>, PgError> {
+        self.tx.query(sql, params).await
+    }
+    async fn query_one(&self, sql: &str, params: &[&dyn Param]) -> Result<Row, PgError> {
+        self.tx.query_one(sql, params).await
+    }
+    async fn query_opt(&self, sql: &str, params: &[&dyn Param]) -> Result<Option<Row>, PgError> {
+        self.tx.query_opt(sql, params).await
+    }
+    async fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, PgError> {
+        self.tx.execute(sql, params).await
     }
 }
 

@@ -27,7 +27,8 @@ mod tls;
 
 pub use errors::error_text;
 pub use fence::{
-    check_fence, is_lease_lost, is_lease_lost_err, require_tenants, Fence, LEASE_LOST_SQLSTATE,
+    check_fence, is_lease_lost, is_lease_lost_err, require_tenants, Fence, FencedTx,
+    LEASE_LOST_SQLSTATE,
 };
 pub use pool::{
     behind_transaction_pooler, connection_report, get, get_checked, probe_pooling,

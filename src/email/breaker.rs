@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::db::{check_fence, Fence};
 #[allow(unused_imports)]
 use crate::db::{Begin, Commit, Sql};
+use crate::db::{Fence, FencedTx};
 
 /// Failures of a tenant within this window that open the circuit breaker.
 pub const CIRCUIT_FAILURES: i64 = 5;
@@ -67,8 +67,7 @@ pub(super) async fn raise_circuit_alert(
         "provider": PROVIDER,
         "run_id": run_id,
     });
-    let tx = c.begin().await.context("starting the alert transaction")?;
-    check_fence(fence, &tx).await?;
+    let tx = FencedTx::begin(c, fence).await?;
     tx.query(RAISE_ALERT, &[&tenant, &message, &metadata, &now])
         .await
         .context("raising the e-mail provider alert")?;

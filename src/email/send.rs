@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use super::breaker::{raise_circuit_alert, recent_failures, CIRCUIT_FAILURES, PROVIDER};
 use super::{build_message, message_id_for, CardToSend, Mailer, SendFailure};
-use crate::db::{check_fence, Fence};
 #[allow(unused_imports)]
 use crate::db::{Begin, Commit, Sql};
+use crate::db::{Fence, FencedTx};
 use crate::error::redact;
 use crate::policy::{Action, Quota, Violation};
 use crate::settings::TenantSettings;
@@ -218,11 +218,9 @@ async fn send_cards(
             Some(_) => DateTime::<Utc>::MAX_UTC,
             None => now - chrono::Duration::minutes(STUCK_AFTER_MINUTES),
         };
-        let tx = c
-            .begin()
+        let tx = FencedTx::begin(c, fence)
             .await
             .context("starting the recovery transaction")?;
-        check_fence(fence, &tx).await?;
         let rows = tx
             .query(RECOVER_STUCK, &[&tenant, &now, &stuck_before])
             .await
@@ -271,8 +269,7 @@ async fn send_cards(
         let card = match CardToSend::from_payload(id, client_id, contact_id, payload) {
             Ok(card) => card,
             Err(problem) => {
-                let tx = c.begin().await.context("starting a card transaction")?;
-                check_fence(fence, &tx).await?;
+                let tx = FencedTx::begin(c, fence).await?;
                 tx.execute(BLOCK_CARD, &[&id, &format!("cannot send: {problem}"), &now])
                     .await
                     .context("blocking an invalid send_email card")?;
@@ -291,8 +288,7 @@ async fn send_cards(
         let verdict = crate::policy::evaluate(&*c, tenant, settings, &action, now).await?;
 
         if let Some(block) = verdict {
-            let tx = c.begin().await.context("starting a card transaction")?;
-            check_fence(fence, &tx).await?;
+            let tx = FencedTx::begin(c, fence).await?;
             crate::policy::record(&tx, tenant, run_id, &action, &block, now).await?;
             if block.violation != Violation::RateLimit {
                 tx.execute(BLOCK_CARD, &[&id, &block.reason, &now])
@@ -313,8 +309,7 @@ async fn send_cards(
         // Claim: approved → executing in one statement; only the winner sends.
         let message_id = message_id_for(id, &domain);
         let claimed = {
-            let tx = c.begin().await.context("starting the claim transaction")?;
-            check_fence(fence, &tx).await?;
+            let tx = FencedTx::begin(c, fence).await?;
             let won = tx
                 .query_opt(CLAIM, &[&id, &message_id, &now])
                 .await
@@ -343,8 +338,7 @@ async fn send_cards(
 
         match outcome {
             Ok(()) => {
-                let tx = c.begin().await.context("starting the sent transaction")?;
-                check_fence(fence, &tx).await?;
+                let tx = FencedTx::begin(c, fence).await?;
                 tx.execute(MARK_DONE, &[&id, &now])
                     .await
                     .context("marking a sent card done")?;
@@ -365,11 +359,9 @@ async fn send_cards(
                 report.failed += 1;
                 tracing::warn!(%tenant, card = %id, error_type = failure.error_type.as_str(),
                     smtp_code = ?failure.smtp_code, error = %failure.message, "e-mail send failed");
-                let tx = c
-                    .begin()
+                let tx = FencedTx::begin(c, fence)
                     .await
                     .context("starting the failure transaction")?;
-                check_fence(fence, &tx).await?;
                 let code = failure.smtp_code.map(i32::from);
                 tx.execute(
                     INSERT_FAILURE,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::db::{check_fence, Begin, Commit, Fence, Sql};
+use crate::db::{Begin, Fence, FencedTx, Sql};
 use crate::inbound::classify::{thread_subject, Inbound, Kind};
 
 const MATCH_BY_IDS: &str = include_str!("../sql/inbound/match_by_ids.sql");
@@ -244,8 +244,7 @@ pub async fn apply(
         ..Outcome::default()
     };
     let tenant = card.tenant_id;
-    let tx = c.begin().await.context("starting the ingest transaction")?;
-    check_fence(fence, &tx).await?;
+    let tx = FencedTx::begin(c, fence).await?;
     let event: Option<Uuid> = tx
         .query_opt(
             INSERT_EVENT,

@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
 
-use crate::db::{Begin, Commit, Fence, Sql};
+use crate::db::{Begin, Fence, Sql};
 use crate::inbound::apply::CardRef;
 use crate::inbound::feedback;
 
@@ -68,8 +68,7 @@ async fn set_cursor(
     id: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let tx = c.begin().await?;
-    fence.check(&tx).await?;
+    let tx = fence.begin(c).await?;
     tx.execute(CURSOR_SET, &[&tenant, &source, &at, &id, &now])
         .await
         .context("advancing the inbox cursor")?;
@@ -130,8 +129,7 @@ pub async fn read_sources(
 ) -> Result<HostReport> {
     let mut report = HostReport::default();
     sources::read_all(c, tenant, &fence, now, &mut report, insights).await?;
-    let tx = c.begin().await?;
-    fence.check(&tx).await?;
+    let tx = fence.begin(c).await?;
     feedback::evaluate_alerts(&tx, tenant, now).await?;
     tx.commit().await?;
     if report.replies > 0 {
