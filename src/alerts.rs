@@ -24,23 +24,46 @@ pub const POLICY_BLOCK_SPIKE: &str = "policy_block_spike";
 pub const EMAIL_PROVIDER_FAILURE: &str = "email_provider_failure";
 pub const INVALID_SETTINGS: &str = "invalid_agent_settings";
 
-const RAISE: &str = "SELECT alert_id, opened FROM public.raise_agent_alert($1, $2, $3, $4, $5, $6)";
+const RAISE: &str = crate::sql!("alerts/raise");
 
 /// Figures of the last 24 hours the rules look at (finished runs plus the current one).
-const WINDOW_FIGURES: &str = "
-SELECT count(*) FILTER (WHERE status IN ('completed', 'failed', 'timeout'))          AS finished,
-       count(*) FILTER (WHERE status IN ('failed', 'timeout'))                       AS failed,
-       COALESCE(sum(actions_planned), 0)::bigint                                     AS planned,
-       COALESCE(sum(actions_blocked), 0)::bigint                                     AS blocked,
-       COALESCE(avg(duration_ms) FILTER (WHERE duration_ms IS NOT NULL), 0)::float8  AS avg_ms
-FROM public.agent_autonomous_runs
-WHERE tenant_id = $1 AND started_at > $2::timestamptz - interval '24 hours'";
+const WINDOW_FIGURES: &str = crate::sql!("alerts/window_figures");
 
-const POLICY_BLOCKS_LAST_HOUR: &str = "SELECT count(*) FROM public.agent_policy_violations
-WHERE tenant_id = $1 AND blocked AND created_at > $2::timestamptz - interval '1 hour' AND created_at <= $2";
+const POLICY_BLOCKS_LAST_HOUR: &str = crate::sql!("alerts/policy_blocks_last_hour");
 
-const PROVIDER_FAILURES_15_MIN: &str = "SELECT count(*) FROM public.email_provider_failures
-WHERE tenant_id = $1 AND created_at > $2::timestamptz - interval '15 minutes' AND created_at <= $2";
+const PROVIDER_FAILURES_BETWEEN: &str = crate::sql!("alerts/provider_failures_between");
+
+/// Provider failures of a tenant within this window open the e-mail circuit breaker and
+/// raise the critical `email_provider_failure` alert (SPEC section 7).
+pub const CIRCUIT_FAILURES: i64 = 5;
+pub const CIRCUIT_WINDOW_MINUTES: i64 = 15;
+
+/// A tenant's e-mail provider failures in the `window` before `now`.
+pub async fn provider_failures(
+    c: &impl Sql,
+    tenant: Uuid,
+    window: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Result<i64> {
+    let since = now - window;
+    Ok(
+        c.query_one(PROVIDER_FAILURES_BETWEEN, &[&tenant, &since, &now])
+            .await
+            .context("counting e-mail provider failures")?
+            .get(0),
+    )
+}
+
+/// Failures within the circuit window, and whether they open the circuit.
+pub async fn provider_circuit(
+    c: &impl Sql,
+    tenant: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(i64, bool)> {
+    let window = chrono::Duration::minutes(CIRCUIT_WINDOW_MINUTES);
+    let failures = provider_failures(c, tenant, window, now).await?;
+    Ok((failures, failures >= CIRCUIT_FAILURES))
+}
 
 /// Raise (or count another occurrence of) an alert. Returns true when a new alert opened.
 pub async fn raise(
@@ -142,15 +165,12 @@ pub async fn evaluate_rules(
         format!("{blocks} actions were blocked by policies in the last hour (threshold 10)"),
         json!({"blocks_last_hour": blocks}),
     ));
-    let failures: i64 = c
-        .query_one(PROVIDER_FAILURES_15_MIN, &[&tenant, &now])
-        .await?
-        .get(0);
+    let (failures, open) = provider_circuit(c, tenant, now).await?;
     candidates.push(fire(
-        failures >= 5,
+        open,
         EMAIL_PROVIDER_FAILURE,
         "critical",
-        format!("{failures} e-mail provider failures in the last 15 minutes; sending paused"),
+        format!("{failures} e-mail provider failures in the last {CIRCUIT_WINDOW_MINUTES} minutes; sending paused"),
         json!({"failures_15_min": failures}),
     ));
     for (t, sev, msg, meta) in candidates.into_iter().flatten() {
@@ -191,18 +211,11 @@ pub async fn evaluate_failure_rate(c: &impl Sql, tenant: Uuid, now: DateTime<Utc
 
 // ack-alert -------------------------------------------------------------------------------
 
-const LOCK_ALERTS: &str =
-    "SELECT id, tenant_id, acknowledged FROM public.agent_alerts WHERE id = ANY($1) FOR UPDATE";
-const PROFILE_TENANT: &str = "SELECT tenant_id FROM public.profiles WHERE id = $1";
-const TENANT_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM public.tenants WHERE id = $1)";
-const ACK_BY_IDS: &str = "UPDATE public.agent_alerts
-SET acknowledged = true, acknowledged_at = $2, acknowledged_by = $3
-WHERE id = ANY($1) AND NOT acknowledged";
-const ACK_ALL: &str = "UPDATE public.agent_alerts
-SET acknowledged = true, acknowledged_at = $2, acknowledged_by = $3
-WHERE tenant_id = $1 AND NOT acknowledged
-  AND ($4::text IS NULL OR alert_type = $4)
-  AND ($5::text IS NULL OR severity = $5)";
+const LOCK_ALERTS: &str = crate::sql!("alerts/lock_alerts");
+const PROFILE_TENANT: &str = crate::sql!("alerts/profile_tenant");
+const TENANT_EXISTS: &str = crate::sql!("alerts/tenant_exists");
+const ACK_BY_IDS: &str = crate::sql!("alerts/ack_by_ids");
+const ACK_ALL: &str = crate::sql!("alerts/ack_all");
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct AckReport {

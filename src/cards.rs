@@ -19,21 +19,14 @@ use crate::error::AppError;
 use crate::Context;
 
 /// The card, locked, whatever its state (to say why it cannot be changed).
-const LOCK_CARD: &str =
-    "SELECT tenant_id, type, state, blocked_code, message_id, client_id, contact_id
-  FROM public.kanban_cards WHERE id = $1 FOR UPDATE";
+const LOCK_CARD: &str = crate::sql!("cards/lock_card");
 
-const REQUEUE: &str = "UPDATE public.kanban_cards
-   SET state = 'approved', blocked_code = NULL, blocked_reason = NULL, updated_at = $2
- WHERE id = $1 AND type = 'send_email' AND state = 'blocked' AND blocked_code = 'delivery_unknown'";
+const REQUEUE: &str = crate::sql!("cards/requeue");
 
-const CLOSE: &str = "UPDATE public.kanban_cards
-   SET state = 'done', blocked_code = NULL, blocked_reason = NULL,
-       executed_at = coalesce(executed_at, $2), updated_at = $2
- WHERE id = $1 AND type = 'send_email' AND state = 'blocked' AND blocked_code = 'delivery_unknown'";
+const CLOSE: &str = crate::sql!("cards/close");
 
 /// The agent's e-mail reached the contact: the touch counts (touched_by NULL = the agent).
-const TOUCH_CLOCK: &str = "SELECT public.touch_engagement_clock($1, $2, $3, 'email', NULL, $4)";
+const TOUCH_CLOCK: &str = crate::sql!("email/touch_clock");
 
 #[derive(Debug, Serialize)]
 pub struct CardReport {

@@ -3,6 +3,21 @@
 //! One short-lived, stateless process per invocation; all state and coordination live in
 //! PostgreSQL. `run` dispatches a parsed command line to the module that owns the command.
 
+/// `sql!("module/name")`: the statement in `src/sql/module/name.sql`, compiled in. Every
+/// statement the binary runs lives in such a file (one statement each); tests/sql_files.rs
+/// prepares them all against the migrated schema.
+#[macro_export]
+macro_rules! sql {
+    ($name:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/sql/",
+            $name,
+            ".sql"
+        ))
+    };
+}
+
 pub mod alerts;
 pub mod cards;
 pub mod cli;

@@ -160,32 +160,20 @@ pub fn names_destructive_operation(payload: &Value) -> Option<String> {
     hit
 }
 
-const HAS_ENGAGEMENT_VIOLATIONS: &str =
-    "SELECT EXISTS (SELECT 1 FROM public.engagement_clocks WHERE tenant_id = $1 AND next_touch_due <= $2)";
+const HAS_ENGAGEMENT_VIOLATIONS: &str = crate::sql!("policy/has_engagement_violations");
 
-const QUOTA_USED: &str = "SELECT COALESCE((SELECT action_count FROM public.agent_rate_limits
-  WHERE tenant_id = $1 AND action_type = $2 AND window_start = date_trunc('hour', $3::timestamptz, 'UTC')), 0)";
+const QUOTA_USED: &str = crate::sql!("policy/quota_used");
 
-const TAKE_QUOTA: &str = "SELECT public.rate_limit_take($1, $2, $3, $4)";
+const TAKE_QUOTA: &str = crate::sql!("policy/take_quota");
 
 // A contact who replied (an open hold, see `inbound`) gets no automatic e-mail either.
-const IS_SUPPRESSED: &str = "SELECT EXISTS (SELECT 1 FROM public.email_suppressions s
-  WHERE s.tenant_id = $1
-    AND ((s.email IS NOT NULL AND lower(s.email) = lower($2)) OR (s.contact_id IS NOT NULL AND s.contact_id = $3)))
-  OR EXISTS (SELECT 1 FROM public.contact_email_holds h
-  WHERE h.tenant_id = $1 AND h.resumed_at IS NULL
-    AND (lower(h.email) = lower($2) OR (h.contact_id IS NOT NULL AND h.contact_id = $3)))";
+const IS_SUPPRESSED: &str = crate::sql!("policy/is_suppressed");
 
 // An unacknowledged bounce or complaint rate alert pauses the tenant's sending (see
 // `inbound::feedback`); reported as a rate limit so the cards stay approved.
-const SENDING_PAUSED: &str = "SELECT a.message FROM public.agent_alerts a
-  WHERE a.tenant_id = $1 AND NOT a.acknowledged
-    AND a.alert_type IN ('email_bounce_rate', 'email_complaint_rate')
-  ORDER BY a.created_at LIMIT 1";
+const SENDING_PAUSED: &str = crate::sql!("policy/sending_paused");
 
-pub const INSERT_VIOLATION: &str = "INSERT INTO public.agent_policy_violations
-  (tenant_id, run_id, violation_type, action_type, action_data, reason, blocked, created_at)
-  VALUES ($1, $2, $3, $4, $5, $6, true, $7)";
+pub const INSERT_VIOLATION: &str = crate::sql!("policy/insert_violation");
 
 /// Check an action against every policy in order. Allowed actions with a quota have taken
 /// one unit of it when this returns `Ok(None)`.

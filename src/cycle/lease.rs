@@ -25,18 +25,14 @@ use crate::settings::TenantSettings;
 
 /// `$5`: the cadence window (the UTC hour) this run belongs to; a tenant whose cycle
 /// completed in it is not run again, whatever runner ran it and whenever (`$6` = `--force`).
-const ACQUIRE: &str = "SELECT public.acquire_tenant_lease_in_window($1, $2, make_interval(secs => $3), $4, $5, $6, now())";
-const COMPLETED_IN_WINDOW: &str = "SELECT max(completed_at) FROM public.agent_autonomous_runs
-WHERE tenant_id = $1 AND status = 'completed' AND cadence_window = $2";
+const ACQUIRE: &str = crate::sql!("cycle/acquire");
+const COMPLETED_IN_WINDOW: &str = crate::sql!("cycle/completed_in_window");
 /// The lease this runner holds on a tenant, if any (see the acquire retry).
-const OWN_LEASE: &str =
-    "SELECT run_id FROM public.agent_tenant_locks WHERE tenant_id = $1 AND lock_holder = $2";
-const RUN_CYCLE_NUMBER: &str =
-    "SELECT cycle_number FROM public.agent_autonomous_runs WHERE id = $1";
-const HEARTBEAT: &str = "SELECT public.extend_tenant_lease($1, $2, make_interval(secs => $3))";
-const RELEASE: &str = "SELECT public.release_tenant_lease($1, $2, $3, $4)";
-const RUN_STATUS: &str =
-    "SELECT status, error_message FROM public.agent_autonomous_runs WHERE id = $1";
+const OWN_LEASE: &str = crate::sql!("cycle/own_lease");
+const RUN_CYCLE_NUMBER: &str = crate::sql!("cycle/run_cycle_number");
+const HEARTBEAT: &str = crate::sql!("cycle/heartbeat");
+const RELEASE: &str = crate::sql!("cycle/release");
+const RUN_STATUS: &str = crate::sql!("cycle/run_status");
 
 /// Renews every held lease each lease/3 seconds on one connection; a renewal that finds a
 /// lease lost wakes that tenant's task, which stops at once.

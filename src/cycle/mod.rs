@@ -49,20 +49,12 @@ use lease::{heartbeat_loop, run_tenant};
 use report::print_report;
 use signals::Signals;
 
-const KILL_SWITCH: &str = "SELECT value FROM public.system_config WHERE key = 'agent_config'";
+const KILL_SWITCH: &str = crate::sql!("cycle/kill_switch");
 
 /// Enabled tenants (or the listed ones), those not run for the longest time first so that
 /// `--max-tenants` rotates through an installation. $3/$4: this runner's shard count and
 /// index (NULL: all), see `shard.rs`.
-const SELECT_TENANTS: &str = "
-SELECT t.id, COALESCE(t.name, ''), COALESCE(t.agent_settings, '{}'), COALESCE(t.is_active, false),
-       COALESCE(t.agent_enabled, false)
-FROM public.tenants t
-WHERE (cardinality($1::uuid[]) = 0 AND t.is_active AND t.agent_enabled
-       AND ($3::bigint IS NULL OR (('x' || left(md5(t.id::text), 8))::bit(32)::bigint % $3::bigint) = $4::bigint))
-   OR t.id = ANY($1)
-ORDER BY (SELECT max(r.started_at) FROM public.agent_autonomous_runs r WHERE r.tenant_id = t.id) NULLS FIRST, t.id
-LIMIT $2";
+const SELECT_TENANTS: &str = crate::sql!("cycle/select_tenants");
 
 #[derive(Debug, Clone)]
 struct TenantRow {

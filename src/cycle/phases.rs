@@ -21,38 +21,17 @@ use crate::policy::{self, Action, Block};
 use crate::settings::TenantSettings;
 use crate::{alerts, email};
 
-const SET_PHASE: &str = "UPDATE public.agent_autonomous_runs
-SET phase = $3, actions_planned = $4, actions_executed = $5, actions_blocked = $6,
-    emails_sent = $7, cards_created = $8
-WHERE tenant_id = $1 AND id = $2";
+const SET_PHASE: &str = crate::sql!("cycle/set_phase");
 
-const STORE_METRICS: &str = "UPDATE public.agent_autonomous_runs
-SET actions_planned = $3, actions_executed = $4, actions_blocked = $5, emails_sent = $6,
-    cards_created = $7, metrics = $8
-WHERE tenant_id = $1 AND id = $2";
+const STORE_METRICS: &str = crate::sql!("cycle/store_metrics");
 
-const PROMOTE_SCHEDULED: &str =
-    "UPDATE public.kanban_cards SET state = 'suggested', updated_at = $3
-WHERE tenant_id = $1 AND id = ANY($2) AND state = 'scheduled'";
+const PROMOTE_SCHEDULED: &str = crate::sql!("cycle/promote_scheduled");
 
-const INSERT_REVIEW_CARDS: &str = "
-INSERT INTO public.kanban_cards
-    (tenant_id, run_id, client_id, type, title, description, rationale, priority, state,
-     action_payload, agent_target, created_at, updated_at)
-SELECT $1, $2, u.client_id, 'create_task', u.title, u.description, u.rationale, u.priority,
-       'suggested', u.payload, u.order_id, $3, $3
-FROM unnest($4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[])
-     AS u(order_id, client_id, title, description, rationale, priority, payload)
-ON CONFLICT (tenant_id, type, agent_target)
-    WHERE agent_target IS NOT NULL AND state IN ('suggested', 'in_review', 'approved', 'executing')
-DO NOTHING";
+const INSERT_REVIEW_CARDS: &str = crate::sql!("cycle/insert_review_cards");
 
-const LAST_REFLECTION: &str = "SELECT metrics_delta FROM public.agent_hourly_reflections
-WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 1";
+const LAST_REFLECTION: &str = crate::sql!("cycle/last_reflection");
 
-const INSERT_REFLECTION: &str = "INSERT INTO public.agent_hourly_reflections
-    (tenant_id, run_id, summary, changes, metrics_delta, blockers, insights, next_hour_priorities, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const INSERT_REFLECTION: &str = crate::sql!("cycle/insert_reflection");
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn tenant_cycle(

@@ -10,11 +10,9 @@ use crate::engagement::{self, FollowUp};
 use crate::orders::{self, ReviewTarget};
 use crate::settings::TenantSettings;
 
-const COUNT_APPROVED_SENDS: &str = "SELECT count(*) FROM public.kanban_cards
-WHERE tenant_id = $1 AND type = 'send_email' AND state = 'approved'";
+const COUNT_APPROVED_SENDS: &str = crate::sql!("cycle/count_approved_sends");
 
-const SCHEDULED_DUE: &str = "SELECT id FROM public.kanban_cards
-WHERE tenant_id = $1 AND state = 'scheduled' AND due_at <= $2 ORDER BY due_at, id LIMIT $3";
+const SCHEDULED_DUE: &str = crate::sql!("cycle/scheduled_due");
 
 /// One planned action, before the policies.
 #[derive(Debug, Clone)]

@@ -56,9 +56,7 @@ mod mailer;
 mod message;
 mod send;
 
-pub use breaker::{
-    provider_failures_last_hour, CIRCUIT_FAILURES, CIRCUIT_WINDOW_MINUTES, PROVIDER,
-};
+pub use breaker::{provider_failures_last_hour, PROVIDER};
 pub use classify::{classify_reply, ErrorType, SendFailure};
 pub use config::{MailerConfig, SmtpSecurity};
 pub use mailer::Mailer;

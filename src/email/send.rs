@@ -8,8 +8,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::breaker::{raise_circuit_alert, recent_failures, CIRCUIT_FAILURES, PROVIDER};
+use super::breaker::{raise_circuit_alert, PROVIDER};
 use super::{build_message, message_id_for, CardToSend, Mailer, SendFailure};
+use crate::alerts::provider_circuit;
 #[allow(unused_imports)]
 use crate::db::{Begin, Commit, Sql};
 use crate::db::{Fence, FencedTx};
@@ -54,75 +55,41 @@ pub struct SendReport {
     pub blocks: Vec<(Uuid, Violation)>,
 }
 
-const RECOVER_STUCK: &str = "UPDATE public.kanban_cards
-   SET state = 'blocked', blocked_code = 'delivery_unknown',
-       blocked_reason = 'delivery unknown: found executing after an interrupted send; check the mailbox for Message-ID '
-                        || coalesce(message_id, '(unknown)')
-                        || ', then run autopilot card requeue ' || id || ' (not delivered) or autopilot card close ' || id || ' (delivered)',
-       updated_at = $2
- WHERE tenant_id = $1 AND type = 'send_email' AND state = 'executing' AND updated_at < $3
- RETURNING id, message_id";
+const RECOVER_STUCK: &str = crate::sql!("email/recover_stuck");
 
 /// The send failed after the final dot of DATA: park the card for a person, keeping its
 /// Message-ID (the one to look for in the mailbox).
-const PARK_DELIVERY_UNKNOWN: &str = "UPDATE public.kanban_cards
-   SET state = 'blocked', blocked_code = 'delivery_unknown', blocked_reason = $2, updated_at = $3
- WHERE id = $1 AND state = 'executing'";
+const PARK_DELIVERY_UNKNOWN: &str = crate::sql!("email/park_delivery_unknown");
 
-const COUNT_AWAITING: &str = "SELECT count(*) FROM public.kanban_cards
- WHERE tenant_id = $1 AND state = 'blocked' AND blocked_code = 'delivery_unknown'";
+const COUNT_AWAITING: &str = crate::sql!("email/count_awaiting");
 
 /// Alert type raised when a card is parked because its delivery is unknown.
 pub const DELIVERY_UNKNOWN_ALERT: &str = "email_delivery_unknown";
 /// `kanban_cards.blocked_code` of a card whose e-mail may or may not have been delivered.
 pub const DELIVERY_UNKNOWN: &str = "delivery_unknown";
 
-const LOAD_APPROVED: &str = "SELECT id, client_id, contact_id, action_payload
-  FROM public.kanban_cards
- WHERE tenant_id = $1 AND type = 'send_email' AND state = 'approved'
- ORDER BY created_at, id
- LIMIT $2";
+const LOAD_APPROVED: &str = crate::sql!("email/load_approved");
 
-const CLAIM: &str = "UPDATE public.kanban_cards
-   SET state = 'executing', message_id = $2, updated_at = $3
- WHERE id = $1 AND state = 'approved'
- RETURNING id";
+const CLAIM: &str = crate::sql!("email/claim");
 
 /// A quota unit taken for a card another sender claimed first goes back (same UTC hour
 /// window as `rate_limit_take`).
-const GIVE_BACK_QUOTA: &str = "UPDATE public.agent_rate_limits
-   SET action_count = action_count - 1
- WHERE tenant_id = $1 AND action_type = $2
-   AND window_start = date_trunc('hour', $3::timestamptz, 'UTC') AND action_count > 0";
+const GIVE_BACK_QUOTA: &str = crate::sql!("email/give_back_quota");
 
 // A card parked meanwhile as stuck was in fact sent: `done` is the truth.
-const MARK_DONE: &str = "UPDATE public.kanban_cards
-   SET state = 'done', executed_at = $2, updated_at = $2, blocked_reason = NULL, blocked_code = NULL
- WHERE id = $1 AND state IN ('executing', 'blocked')";
+const MARK_DONE: &str = crate::sql!("email/mark_done");
 
-const TOUCH_CLOCK: &str = "SELECT public.touch_engagement_clock($1, $2, $3, 'email', NULL, $4)";
+const TOUCH_CLOCK: &str = crate::sql!("email/touch_clock");
 
-const BLOCK_CARD: &str = "UPDATE public.kanban_cards
-   SET state = 'blocked', blocked_reason = $2, updated_at = $3
- WHERE id = $1 AND state IN ('approved', 'executing')";
+const BLOCK_CARD: &str = crate::sql!("email/block_card");
 
-const RETURN_TO_APPROVED: &str = "UPDATE public.kanban_cards
-   SET state = 'approved', updated_at = $2
- WHERE id = $1 AND state = 'executing'";
+const RETURN_TO_APPROVED: &str = crate::sql!("email/return_to_approved");
 
-const INSERT_FAILURE: &str = "INSERT INTO public.email_provider_failures
-  (tenant_id, error_type, error_message, smtp_code, card_id, provider, created_at)
-  VALUES ($1, $2, $3, $4, $5, $6, $7)";
+const INSERT_FAILURE: &str = crate::sql!("email/insert_failure");
 
-const SUPPRESS_BOUNCE: &str =
-    "INSERT INTO public.email_suppressions (tenant_id, email, reason, created_at)
-SELECT $1, lower($2), 'bounce', $3
- WHERE NOT EXISTS (SELECT 1 FROM public.email_suppressions s
-                    WHERE s.tenant_id = $1 AND lower(s.email) = lower($2))";
+const SUPPRESS_BOUNCE: &str = crate::sql!("email/suppress_bounce");
 
-const COUNT_AWAITING_BY_TENANT: &str = "SELECT tenant_id, count(*) FROM public.kanban_cards
- WHERE tenant_id = ANY($1) AND state = 'blocked' AND blocked_code = 'delivery_unknown'
- GROUP BY tenant_id";
+const COUNT_AWAITING_BY_TENANT: &str = crate::sql!("email/count_awaiting_by_tenant");
 
 /// Per tenant, the cards parked with delivery unknown (for `status`).
 pub async fn delivery_unknown_counts(
@@ -245,8 +212,8 @@ async fn send_cards(
     };
 
     // c. Circuit breaker.
-    let failures = recent_failures(c, tenant, now).await?;
-    if failures >= CIRCUIT_FAILURES {
+    let (failures, open) = provider_circuit(&*c, tenant, now).await?;
+    if open {
         report.circuit_open = true;
         raise_circuit_alert(c, tenant, run_id, fence, failures, now).await?;
         return Ok(report);
@@ -417,8 +384,8 @@ async fn send_cards(
                 }
                 tx.commit().await.context("committing the failure")?;
 
-                let failures = recent_failures(c, tenant, now).await?;
-                if failures >= CIRCUIT_FAILURES {
+                let (failures, open) = provider_circuit(&*c, tenant, now).await?;
+                if open {
                     report.circuit_open = true;
                     raise_circuit_alert(c, tenant, run_id, fence, failures, now).await?;
                     break;

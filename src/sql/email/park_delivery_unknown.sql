@@ -1,0 +1,3 @@
+UPDATE public.kanban_cards
+   SET state = 'blocked', blocked_code = 'delivery_unknown', blocked_reason = $2, updated_at = $3
+ WHERE id = $1 AND state = 'executing'
