@@ -25,10 +25,6 @@ const SET_PHASE: &str = crate::sql!("cycle/set_phase");
 
 const STORE_METRICS: &str = crate::sql!("cycle/store_metrics");
 
-const PROMOTE_SCHEDULED: &str = crate::sql!("cycle/promote_scheduled");
-
-const INSERT_REVIEW_CARDS: &str = crate::sql!("cycle/insert_review_cards");
-
 const LAST_REFLECTION: &str = crate::sql!("cycle/last_reflection");
 
 const INSERT_REFLECTION: &str = crate::sql!("cycle/insert_reflection");
@@ -132,12 +128,7 @@ pub(super) async fn tenant_cycle(
         let drafted =
             engagement::insert_followup_cards(&tx, tenant, fence.run_id, &drafts).await? as i32;
         let reviewed = insert_review_cards(&tx, fence, &reviews, now).await? as i32;
-        let promoted = if promotes.is_empty() {
-            0
-        } else {
-            tx.execute(PROMOTE_SCHEDULED, &[&tenant, &promotes, &now])
-                .await? as i32
-        };
+        let promoted = crate::cards::promote_scheduled(&tx, tenant, &promotes, now).await? as i32;
         tx.commit().await?;
         m.cards_created += drafted + reviewed;
         m.actions_executed += drafted + reviewed + promoted;
@@ -387,56 +378,31 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// Review cards for order exceptions a person must look at (one open card per order).
 async fn insert_review_cards(
     c: &impl Sql,
     fence: Fence,
     targets: &[ReviewTarget],
     now: DateTime<Utc>,
 ) -> Result<u64> {
-    if targets.is_empty() {
-        return Ok(0);
-    }
-    let order_ids: Vec<Uuid> = targets.iter().map(|t| t.order_id).collect();
-    let client_ids: Vec<Option<Uuid>> = targets.iter().map(|t| t.client_id).collect();
-    let titles: Vec<String> = targets.iter().map(orders::review_card_title).collect();
-    let descriptions: Vec<String> = targets.iter().map(|t| t.message.clone()).collect();
-    let rationales: Vec<String> = targets
+    let cards: Vec<crate::cards::ReviewCard> = targets
         .iter()
-        .map(|t| {
-            format!(
+        .map(|t| crate::cards::ReviewCard {
+            order_id: t.order_id,
+            client_id: t.client_id,
+            title: orders::review_card_title(t),
+            description: t.message.clone(),
+            rationale: format!(
                 "Unresolved {} {} exception on this order needs a person to review it.",
                 t.severity, t.exception_type
-            )
-        })
-        .collect();
-    let priorities: Vec<&str> = targets
-        .iter()
-        .map(|t| {
-            if t.severity == "critical" {
+            ),
+            priority: if t.severity == "critical" {
                 "high"
             } else {
                 "medium"
-            }
+            },
+            payload: orders::review_card_payload(t),
         })
         .collect();
-    let payloads: Vec<Value> = targets.iter().map(orders::review_card_payload).collect();
-    let n = c
-        .execute(
-            INSERT_REVIEW_CARDS,
-            &[
-                &fence.tenant_id,
-                &fence.run_id,
-                &now,
-                &order_ids,
-                &client_ids,
-                &titles,
-                &descriptions,
-                &rationales,
-                &priorities,
-                &payloads,
-            ],
-        )
-        .await
-        .context("creating review cards")?;
-    Ok(n)
+    crate::cards::insert_review_cards(c, fence.tenant_id, fence.run_id, &cards, now).await
 }

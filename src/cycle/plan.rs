@@ -10,10 +10,6 @@ use crate::engagement::{self, FollowUp};
 use crate::orders::{self, ReviewTarget};
 use crate::settings::TenantSettings;
 
-const COUNT_APPROVED_SENDS: &str = crate::sql!("cycle/count_approved_sends");
-
-const SCHEDULED_DUE: &str = crate::sql!("cycle/scheduled_due");
-
 /// One planned action, before the policies.
 #[derive(Debug, Clone)]
 pub(super) enum Planned {
@@ -88,7 +84,7 @@ pub(super) async fn collect_plan(
     let mut plan = Plan::default();
     let mut all: Vec<Planned> = Vec::new();
 
-    let approved: i64 = c.query_one(COUNT_APPROVED_SENDS, &[&tenant]).await?.get(0);
+    let approved = crate::cards::count_approved_sends(c, tenant).await?;
     all.extend((0..approved.min(cap)).map(|_| Planned::Send));
 
     for target in orders::review_targets(c, tenant, cap)
@@ -111,8 +107,8 @@ pub(super) async fn collect_plan(
             all.push(Planned::FollowUp(f));
         }
     }
-    let due = c.query(SCHEDULED_DUE, &[&tenant, &now, &cap]).await?;
-    all.extend(due.iter().map(|r| Planned::Promote(r.get(0))));
+    let due = crate::cards::scheduled_due(c, tenant, now, cap).await?;
+    all.extend(due.into_iter().map(Planned::Promote));
 
     all.sort_by(|a, b| b.priority().total_cmp(&a.priority()));
     let cap = cap as usize;

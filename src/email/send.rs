@@ -11,9 +11,8 @@ use uuid::Uuid;
 use super::breaker::{raise_circuit_alert, PROVIDER};
 use super::{build_message, message_id_for, CardToSend, Mailer, SendFailure};
 use crate::alerts::provider_circuit;
-#[allow(unused_imports)]
-use crate::db::{Begin, Commit, Sql};
-use crate::db::{Fence, FencedTx};
+use crate::cards::{self, ApprovedSend};
+use crate::db::{Begin, Fence, FencedTx, Sql};
 use crate::error::redact;
 use crate::policy::{Action, Quota, Violation};
 use crate::settings::TenantSettings;
@@ -55,69 +54,38 @@ pub struct SendReport {
     pub blocks: Vec<(Uuid, Violation)>,
 }
 
-const RECOVER_STUCK: &str = crate::sql!("email/recover_stuck");
-
-/// The send failed after the final dot of DATA: park the card for a person, keeping its
-/// Message-ID (the one to look for in the mailbox).
-const PARK_DELIVERY_UNKNOWN: &str = crate::sql!("email/park_delivery_unknown");
-
-const COUNT_AWAITING: &str = crate::sql!("email/count_awaiting");
-
 /// Alert type raised when a card is parked because its delivery is unknown.
 pub const DELIVERY_UNKNOWN_ALERT: &str = "email_delivery_unknown";
 /// `kanban_cards.blocked_code` of a card whose e-mail may or may not have been delivered.
-pub const DELIVERY_UNKNOWN: &str = "delivery_unknown";
+pub use crate::cards::DELIVERY_UNKNOWN;
 
-const LOAD_APPROVED: &str = crate::sql!("email/load_approved");
-
-const CLAIM: &str = crate::sql!("email/claim");
-
-/// A quota unit taken for a card another sender claimed first goes back (same UTC hour
-/// window as `rate_limit_take`).
 const GIVE_BACK_QUOTA: &str = crate::sql!("email/give_back_quota");
-
-// A card parked meanwhile as stuck was in fact sent: `done` is the truth.
-const MARK_DONE: &str = crate::sql!("email/mark_done");
-
-const TOUCH_CLOCK: &str = crate::sql!("email/touch_clock");
-
-const BLOCK_CARD: &str = crate::sql!("email/block_card");
-
-const RETURN_TO_APPROVED: &str = crate::sql!("email/return_to_approved");
-
+/// The agent's e-mail reached the contact: the touch counts (touched_by NULL = the agent).
+pub(crate) const TOUCH_CLOCK: &str = crate::sql!("email/touch_clock");
 const INSERT_FAILURE: &str = crate::sql!("email/insert_failure");
-
 const SUPPRESS_BOUNCE: &str = crate::sql!("email/suppress_bounce");
 
-const COUNT_AWAITING_BY_TENANT: &str = crate::sql!("email/count_awaiting_by_tenant");
-
 /// Per tenant, the cards parked with delivery unknown (for `status`).
-pub async fn delivery_unknown_counts(
-    c: &impl crate::db::Sql,
-    tenants: &[Uuid],
-) -> Result<std::collections::HashMap<Uuid, i64>> {
-    let rows = c
-        .query(COUNT_AWAITING_BY_TENANT, &[&tenants])
-        .await
-        .context("counting cards parked with delivery unknown")?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+pub use crate::cards::delivery_unknown_counts;
+
+/// The sender's context for one tenant: where to write and under which lease.
+struct Sender<'a> {
+    tenant: Uuid,
+    run_id: Option<Uuid>,
+    fence: Option<&'a Fence>,
+    settings: &'a TenantSettings,
+    now: DateTime<Utc>,
 }
 
 /// Raise (or count another occurrence of) the tenant's `email_delivery_unknown` alert for
 /// parked cards, inside the caller's transaction. Deduplicated while unacknowledged.
 async fn raise_delivery_unknown_alert(
-    tx: &impl crate::db::Sql,
-    tenant: Uuid,
-    run_id: Option<Uuid>,
+    tx: &impl Sql,
+    s: &Sender<'_>,
     parked: &[(Uuid, Option<String>)],
-    now: DateTime<Utc>,
 ) -> Result<()> {
-    let waiting: i64 = tx
-        .query_one(COUNT_AWAITING, &[&tenant])
-        .await
-        .context("counting cards parked with delivery unknown")?
-        .get(0);
-    let cards: Vec<Value> = parked
+    let waiting = cards::delivery_unknown_count(tx, s.tenant).await?;
+    let list: Vec<Value> = parked
         .iter()
         .map(|(id, mid)| json!({"card_id": id, "message_id": mid}))
         .collect();
@@ -126,14 +94,15 @@ async fn raise_delivery_unknown_alert(
          Check the mailbox for each card's Message-ID, then run `autopilot card requeue CARD_ID` (not delivered) \
          or `autopilot card close CARD_ID` (delivered)"
     );
+    let metadata = json!({"parked_cards": waiting, "cards": list, "run_id": s.run_id});
     crate::alerts::raise(
         tx,
-        tenant,
+        s.tenant,
         DELIVERY_UNKNOWN_ALERT,
         "warning",
         &message,
-        json!({"parked_cards": waiting, "cards": cards, "run_id": run_id}),
-        now,
+        metadata,
+        s.now,
     )
     .await?;
     Ok(())
@@ -143,7 +112,7 @@ async fn raise_delivery_unknown_alert(
 /// most once. See the module documentation for the flow and the failure handling.
 #[allow(clippy::too_many_arguments)]
 pub async fn send_approved(
-    c: &mut impl crate::db::Begin,
+    c: &mut impl Begin,
     tenant: Uuid,
     run_id: Option<Uuid>,
     fence: Option<&Fence>,
@@ -152,246 +121,263 @@ pub async fn send_approved(
     limit: i64,
     now: DateTime<Utc>,
 ) -> Result<SendReport> {
-    let mut report = send_cards(c, tenant, run_id, fence, settings, mailer, limit, now).await?;
-    report.awaiting_person = c
-        .query_one(COUNT_AWAITING, &[&tenant])
-        .await
-        .context("counting cards parked with delivery unknown")?
-        .get::<_, i64>(0)
-        .max(0) as u64;
+    let s = Sender {
+        tenant,
+        run_id,
+        fence,
+        settings,
+        now,
+    };
+    let mut report = SendReport {
+        recovered_stuck: park_interrupted(c, &s).await?,
+        ..SendReport::default()
+    };
+    match mailer {
+        // No provider: approved cards wait; the caller names the missing provider.
+        None => report.provider_missing = true,
+        Some(mailer) => send_cards(c, &s, mailer, limit, &mut report).await?,
+    }
+    report.awaiting_person = cards::delivery_unknown_count(&*c, tenant).await?.max(0) as u64;
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn send_cards(
-    c: &mut impl crate::db::Begin,
-    tenant: Uuid,
-    run_id: Option<Uuid>,
-    fence: Option<&Fence>,
-    settings: &TenantSettings,
-    mailer: Option<&Mailer>,
-    limit: i64,
-    now: DateTime<Utc>,
-) -> Result<SendReport> {
-    let mut report = SendReport::default();
-
-    // a. Cards left executing by an interrupted send: park them for a human, never resend.
-    {
-        // Under the tenant's lease no other sender of this tenant can be delivering (a sender
-        // whose lease was taken over can no longer record anything), so every card found
-        // executing belongs to an interrupted send: park it now, not after a wait, so nothing
-        // stays executing beyond one lease. Without a fence keep the grace period.
-        let stuck_before = match fence {
-            Some(_) => DateTime::<Utc>::MAX_UTC,
-            None => now - chrono::Duration::minutes(STUCK_AFTER_MINUTES),
-        };
-        let tx = FencedTx::begin(c, fence)
-            .await
-            .context("starting the recovery transaction")?;
-        let rows = tx
-            .query(RECOVER_STUCK, &[&tenant, &now, &stuck_before])
-            .await
-            .context("parking cards left executing")?;
-        if !rows.is_empty() {
-            let parked: Vec<(Uuid, Option<String>)> =
-                rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-            raise_delivery_unknown_alert(&tx, tenant, run_id, &parked, now).await?;
-        }
-        tx.commit().await.context("committing the recovery")?;
-        report.recovered_stuck = rows.len() as u64;
-        for r in &rows {
-            let id: Uuid = r.get(0);
-            tracing::warn!(%tenant, card = %id, "send_email card found executing after an interrupted send: blocked for review");
-        }
-    }
-
-    // b. No provider: approved cards wait; the caller names the missing provider.
-    let Some(mailer) = mailer else {
-        report.provider_missing = true;
-        return Ok(report);
+/// Cards left executing by an interrupted send: parked for a person, never re-sent.
+async fn park_interrupted(c: &mut impl Begin, s: &Sender<'_>) -> Result<u64> {
+    // Under the tenant's lease no other sender of this tenant can be delivering (a sender
+    // whose lease was taken over can no longer record anything), so every card found
+    // executing belongs to an interrupted send: park it now, not after a wait, so nothing
+    // stays executing beyond one lease. Without a fence keep the grace period.
+    let before = match s.fence {
+        Some(_) => DateTime::<Utc>::MAX_UTC,
+        None => s.now - chrono::Duration::minutes(STUCK_AFTER_MINUTES),
     };
-
-    // c. Circuit breaker.
-    let (failures, open) = provider_circuit(&*c, tenant, now).await?;
-    if open {
-        report.circuit_open = true;
-        raise_circuit_alert(c, tenant, run_id, fence, failures, now).await?;
-        return Ok(report);
+    let tx = FencedTx::begin(c, s.fence).await?;
+    let parked = cards::park_interrupted_sends(&tx, s.tenant, s.now, before).await?;
+    if !parked.is_empty() {
+        raise_delivery_unknown_alert(&tx, s, &parked).await?;
     }
+    tx.commit().await?;
+    for (id, _) in &parked {
+        tracing::warn!(tenant = %s.tenant, card = %id, "send_email card found executing after an interrupted send: blocked for review");
+    }
+    Ok(parked.len() as u64)
+}
 
-    // d. The cards.
-    let rows = c
-        .query(LOAD_APPROVED, &[&tenant, &limit.max(0)])
-        .await
-        .context("loading approved send_email cards")?;
-    report.actions_planned = rows.len() as u64;
-    let domain = mailer.config().from_domain().to_string();
+/// What became of one approved card.
+enum Step {
+    Next,
+    /// Stop sending this cycle (hourly quota used up, or the circuit opened).
+    Stop,
+}
 
-    for (index, row) in rows.iter().enumerate() {
-        let id: Uuid = row.get(0);
-        let client_id: Option<Uuid> = row.get(1);
-        let contact_id: Option<Uuid> = row.get(2);
-        let payload: Value = row.get(3);
-
-        let card = match CardToSend::from_payload(id, client_id, contact_id, payload) {
-            Ok(card) => card,
-            Err(problem) => {
-                let tx = FencedTx::begin(c, fence).await?;
-                tx.execute(BLOCK_CARD, &[&id, &format!("cannot send: {problem}"), &now])
-                    .await
-                    .context("blocking an invalid send_email card")?;
-                tx.commit().await.context("committing the blocked card")?;
-                report.invalid += 1;
-                continue;
-            }
-        };
-
-        let mut action = Action::new("send_email", card.payload.clone());
-        action.recipient_email = Some(card.to.clone());
-        action.recipient_contact = card.contact_id;
-        action.quota = Some(Quota::EmailSend);
-        // Outside any transaction: the suppression check fails closed on a query error,
-        // which would abort a surrounding transaction.
-        let verdict = crate::policy::evaluate(&*c, tenant, settings, &action, now).await?;
-
-        if let Some(block) = verdict {
-            let tx = FencedTx::begin(c, fence).await?;
-            crate::policy::record(&tx, tenant, run_id, &action, &block, now).await?;
-            if block.violation != Violation::RateLimit {
-                tx.execute(BLOCK_CARD, &[&id, &block.reason, &now])
-                    .await
-                    .context("blocking a send_email card")?;
-            }
-            tx.commit().await.context("committing the policy block")?;
-            report.blocks.push((id, block.violation));
-            if block.violation == Violation::RateLimit {
-                // The rest would be refused too: they stay approved for the next hour.
-                report.deferred_rate_limited = (rows.len() - index) as u64;
+async fn send_cards(
+    c: &mut impl Begin,
+    s: &Sender<'_>,
+    mailer: &Mailer,
+    limit: i64,
+    report: &mut SendReport,
+) -> Result<()> {
+    if circuit_opens(c, s, report).await? {
+        return Ok(());
+    }
+    let approved = cards::approved_sends(&*c, s.tenant, limit).await?;
+    report.actions_planned = approved.len() as u64;
+    for (index, card) in approved.into_iter().enumerate() {
+        if let Step::Stop = send_one(c, s, mailer, card, report).await? {
+            if report.circuit_open {
                 break;
             }
-            report.blocked += 1;
-            continue;
-        }
-
-        // Claim: approved → executing in one statement; only the winner sends.
-        let message_id = message_id_for(id, &domain);
-        let claimed = {
-            let tx = FencedTx::begin(c, fence).await?;
-            let won = tx
-                .query_opt(CLAIM, &[&id, &message_id, &now])
-                .await
-                .context("claiming a send_email card")?
-                .is_some();
-            if !won {
-                tx.execute(
-                    GIVE_BACK_QUOTA,
-                    &[&tenant, &Quota::EmailSend.action_type(), &now],
-                )
-                .await
-                .context("giving back an unused e-mail quota unit")?;
-            }
-            tx.commit().await.context("committing the claim")?;
-            won
-        };
-        if !claimed {
-            continue;
-        }
-        report.attempted += 1;
-
-        let outcome = match build_message(mailer.config(), tenant, &card, settings, now) {
-            Ok(message) => mailer.deliver(message).await,
-            Err(e) => Err(SendFailure::local(redact(&format!("{e:#}")))),
-        };
-
-        match outcome {
-            Ok(()) => {
-                let tx = FencedTx::begin(c, fence).await?;
-                tx.execute(MARK_DONE, &[&id, &now])
-                    .await
-                    .context("marking a sent card done")?;
-                if card.contact_id.is_some() || card.client_id.is_some() {
-                    // touched_by NULL: the agent made this touch (defect 9).
-                    tx.query_one(
-                        TOUCH_CLOCK,
-                        &[&tenant, &card.client_id, &card.contact_id, &now],
-                    )
-                    .await
-                    .context("resetting the engagement clock after a send")?;
-                }
-                tx.commit().await.context("committing the sent card")?;
-                report.sent += 1;
-                tracing::info!(%tenant, card = %id, message_id = %message_id, "e-mail sent");
-            }
-            Err(failure) => {
-                report.failed += 1;
-                tracing::warn!(%tenant, card = %id, error_type = failure.error_type.as_str(),
-                    smtp_code = ?failure.smtp_code, error = %failure.message, "e-mail send failed");
-                let tx = FencedTx::begin(c, fence)
-                    .await
-                    .context("starting the failure transaction")?;
-                let code = failure.smtp_code.map(i32::from);
-                tx.execute(
-                    INSERT_FAILURE,
-                    &[
-                        &tenant,
-                        &failure.error_type.as_str(),
-                        &failure.message,
-                        &code,
-                        &id,
-                        &PROVIDER,
-                        &now,
-                    ],
-                )
-                .await
-                .context("recording an e-mail provider failure")?;
-                if failure.ambiguous {
-                    let reason = format!(
-                        "delivery unknown: {}. Check the mailbox for Message-ID {message_id}, then run \
-                         autopilot card requeue {id} (not delivered) or autopilot card close {id} (delivered)",
-                        failure.message
-                    );
-                    tx.execute(PARK_DELIVERY_UNKNOWN, &[&id, &reason, &now])
-                        .await
-                        .context("parking a card whose delivery is unknown")?;
-                    raise_delivery_unknown_alert(
-                        &tx,
-                        tenant,
-                        run_id,
-                        &[(id, Some(message_id.clone()))],
-                        now,
-                    )
-                    .await?;
-                    report.delivery_unknown += 1;
-                    tracing::error!(%tenant, card = %id, message_id = %message_id,
-                        "delivery unknown after the end of the message: card parked for a person");
-                } else if failure.is_permanent() {
-                    let reason = format!(
-                        "the mail server refused the message permanently: {}",
-                        failure.message
-                    );
-                    tx.execute(BLOCK_CARD, &[&id, &reason, &now])
-                        .await
-                        .context("blocking a rejected card")?;
-                    if failure.is_recipient_rejected() {
-                        tx.execute(SUPPRESS_BOUNCE, &[&tenant, &card.to, &now])
-                            .await
-                            .context("suppressing a bounced address")?;
-                    }
-                } else {
-                    tx.execute(RETURN_TO_APPROVED, &[&id, &now])
-                        .await
-                        .context("returning a card to approved after a transient failure")?;
-                }
-                tx.commit().await.context("committing the failure")?;
-
-                let (failures, open) = provider_circuit(&*c, tenant, now).await?;
-                if open {
-                    report.circuit_open = true;
-                    raise_circuit_alert(c, tenant, run_id, fence, failures, now).await?;
-                    break;
-                }
-            }
+            // The rest would be refused too: they stay approved for the next hour.
+            report.deferred_rate_limited = (report.actions_planned as usize - index) as u64;
+            break;
         }
     }
-    Ok(report)
+    Ok(())
+}
+
+/// The circuit breaker: too many recent provider failures stop sending and raise the alert.
+async fn circuit_opens(
+    c: &mut impl Begin,
+    s: &Sender<'_>,
+    report: &mut SendReport,
+) -> Result<bool> {
+    let (failures, open) = provider_circuit(&*c, s.tenant, s.now).await?;
+    if open {
+        report.circuit_open = true;
+        raise_circuit_alert(c, s.tenant, s.run_id, s.fence, failures, s.now).await?;
+    }
+    Ok(open)
+}
+
+async fn send_one(
+    c: &mut impl Begin,
+    s: &Sender<'_>,
+    mailer: &Mailer,
+    row: ApprovedSend,
+    report: &mut SendReport,
+) -> Result<Step> {
+    let id = row.id;
+    let card = match CardToSend::from_payload(id, row.client_id, row.contact_id, row.payload) {
+        Ok(card) => card,
+        Err(problem) => {
+            let tx = FencedTx::begin(c, s.fence).await?;
+            cards::block(&tx, id, &format!("cannot send: {problem}"), s.now).await?;
+            tx.commit().await?;
+            report.invalid += 1;
+            return Ok(Step::Next);
+        }
+    };
+    if let Some(step) = policy_blocks(c, s, &card, report).await? {
+        return Ok(step);
+    }
+    let message_id = message_id_for(id, mailer.config().from_domain());
+    if !claim(c, s, id, &message_id).await? {
+        return Ok(Step::Next);
+    }
+    report.attempted += 1;
+    let outcome = match build_message(mailer.config(), s.tenant, &card, s.settings, s.now) {
+        Ok(message) => mailer.deliver(message).await,
+        Err(e) => Err(SendFailure::local(redact(&format!("{e:#}")))),
+    };
+    match outcome {
+        Ok(()) => {
+            record_sent(c, s, &card).await?;
+            report.sent += 1;
+            tracing::info!(tenant = %s.tenant, card = %id, message_id = %message_id, "e-mail sent");
+            Ok(Step::Next)
+        }
+        Err(failure) => {
+            report.failed += 1;
+            tracing::warn!(tenant = %s.tenant, card = %id, error_type = failure.error_type.as_str(),
+                smtp_code = ?failure.smtp_code, error = %failure.message, "e-mail send failed");
+            record_failure(c, s, &card, &message_id, &failure, report).await?;
+            Ok(if circuit_opens(c, s, report).await? {
+                Step::Stop
+            } else {
+                Step::Next
+            })
+        }
+    }
+}
+
+/// The policies (suppression, hourly quota, ...): a blocked card is recorded and parked;
+/// the quota leaves it approved and stops this cycle's sending.
+async fn policy_blocks(
+    c: &mut impl Begin,
+    s: &Sender<'_>,
+    card: &CardToSend,
+    report: &mut SendReport,
+) -> Result<Option<Step>> {
+    let mut action = Action::new("send_email", card.payload.clone());
+    action.recipient_email = Some(card.to.clone());
+    action.recipient_contact = card.contact_id;
+    action.quota = Some(Quota::EmailSend);
+    // Outside any transaction: the suppression check fails closed on a query error,
+    // which would abort a surrounding transaction.
+    let Some(block) = crate::policy::evaluate(&*c, s.tenant, s.settings, &action, s.now).await?
+    else {
+        return Ok(None);
+    };
+    let tx = FencedTx::begin(c, s.fence).await?;
+    crate::policy::record(&tx, s.tenant, s.run_id, &action, &block, s.now).await?;
+    let rate_limited = block.violation == Violation::RateLimit;
+    if !rate_limited {
+        cards::block(&tx, card.id, &block.reason, s.now).await?;
+    }
+    tx.commit().await?;
+    report.blocks.push((card.id, block.violation));
+    if rate_limited {
+        return Ok(Some(Step::Stop));
+    }
+    report.blocked += 1;
+    Ok(Some(Step::Next))
+}
+
+/// Claim: approved → executing in one statement; only the winner sends. A loser gives
+/// back the quota unit its policy check took.
+async fn claim(c: &mut impl Begin, s: &Sender<'_>, id: Uuid, message_id: &str) -> Result<bool> {
+    let tx = FencedTx::begin(c, s.fence).await?;
+    let won = cards::claim_send(&tx, id, message_id, s.now).await?;
+    if !won {
+        tx.execute(
+            GIVE_BACK_QUOTA,
+            &[&s.tenant, &Quota::EmailSend.action_type(), &s.now],
+        )
+        .await
+        .context("giving back an unused e-mail quota unit")?;
+    }
+    tx.commit().await?;
+    Ok(won)
+}
+
+async fn record_sent(c: &mut impl Begin, s: &Sender<'_>, card: &CardToSend) -> Result<()> {
+    let tx = FencedTx::begin(c, s.fence).await?;
+    cards::mark_sent(&tx, card.id, s.now).await?;
+    if card.contact_id.is_some() || card.client_id.is_some() {
+        // touched_by NULL: the agent made this touch (defect 9).
+        tx.query_one(
+            TOUCH_CLOCK,
+            &[&s.tenant, &card.client_id, &card.contact_id, &s.now],
+        )
+        .await
+        .context("resetting the engagement clock after a send")?;
+    }
+    tx.commit().await
+}
+
+/// A failed SMTP transaction: recorded as a provider failure; after the final dot the
+/// card is parked with delivery unknown (never re-sent by the agent), a permanent refusal
+/// blocks it (and suppresses a refused recipient), anything else returns it to approved.
+async fn record_failure(
+    c: &mut impl Begin,
+    s: &Sender<'_>,
+    card: &CardToSend,
+    message_id: &str,
+    failure: &SendFailure,
+    report: &mut SendReport,
+) -> Result<()> {
+    let id = card.id;
+    let tx = FencedTx::begin(c, s.fence).await?;
+    let code = failure.smtp_code.map(i32::from);
+    let kind = failure.error_type.as_str();
+    tx.execute(
+        INSERT_FAILURE,
+        &[
+            &s.tenant,
+            &kind,
+            &failure.message,
+            &code,
+            &id,
+            &PROVIDER,
+            &s.now,
+        ],
+    )
+    .await
+    .context("recording an e-mail provider failure")?;
+    if failure.ambiguous {
+        let reason = format!(
+            "delivery unknown: {}. Check the mailbox for Message-ID {message_id}, then run \
+             autopilot card requeue {id} (not delivered) or autopilot card close {id} (delivered)",
+            failure.message
+        );
+        cards::park_delivery_unknown(&tx, id, &reason, s.now).await?;
+        raise_delivery_unknown_alert(&tx, s, &[(id, Some(message_id.to_string()))]).await?;
+        report.delivery_unknown += 1;
+        tracing::error!(tenant = %s.tenant, card = %id, message_id = %message_id,
+            "delivery unknown after the end of the message: card parked for a person");
+    } else if failure.is_permanent() {
+        let reason = format!(
+            "the mail server refused the message permanently: {}",
+            failure.message
+        );
+        cards::block(&tx, id, &reason, s.now).await?;
+        if failure.is_recipient_rejected() {
+            tx.execute(SUPPRESS_BOUNCE, &[&s.tenant, &card.to, &s.now])
+                .await
+                .context("suppressing a bounced address")?;
+        }
+    } else {
+        cards::return_to_approved(&tx, id, s.now).await?;
+    }
+    tx.commit().await
 }

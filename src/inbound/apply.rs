@@ -17,8 +17,6 @@ const INSERT_EVENT: &str = include_str!("../sql/inbound/insert_event.sql");
 const SUPPRESS: &str = include_str!("../sql/inbound/suppress.sql");
 const SOFT_BOUNCES: &str = include_str!("../sql/inbound/soft_bounces.sql");
 const HOLD: &str = include_str!("../sql/inbound/hold.sql");
-const HOLD_CARDS: &str = include_str!("../sql/inbound/hold_cards.sql");
-const TASK_CARD: &str = include_str!("../sql/inbound/task_card.sql");
 const TOUCH: &str = include_str!("../sql/inbound/touch.sql");
 
 /// Transient failures of one address within 30 days that suppress it.
@@ -327,13 +325,9 @@ pub async fn apply(
                     .await
                     .context("holding automatic e-mail to the contact")?;
                 let why = "held: the contact replied; a person answers (resume with `autopilot contact resume`)";
-                out.held_cards = tx
-                    .query(HOLD_CARDS, &[&tenant, &card.contact_id, &email, &why, &now])
-                    .await
-                    .context("holding approved cards of the contact")?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
+                out.held_cards =
+                    crate::cards::hold_for_reply(&tx, tenant, card.contact_id, &email, why, now)
+                        .await?;
             }
             let subject = details
                 .get("subject")
@@ -357,23 +351,16 @@ pub async fn apply(
                 "contact_id": card.contact_id,
                 "email": email,
             });
-            out.task_card_id = tx
-                .query_opt(
-                    TASK_CARD,
-                    &[
-                        &tenant,
-                        &card.client_id,
-                        &card.contact_id,
-                        &title,
-                        &description,
-                        &"the contact replied: a person should answer",
-                        &payload,
-                        &now,
-                    ],
-                )
-                .await
-                .context("creating the follow-up card for a person")?
-                .map(|r| r.get(0));
+            let task = crate::cards::ReplyTask {
+                tenant,
+                client_id: card.client_id,
+                contact_id: card.contact_id,
+                title: &title,
+                description: &description,
+                rationale: "the contact replied: a person should answer",
+                payload: &payload,
+            };
+            out.task_card_id = crate::cards::insert_reply_task(&tx, &task, now).await?;
             if card.contact_id.is_some() || card.client_id.is_some() {
                 tx.query_one(TOUCH, &[&tenant, &card.client_id, &card.contact_id, &now])
                     .await

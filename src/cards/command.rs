@@ -26,7 +26,7 @@ const REQUEUE: &str = crate::sql!("cards/requeue");
 const CLOSE: &str = crate::sql!("cards/close");
 
 /// The agent's e-mail reached the contact: the touch counts (touched_by NULL = the agent).
-const TOUCH_CLOCK: &str = crate::sql!("email/touch_clock");
+const TOUCH_CLOCK: &str = crate::email::TOUCH_CLOCK;
 
 #[derive(Debug, Serialize)]
 pub struct CardReport {
@@ -64,7 +64,7 @@ pub async fn run(ctx: &Context, args: &CardArgs) -> Result<u8> {
     let contact_id: Option<Uuid> = row.get(6);
     if card_type != "send_email"
         || state != "blocked"
-        || code.as_deref() != Some(crate::email::DELIVERY_UNKNOWN)
+        || code.as_deref() != Some(super::DELIVERY_UNKNOWN)
     {
         return Err(AppError::failed(format!(
             "card {id} is not parked with delivery unknown (type {card_type}, state {state}{}); nothing changed",
