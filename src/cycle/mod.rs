@@ -35,10 +35,13 @@ use crate::{email, Context};
 
 #[macro_use]
 mod retry;
+mod act;
 mod dry_run;
 mod lease;
 mod phases;
 mod plan;
+mod react;
+mod reflect;
 mod report;
 mod signals;
 

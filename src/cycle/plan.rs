@@ -119,3 +119,29 @@ pub(super) async fn collect_plan(
     plan.actions = all;
     Ok(plan)
 }
+
+/// The Plan phase: refresh the clocks (fenced), collect the actions; the reflection's lines
+/// go to the cycle. Returns the actions and how many clocks were created.
+pub(super) async fn run(
+    c: &mut impl crate::db::Begin,
+    cy: &mut super::phases::Cycle,
+    settings: &TenantSettings,
+) -> Result<(Vec<Planned>, u64)> {
+    let tx = cy.fence.begin(c).await?;
+    let created = refresh_engagement(&tx, cy.tenant, cy.now).await?;
+    tx.commit().await?;
+    if created > 0 {
+        cy.changes
+            .push(format!("created {created} engagement clock(s)"));
+    }
+    let plan = collect_plan(&*c, cy.tenant, settings, cy.now).await?;
+    if plan.deferred > 0 {
+        cy.insights.push(format!(
+            "{} more action(s) wait for the next cycle (max_actions_per_cycle = {})",
+            plan.deferred, settings.max_actions_per_cycle
+        ));
+    }
+    cy.blockers.extend(plan.blockers);
+    cy.m.actions_planned = plan.actions.len() as i32;
+    Ok((plan.actions, created))
+}
