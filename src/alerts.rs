@@ -12,7 +12,6 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::cli::AckAlertArgs;
 use crate::error::AppError;
 use crate::Context;
 
@@ -210,7 +209,125 @@ pub struct AckReport {
     pub already_acknowledged: u64,
 }
 
-pub async fn run_ack(ctx: &Context, args: &AckAlertArgs) -> Result<u8> {
+/// `--all`: every open alert of one tenant. `by`: the acknowledging profile and its tenant.
+async fn ack_all(
+    tx: &impl Sql,
+    tenant: Uuid,
+    alert_type: &Option<String>,
+    severity: Option<Severity>,
+    by: Option<(Uuid, Uuid)>,
+    now: DateTime<Utc>,
+) -> Result<AckReport> {
+    let exists: bool = tx.query_one(TENANT_EXISTS, &[&tenant]).await?.get(0);
+    if !exists {
+        return Err(AppError::usage(format!("unknown tenant {tenant}")));
+    }
+    if let Some((profile, profile_tenant)) = by {
+        if profile_tenant != tenant {
+            return Err(AppError::usage(format!(
+                "profile {profile} (--by) does not belong to tenant {tenant}"
+            )));
+        }
+    }
+    let severity = severity.map(|s| s.as_str());
+    let profile = by.map(|(p, _)| p);
+    let n = tx
+        .execute(ACK_ALL, &[&tenant, &now, &profile, alert_type, &severity])
+        .await
+        .context("acknowledging alerts")?;
+    Ok(AckReport {
+        acknowledged: n,
+        already_acknowledged: 0,
+    })
+}
+
+/// Alerts by id, all or nothing. `by`: the acknowledging profile and its tenant.
+async fn ack_ids(
+    tx: &impl Sql,
+    ids: &[Uuid],
+    by: Option<(Uuid, Uuid)>,
+    now: DateTime<Utc>,
+) -> Result<AckReport> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    let rows = tx
+        .query(LOCK_ALERTS, &[&ids])
+        .await
+        .context("reading alerts")?;
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|id| !rows.iter().any(|r| r.get::<_, Uuid>(0) == **id))
+        .map(|id| id.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(AppError::failed(format!(
+            "alert {} not found; no alert was acknowledged",
+            missing.join(", ")
+        )));
+    }
+    if let Some((profile, profile_tenant)) = by {
+        if let Some(r) = rows.iter().find(|r| r.get::<_, Uuid>(1) != profile_tenant) {
+            return Err(AppError::usage(format!(
+                "profile {profile} (--by) does not belong to the tenant of alert {}",
+                r.get::<_, Uuid>(0)
+            )));
+        }
+    }
+    let already = rows.iter().filter(|r| r.get::<_, bool>(2)).count() as u64;
+    let profile = by.map(|(p, _)| p);
+    let n = tx
+        .execute(ACK_BY_IDS, &[&ids, &now, &profile])
+        .await
+        .context("acknowledging alerts")?;
+    Ok(AckReport {
+        acknowledged: n,
+        already_acknowledged: already,
+    })
+}
+
+/// The severities of `agent_alerts.severity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Which alerts `ack-alert` acknowledges.
+#[derive(Debug, Clone)]
+pub enum AckTarget {
+    /// These alerts, all or nothing.
+    Ids(Vec<Uuid>),
+    /// Every open alert of the tenant, narrowed by type and severity.
+    AllOf {
+        tenant: Uuid,
+        alert_type: Option<String>,
+        severity: Option<Severity>,
+    },
+}
+
+/// `autopilot ack-alert`.
+#[derive(Debug, Clone)]
+pub struct AckOptions {
+    pub target: AckTarget,
+    /// Profile that acknowledges (must belong to the alerts' tenant).
+    pub by: Option<Uuid>,
+    /// Print one JSON document.
+    pub json: bool,
+}
+
+pub async fn run_ack(ctx: &Context, args: &AckOptions) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
     let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
     let now = ctx.now();
@@ -223,69 +340,14 @@ pub async fn run_ack(ctx: &Context, args: &AckAlertArgs) -> Result<u8> {
         },
         None => None,
     };
-
-    let report = if args.all {
-        let tenant = args.tenant.expect("clap requires --tenant with --all");
-        let exists: bool = tx.query_one(TENANT_EXISTS, &[&tenant]).await?.get(0);
-        if !exists {
-            return Err(AppError::usage(format!("unknown tenant {tenant}")));
-        }
-        if let Some(bt) = by_tenant {
-            if bt != tenant {
-                return Err(AppError::usage(format!(
-                    "profile {} (--by) does not belong to tenant {tenant}",
-                    args.by.unwrap()
-                )));
-            }
-        }
-        let severity = args.severity.map(|s| s.as_str());
-        let n = tx
-            .execute(
-                ACK_ALL,
-                &[&tenant, &now, &args.by, &args.alert_type, &severity],
-            )
-            .await
-            .context("acknowledging alerts")?;
-        AckReport {
-            acknowledged: n,
-            already_acknowledged: 0,
-        }
-    } else {
-        let mut ids = args.alert_ids.clone();
-        ids.sort();
-        ids.dedup();
-        let rows = tx
-            .query(LOCK_ALERTS, &[&ids])
-            .await
-            .context("reading alerts")?;
-        let missing: Vec<String> = ids
-            .iter()
-            .filter(|id| !rows.iter().any(|r| r.get::<_, Uuid>(0) == **id))
-            .map(|id| id.to_string())
-            .collect();
-        if !missing.is_empty() {
-            return Err(AppError::failed(format!(
-                "alert {} not found; no alert was acknowledged",
-                missing.join(", ")
-            )));
-        }
-        if let (Some(bt), Some(by)) = (by_tenant, args.by) {
-            if let Some(r) = rows.iter().find(|r| r.get::<_, Uuid>(1) != bt) {
-                return Err(AppError::usage(format!(
-                    "profile {by} (--by) does not belong to the tenant of alert {}",
-                    r.get::<_, Uuid>(0)
-                )));
-            }
-        }
-        let already = rows.iter().filter(|r| r.get::<_, bool>(2)).count() as u64;
-        let n = tx
-            .execute(ACK_BY_IDS, &[&ids, &now, &args.by])
-            .await
-            .context("acknowledging alerts")?;
-        AckReport {
-            acknowledged: n,
-            already_acknowledged: already,
-        }
+    let by = args.by.zip(by_tenant);
+    let report = match &args.target {
+        AckTarget::AllOf {
+            tenant,
+            alert_type,
+            severity,
+        } => ack_all(&tx, *tenant, alert_type, *severity, by, now).await?,
+        AckTarget::Ids(ids) => ack_ids(&tx, ids, by, now).await?,
     };
     tx.commit().await.context("committing acknowledgements")?;
     tracing::info!(

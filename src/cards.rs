@@ -13,7 +13,6 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::cli::{CardAction, CardArgs};
 use crate::db::Sql;
 use crate::error::AppError;
 use crate::Context;
@@ -46,11 +45,27 @@ pub struct CardReport {
     pub message_id: Option<String>,
 }
 
-pub async fn run(ctx: &Context, args: &CardArgs) -> Result<u8> {
-    let (id, json, requeue) = match &args.action {
-        CardAction::Requeue(a) => (a.card_id, a.json, true),
-        CardAction::Close(a) => (a.card_id, a.json, false),
-    };
+/// What a person found out about a parked card's e-mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Not delivered: back to approved, the next cycle sends it.
+    Requeue,
+    /// Delivered: the card is done and the touch counts.
+    Close,
+}
+
+/// `autopilot card requeue|close CARD_ID`.
+#[derive(Debug, Clone)]
+pub struct CardChange {
+    pub card_id: Uuid,
+    pub resolution: Resolution,
+    /// Print one JSON document.
+    pub json: bool,
+}
+
+pub async fn run(ctx: &Context, change: &CardChange) -> Result<u8> {
+    let (id, json) = (change.card_id, change.json);
+    let requeue = change.resolution == Resolution::Requeue;
     let pool = ctx.db.pool(1)?;
     let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
     let now = ctx.now();

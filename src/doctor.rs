@@ -23,7 +23,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::cli::{DoctorArgs, GlobalOpts};
 use crate::db::{DbSettings, Sql, SslMode};
 use crate::error::{exit_code_for, redact};
 
@@ -99,11 +98,22 @@ struct Report {
     checks: Vec<Check>,
 }
 
-pub async fn run(global: &GlobalOpts, args: &DoctorArgs) -> Result<u8> {
+/// What doctor checks against: the database it was pointed at and the host's clock.
+#[derive(Debug, Clone, Default)]
+pub struct DoctorOptions {
+    /// `--database-url`; `None`: the libpq PG* variables.
+    pub database_url: Option<String>,
+    /// The host's time when injected (tests); the wall clock otherwise.
+    pub now: Option<DateTime<Utc>>,
+    /// Print one JSON document.
+    pub json: bool,
+}
+
+pub async fn run(args: &DoctorOptions) -> Result<u8> {
     let mut checks = Vec::new();
     // Exit code when the database could not be used at all (see the module doc).
     let mut db_exit: Option<u8> = None;
-    match DbSettings::resolve(global.database_url.as_deref()) {
+    match DbSettings::resolve(args.database_url.as_deref()) {
         Err(e) => {
             db_exit = Some(exit_code_for(&e));
             checks.push(Check::new(
@@ -115,7 +125,7 @@ pub async fn run(global: &GlobalOpts, args: &DoctorArgs) -> Result<u8> {
             ));
         }
         Ok(db) => {
-            let host_now = global.now;
+            let host_now = args.now;
             match database_checks(&db, host_now, &mut checks).await {
                 Ok(()) => {}
                 Err(e) => {

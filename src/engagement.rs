@@ -16,7 +16,6 @@ use futures::StreamExt;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::cli::CheckEngagementArgs;
 use crate::Context;
 
 /// States in which a card is "open": the unique index `kanban_cards_one_open_agent_card_idx`
@@ -471,12 +470,25 @@ struct TenantFailure {
     error: String,
 }
 
+/// What `check-engagement` is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Only these tenants (each must exist); empty: every active tenant.
+    pub tenants: Vec<Uuid>,
+    /// Violations listed per tenant.
+    pub limit: u32,
+    /// Fail (exit 1) when a reported tenant's compliance rate is below this percentage.
+    pub fail_under: Option<f64>,
+    /// Print one JSON document.
+    pub json: bool,
+}
+
 /// `autopilot check-engagement`. Tenants are processed in tenant-id order, each in its own
 /// transaction (clocks created, scores refreshed, report read at one instant).
 /// Connections (and tenants checked at once) of the `check-engagement` command.
 const COMMAND_WORKERS: usize = 4;
 
-pub async fn run(ctx: &Context, args: &CheckEngagementArgs) -> Result<u8> {
+pub async fn run(ctx: &Context, args: &CheckOptions) -> Result<u8> {
     let now = ctx.now();
     let pool = ctx.db.pool(COMMAND_WORKERS)?;
     let client = crate::db::get_checked(&pool, &ctx.db).await?;

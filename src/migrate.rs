@@ -10,7 +10,6 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::cli::MigrateArgs;
 use crate::db::DbSettings;
 use crate::error::AppError;
 
@@ -66,6 +65,17 @@ pub fn embedded() -> Vec<Migration> {
             }
         })
         .collect()
+}
+
+/// What `migrate` is asked to do: apply (the default), or only list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MigrateOptions {
+    /// List applied and pending migrations, change nothing.
+    pub status: bool,
+    /// List what would be applied, change nothing.
+    pub dry_run: bool,
+    /// Print one JSON document.
+    pub json: bool,
 }
 
 pub fn checksum(sql: &str) -> String {
@@ -134,7 +144,7 @@ fn check_drift(embedded: &[Migration], applied: &[AppliedRow]) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(settings: &DbSettings, args: &MigrateArgs) -> Result<u8> {
+pub async fn run(settings: &DbSettings, args: &MigrateOptions) -> Result<u8> {
     crate::db::require_session_connection(settings).await?;
     let mut client = settings.connect().await?;
     let embedded = embedded();

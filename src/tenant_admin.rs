@@ -16,7 +16,6 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::cli::{AgentCommand, ChangeArgs, TenantCommand, TenantListArgs, TenantSwitchArgs};
 use crate::db::{Begin, Commit, Sql};
 use crate::error::AppError;
 use crate::Context;
@@ -86,8 +85,18 @@ pub async fn read_global(c: &impl Sql) -> Result<GlobalSwitch> {
     Ok(GlobalSwitch::from_value(value.as_ref()))
 }
 
+/// Who makes a switch change and why (both are recorded), and how to report it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Who makes the change; `None`: the login user.
+    pub by: Option<String>,
+    pub reason: String,
+    /// Print one JSON document.
+    pub json: bool,
+}
+
 /// `--by`, else the login user; a change nobody signs is refused (exit 2).
-fn who(change: &ChangeArgs) -> Result<String> {
+fn who(change: &Change) -> Result<String> {
     if let Some(by) = &change.by {
         return Ok(by.clone());
     }
@@ -102,22 +111,6 @@ fn who(change: &ChangeArgs) -> Result<String> {
         .ok_or_else(|| {
             AppError::usage("say who makes the change with --by WHO (no login user to default to)")
         })
-}
-
-pub async fn run_tenant(ctx: &Context, cmd: &TenantCommand) -> Result<u8> {
-    match cmd {
-        TenantCommand::List(args) => list(ctx, args).await,
-        TenantCommand::Enable(args) => switch(ctx, args, true).await,
-        TenantCommand::Disable(args) => switch(ctx, args, false).await,
-    }
-}
-
-pub async fn run_agent(ctx: &Context, cmd: &AgentCommand) -> Result<u8> {
-    match cmd {
-        AgentCommand::Status(args) => agent_status(ctx, args.json).await,
-        AgentCommand::Enable(args) => global(ctx, args, true).await,
-        AgentCommand::Disable(args) => global(ctx, args, false).await,
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -137,11 +130,12 @@ struct TenantRow {
     last_change: Option<LastChange>,
 }
 
-async fn list(ctx: &Context, args: &TenantListArgs) -> Result<u8> {
+/// `autopilot tenant list [--enabled]`.
+pub async fn list_tenants(ctx: &Context, enabled_only: bool, json: bool) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
     let conn = crate::db::get_checked(&pool, &ctx.db).await?;
     let c: &crate::db::Conn = &conn;
-    let rows = Sql::query(c, LIST, &[&args.enabled])
+    let rows = Sql::query(c, LIST, &[&enabled_only])
         .await
         .context("listing tenants")?;
     let tenants: Vec<TenantRow> = rows
@@ -165,7 +159,7 @@ async fn list(ctx: &Context, args: &TenantListArgs) -> Result<u8> {
         .iter()
         .filter(|t| t.agent_enabled && t.is_active)
         .count();
-    if args.json {
+    if json {
         println!(
             "{}",
             serde_json::json!({
@@ -233,10 +227,16 @@ struct SwitchedTenant {
     is_active: bool,
 }
 
-async fn switch(ctx: &Context, args: &TenantSwitchArgs, enable: bool) -> Result<u8> {
-    let by = who(&args.change)?;
-    let reason = args.change.reason.clone();
-    let mut ids = args.tenants.clone();
+/// `autopilot tenant enable|disable TENANT_ID...`: all or nothing.
+pub async fn switch_tenants(
+    ctx: &Context,
+    tenants: &[Uuid],
+    enable: bool,
+    change: &Change,
+) -> Result<u8> {
+    let by = who(change)?;
+    let reason = change.reason.clone();
+    let mut ids = tenants.to_vec();
     ids.sort();
     ids.dedup();
     let now = ctx.now();
@@ -246,7 +246,7 @@ async fn switch(ctx: &Context, args: &TenantSwitchArgs, enable: bool) -> Result<
     let (report, global) = switch_in(c, &ids, enable, &by, &reason, now).await?;
     let changed = report.iter().filter(|t| t.changed).count();
     let word = if enable { "enabled" } else { "disabled" };
-    if args.change.json {
+    if change.json {
         println!(
             "{}",
             serde_json::json!({
@@ -329,7 +329,8 @@ async fn switch_in(
     Ok((report, global))
 }
 
-async fn agent_status(ctx: &Context, json: bool) -> Result<u8> {
+/// `autopilot agent status`.
+pub async fn agent_status(ctx: &Context, json: bool) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
     let conn = crate::db::get_checked(&pool, &ctx.db).await?;
     let c: &crate::db::Conn = &conn;
@@ -389,7 +390,8 @@ pub fn describe_global(g: &GlobalSwitch) -> String {
     }
 }
 
-async fn global(ctx: &Context, args: &ChangeArgs, enable: bool) -> Result<u8> {
+/// `autopilot agent enable|disable`: the global switch.
+pub async fn switch_agent(ctx: &Context, enable: bool, args: &Change) -> Result<u8> {
     let by = who(args)?;
     let now = ctx.now();
     let pool = ctx.db.pool(1)?;

@@ -13,7 +13,7 @@
 //! The module is split by concern: `lease` (one tenant's lease lifecycle around its cycle,
 //! and the heartbeat), `retry` (riding out a lost connection), `phases` (the Plan, Act,
 //! React and Reflect phases), `plan` (what the Plan phase collects), `dry_run`, `signals`,
-//! and `report` (the per-tenant results and the printed report).
+//! `options` (what the command line asks for) and `report` (the per-tenant results and the printed report).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +29,6 @@ use serde_json::Value;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
-use crate::cli::RunCycleArgs;
 use crate::db;
 use crate::{email, Context};
 
@@ -37,16 +36,18 @@ use crate::{email, Context};
 mod retry;
 mod dry_run;
 mod lease;
+mod options;
 mod phases;
 mod plan;
 mod report;
 mod signals;
 
+pub use options::{CycleOptions, Trigger};
 pub use report::{CycleMetrics, CycleReport, TenantResult};
 
 use dry_run::dry_run_tenant;
 use lease::{heartbeat_loop, run_tenant};
-use report::print_report;
+use report::{print_report, write_metrics};
 use signals::Signals;
 
 const KILL_SWITCH: &str = "SELECT value FROM public.system_config WHERE key = 'agent_config'";
@@ -75,7 +76,7 @@ struct TenantRow {
 /// What the runner shares with every tenant task.
 struct Shared<'a> {
     ctx: &'a Context,
-    args: &'a RunCycleArgs,
+    args: &'a CycleOptions,
     pool: db::Pool,
     mailer: Option<email::Mailer>,
     holder: String,
@@ -91,7 +92,7 @@ struct Shared<'a> {
     leases: Mutex<HashMap<Uuid, (Uuid, Arc<Notify>)>>,
 }
 
-pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
+pub async fn run(ctx: &Context, args: &CycleOptions) -> Result<u8> {
     let started = Instant::now();
     let shard = crate::shard::resolve(args.shard)?;
     let mut signals = Signals::install();
@@ -120,7 +121,7 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         } else {
             println!("agent disabled: {reason}; nothing ran");
         }
-        crate::metrics::after_cycle(ctx, args, &report).await;
+        write_metrics(ctx, args, &report).await;
         return Ok(0);
     }
     let limit = args.max_tenants.map(i64::from).unwrap_or(i64::MAX);
@@ -250,7 +251,7 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         "cycle finished"
     );
     print_report(&report, args);
-    crate::metrics::after_cycle(ctx, args, &report).await;
+    write_metrics(ctx, args, &report).await;
     // After SIGTERM/SIGINT, in-flight tenants that completed within the grace period are
     // success (exit 0); one marked failed ("interrupted") makes it 1. Tenants not started
     // because of the signal are skipped, and the next runner of the hour runs them.
