@@ -329,7 +329,7 @@ pub struct AckOptions {
 
 pub async fn run_ack(ctx: &Context, args: &AckOptions) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
-    let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
+    let mut conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     let now = ctx.now();
     let tx = crate::db::Begin::begin(&mut *conn).await?;
 

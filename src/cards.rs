@@ -67,7 +67,7 @@ pub async fn run(ctx: &Context, change: &CardChange) -> Result<u8> {
     let (id, json) = (change.card_id, change.json);
     let requeue = change.resolution == Resolution::Requeue;
     let pool = ctx.db.pool(1)?;
-    let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
+    let mut conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     let now = ctx.now();
     let tx = conn.transaction().await?;
     let Some(row) = tx

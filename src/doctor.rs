@@ -454,7 +454,7 @@ async fn migrations_check(c: &impl Sql) -> Result<Check> {
     } else {
         Vec::new()
     };
-    let embedded = crate::migrate::embedded();
+    let embedded = crate::schema::embedded();
     let pending: Vec<&str> = embedded
         .iter()
         .filter(|m| !applied.iter().any(|a| a.0 == m.version))

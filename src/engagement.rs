@@ -491,7 +491,7 @@ const COMMAND_WORKERS: usize = 4;
 pub async fn run(ctx: &Context, args: &CheckOptions) -> Result<u8> {
     let now = ctx.now();
     let pool = ctx.db.pool(COMMAND_WORKERS)?;
-    let client = crate::db::get_checked(&pool, &ctx.db).await?;
+    let client = crate::schema::get_checked(&pool, &ctx.db).await?;
     let pg: &tokio_postgres::Client = &client;
     crate::db::require_tenants(pg, &args.tenants).await?;
 

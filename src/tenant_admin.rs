@@ -133,7 +133,7 @@ struct TenantRow {
 /// `autopilot tenant list [--enabled]`.
 pub async fn list_tenants(ctx: &Context, enabled_only: bool, json: bool) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
-    let conn = crate::db::get_checked(&pool, &ctx.db).await?;
+    let conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     let c: &crate::db::Conn = &conn;
     let rows = Sql::query(c, LIST, &[&enabled_only])
         .await
@@ -241,7 +241,7 @@ pub async fn switch_tenants(
     ids.dedup();
     let now = ctx.now();
     let pool = ctx.db.pool(1)?;
-    let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
+    let mut conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     let c: &mut crate::db::Conn = &mut conn;
     let (report, global) = switch_in(c, &ids, enable, &by, &reason, now).await?;
     let changed = report.iter().filter(|t| t.changed).count();
@@ -332,7 +332,7 @@ async fn switch_in(
 /// `autopilot agent status`.
 pub async fn agent_status(ctx: &Context, json: bool) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
-    let conn = crate::db::get_checked(&pool, &ctx.db).await?;
+    let conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     let c: &crate::db::Conn = &conn;
     let global = read_global(c).await?;
     let env = env_kill_switch();
@@ -395,7 +395,7 @@ pub async fn switch_agent(ctx: &Context, enable: bool, args: &Change) -> Result<
     let by = who(args)?;
     let now = ctx.now();
     let pool = ctx.db.pool(1)?;
-    let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
+    let mut conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     let c: &mut crate::db::Conn = &mut conn;
     let (before, after) = global_in(c, enable, &by, &args.reason, now).await?;
     let changed = before.global_enabled != enable;

@@ -1,9 +1,9 @@
-//! `autopilot migrate`: its arguments, handed to the schema module.
+//! `autopilot migrate`: its arguments, handed to `schema`.
 
 use anyhow::Result;
 use clap::Args;
 
-use crate::migrate::MigrateOptions;
+use crate::schema::MigrateOptions;
 use crate::Context;
 
 #[derive(Debug, Args, Clone, Default)]
@@ -25,5 +25,5 @@ pub(super) async fn run(ctx: &Context, args: &MigrateArgs) -> Result<u8> {
         dry_run: args.dry_run,
         json: args.json,
     };
-    crate::migrate::run(&ctx.db, &options).await
+    crate::schema::run(&ctx.db, &options).await
 }

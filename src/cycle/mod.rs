@@ -102,7 +102,7 @@ pub async fn run(ctx: &Context, args: &CycleOptions) -> Result<u8> {
         .transpose()?;
     let pool = ctx.db.pool(args.concurrency as usize + 1)?;
 
-    let conn = db::get_checked(&pool, &ctx.db).await?;
+    let conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     db::require_tenants(&*conn, &args.tenants).await?;
     if let Some(reason) = kill_switch_reason(&*conn).await? {
         let report = CycleReport {

@@ -135,7 +135,7 @@ pub async fn run_ingest(ctx: &Context, args: &IngestOptions) -> Result<u8> {
                 return Err(AppError::usage(format!("ingest-mail: {e}")));
             }
             let pool = ctx.db.pool(1)?;
-            let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
+            let mut conn = crate::schema::get_checked(&pool, &ctx.db).await?;
             let mut report = IngestReport::default();
             report.push(ingest_bytes(&mut *conn, &raw, args.max_size, now).await?);
             evaluate_rate_alerts(&*conn, &report, now).await?;
@@ -240,7 +240,7 @@ async fn ingest_maildir(
         return Ok(report);
     }
     let pool = ctx.db.pool(1)?;
-    let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
+    let mut conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     for file in files {
         let display = file
             .strip_prefix(dir)
@@ -275,7 +275,7 @@ async fn ingest_maildir(
 /// still go out.
 pub async fn run_contact(ctx: &Context, r: &ResumeOptions) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
-    let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
+    let mut conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     let now = ctx.now();
     let tx = conn.transaction().await?;
     let tenant: Uuid = match tx.query_opt(CONTACT_TENANT, &[&r.contact_id]).await? {
