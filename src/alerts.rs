@@ -68,6 +68,19 @@ pub struct CycleFacts {
     pub compliance_rate: f64,
 }
 
+/// An alert a rule asks for: type, severity, message and metadata.
+type Candidate = (&'static str, &'static str, String, serde_json::Value);
+
+fn fire(
+    cond: bool,
+    t: &'static str,
+    sev: &'static str,
+    msg: String,
+    meta: serde_json::Value,
+) -> Option<Candidate> {
+    cond.then_some((t, sev, msg, meta))
+}
+
 /// Evaluate every rule of SPEC §7 for a tenant; returns the alert types that opened.
 pub async fn evaluate_rules(
     c: &impl Sql,
@@ -75,29 +88,40 @@ pub async fn evaluate_rules(
     facts: Option<CycleFacts>,
     now: DateTime<Utc>,
 ) -> Result<Vec<&'static str>> {
-    let mut opened = Vec::new();
     let f = c
         .query_one(WINDOW_FIGURES, &[&tenant, &now])
         .await
         .context("reading 24-hour run figures")?;
-    let finished: i64 = f.get(0);
-    let failed: i64 = f.get(1);
-    let planned: i64 = f.get(2);
-    let blocked: i64 = f.get(3);
-    let avg_ms: f64 = f.get(4);
-
-    // (fires, type, severity, message, metadata) per rule.
-    fn fire(
-        cond: bool,
-        t: &'static str,
-        sev: &'static str,
-        msg: String,
-        meta: serde_json::Value,
-    ) -> Option<(&'static str, &'static str, String, serde_json::Value)> {
-        cond.then_some((t, sev, msg, meta))
+    let window = WindowFigures {
+        finished: f.get(0),
+        failed: f.get(1),
+        planned: f.get(2),
+        blocked: f.get(3),
+        avg_ms: f.get(4),
+    };
+    let mut candidates = window_rules(&window, facts);
+    candidates.extend(recent_rules(c, tenant, now).await?);
+    let mut opened = Vec::new();
+    for (t, sev, msg, meta) in candidates.into_iter().flatten() {
+        if raise(c, tenant, t, sev, &msg, meta, now).await? {
+            opened.push(t);
+        }
     }
-    let mut candidates = Vec::new();
-    candidates.push(failure_rate_rule(finished, failed));
+    Ok(opened)
+}
+
+/// The tenant's runs of the last 24 hours.
+struct WindowFigures {
+    finished: i64,
+    failed: i64,
+    planned: i64,
+    blocked: i64,
+    avg_ms: f64,
+}
+
+/// The rules over the last 24 hours and this cycle's facts.
+fn window_rules(w: &WindowFigures, facts: Option<CycleFacts>) -> Vec<Option<Candidate>> {
+    let mut candidates = vec![failure_rate_rule(w.finished, w.failed)];
     if let Some(facts) = facts {
         candidates.push(fire(
             facts.compliance_rate < 80.0,
@@ -110,6 +134,7 @@ pub async fn evaluate_rules(
             json!({"compliance_rate": facts.compliance_rate}),
         ));
     }
+    let (planned, blocked) = (w.planned, w.blocked);
     if planned > 0 {
         let share = blocked as f64 * 100.0 / planned as f64;
         candidates.push(fire(
@@ -121,50 +146,52 @@ pub async fn evaluate_rules(
         ));
     }
     candidates.push(fire(
-        avg_ms > 300_000.0,
+        w.avg_ms > 300_000.0,
         SLOW_CYCLES,
         "warning",
         format!(
             "average cycle took {:.0} s in the last 24 h (threshold 300 s)",
-            avg_ms / 1000.0
+            w.avg_ms / 1000.0
         ),
-        json!({"avg_duration_ms": avg_ms}),
+        json!({"avg_duration_ms": w.avg_ms}),
     ));
+    candidates
+}
+
+/// The rules over the last hour (policy blocks) and the last 15 minutes (provider failures).
+async fn recent_rules(
+    c: &impl Sql,
+    tenant: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<Option<Candidate>>> {
     let blocks: i64 = c
         .query_one(POLICY_BLOCKS_LAST_HOUR, &[&tenant, &now])
         .await?
         .get(0);
-    candidates.push(fire(
-        blocks >= 10,
-        POLICY_BLOCK_SPIKE,
-        "warning",
-        format!("{blocks} actions were blocked by policies in the last hour (threshold 10)"),
-        json!({"blocks_last_hour": blocks}),
-    ));
     let failures: i64 = c
         .query_one(PROVIDER_FAILURES_15_MIN, &[&tenant, &now])
         .await?
         .get(0);
-    candidates.push(fire(
-        failures >= 5,
-        EMAIL_PROVIDER_FAILURE,
-        "critical",
-        format!("{failures} e-mail provider failures in the last 15 minutes; sending paused"),
-        json!({"failures_15_min": failures}),
-    ));
-    for (t, sev, msg, meta) in candidates.into_iter().flatten() {
-        if raise(c, tenant, t, sev, &msg, meta, now).await? {
-            opened.push(t);
-        }
-    }
-    Ok(opened)
+    Ok(vec![
+        fire(
+            blocks >= 10,
+            POLICY_BLOCK_SPIKE,
+            "warning",
+            format!("{blocks} actions were blocked by policies in the last hour (threshold 10)"),
+            json!({"blocks_last_hour": blocks}),
+        ),
+        fire(
+            failures >= 5,
+            EMAIL_PROVIDER_FAILURE,
+            "critical",
+            format!("{failures} e-mail provider failures in the last 15 minutes; sending paused"),
+            json!({"failures_15_min": failures}),
+        ),
+    ])
 }
 
 /// Cycle failure rate above 20 % over the last 24 hours: critical.
-fn failure_rate_rule(
-    finished: i64,
-    failed: i64,
-) -> Option<(&'static str, &'static str, String, serde_json::Value)> {
+fn failure_rate_rule(finished: i64, failed: i64) -> Option<Candidate> {
     if finished == 0 {
         return None;
     }

@@ -95,7 +95,7 @@ struct Shared<'a> {
 pub async fn run(ctx: &Context, args: &CycleOptions) -> Result<u8> {
     let started = Instant::now();
     let shard = crate::shard::resolve(args.shard)?;
-    let mut signals = Signals::install();
+    let signals = Signals::install();
     // Configuration errors are bad input: refuse before connecting or writing anything.
     let mailer = email::MailerConfig::from_env()?
         .map(email::Mailer::new)
@@ -105,80 +105,12 @@ pub async fn run(ctx: &Context, args: &CycleOptions) -> Result<u8> {
     let conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     db::require_tenants(&*conn, &args.tenants).await?;
     if let Some(reason) = kill_switch_reason(&*conn).await? {
-        let report = CycleReport {
-            disabled: true,
-            reason: Some(reason.clone()),
-            total: 0,
-            succeeded: 0,
-            failed: 0,
-            skipped: 0,
-            duration_ms: started.elapsed().as_millis() as u64,
-            tenants: Vec::new(),
-        };
-        tracing::info!(reason = %reason, "cycle not run: agent disabled");
-        if args.json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else {
-            println!("agent disabled: {reason}; nothing ran");
-        }
-        write_metrics(ctx, args, &report).await;
-        return Ok(0);
+        return disabled(ctx, args, reason, started).await;
     }
-    let limit = args.max_tenants.map(i64::from).unwrap_or(i64::MAX);
-    let rows = conn
-        .query(
-            SELECT_TENANTS,
-            &[
-                &args.tenants,
-                &limit,
-                &shard.map(|s| i64::from(s.count)),
-                &shard.map(|s| i64::from(s.index)),
-            ],
-        )
-        .await
-        .context("selecting tenants")?;
+    let tenants = select_tenants(&*conn, args, shard).await?;
     drop(conn);
-    let tenants: Vec<TenantRow> = rows
-        .iter()
-        .map(|r| {
-            let active: bool = r.get(3);
-            let enabled: bool = r.get(4);
-            TenantRow {
-                id: r.get(0),
-                name: r.get(1),
-                // Decoding can fail on the tenant's data (JSON nested deeper than serde_json's
-                // recursion limit): that tenant is refused with the reason, the others run.
-                settings: r
-                    .try_get::<_, Value>(2)
-                    .map_err(|e| crate::settings::SettingsError {
-                        key: "(root)".to_string(),
-                        problem: format!("cannot be decoded: {}", db::error_text(&e)),
-                    }),
-                runnable: if !active {
-                    Some("tenant is not active")
-                } else if !enabled {
-                    Some("agent is not enabled for this tenant")
-                } else {
-                    None
-                },
-            }
-        })
-        .collect();
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (stop_now_tx, stop_now_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        signals.recv().await;
-        tracing::warn!(
-            "signal received: starting no new tenant, giving in-flight tenants a grace period (signal again to stop now)"
-        );
-        let _ = stop_tx.send(true);
-        // An operator who signals twice does not want to wait for the grace period.
-        signals.recv().await;
-        tracing::warn!("second signal: stopping in-flight tenants now");
-        let _ = stop_now_tx.send(true);
-    });
-
+    let (stop, stop_now) = forward_signals(signals);
     let shared = Shared {
         ctx,
         args,
@@ -187,59 +119,17 @@ pub async fn run(ctx: &Context, args: &CycleOptions) -> Result<u8> {
         holder: holder_name(),
         db_gone: AtomicBool::new(false),
         deadline_at: started + Duration::from_secs(args.deadline),
-        stop: stop_rx,
-        stop_now: stop_now_rx,
+        stop,
+        stop_now,
         leases: Mutex::new(HashMap::new()),
     };
-    let results: Vec<TenantResult> = if args.dry_run {
-        let mut out = Vec::new();
-        for t in &tenants {
-            out.push(dry_run_tenant(&shared, t).await);
-        }
-        out
-    } else {
-        let heartbeat = heartbeat_loop(&shared);
-        let work = futures::stream::iter(tenants.iter())
-            .map(|t| {
-                // Every line of a tenant's cycle carries its tenant and (once taken) run id.
-                let span = tracing::info_span!("tenant", tenant_id = %t.id, run_id = tracing::field::Empty);
-                tracing::Instrument::instrument(run_tenant(&shared, t), span)
-            })
-            .buffer_unordered(args.concurrency as usize)
-            .collect::<Vec<_>>();
-        tokio::select! {
-            r = work => r,
-            _ = heartbeat => unreachable!("the heartbeat loop never ends"),
-        }
-    };
+    let results = run_tenants(&shared, &tenants).await;
 
     if shared.db_gone.load(Ordering::SeqCst) {
-        let left = results
-            .iter()
-            .filter(|r| r.reason.as_deref() == Some("database unreachable: left for the next run"))
-            .count();
-        return Err(crate::error::AppError::Unavailable(format!(
-            "lost the database connection and it did not come back within {} s (--retry-window): {} of {} tenant(s) left for the next run, none marked failed for it",
-            args.retry_window,
-            left,
-            results.len()
-        ))
-        .into());
+        return Err(database_gone(args, &results));
     }
     let interrupted = *shared.stop.borrow();
-    let report = CycleReport {
-        disabled: false,
-        reason: None,
-        total: results.len(),
-        succeeded: results.iter().filter(|r| r.status == "completed").count(),
-        failed: results
-            .iter()
-            .filter(|r| matches!(r.status, "failed" | "timeout"))
-            .count(),
-        skipped: results.iter().filter(|r| r.status == "skipped").count(),
-        duration_ms: started.elapsed().as_millis() as u64,
-        tenants: results,
-    };
+    let report = CycleReport::finished(results, started.elapsed().as_millis() as u64);
     tracing::info!(
         total = report.total,
         succeeded = report.succeeded,
@@ -256,6 +146,138 @@ pub async fn run(ctx: &Context, args: &CycleOptions) -> Result<u8> {
     // success (exit 0); one marked failed ("interrupted") makes it 1. Tenants not started
     // because of the signal are skipped, and the next runner of the hour runs them.
     Ok(if report.failed > 0 { 1 } else { 0 })
+}
+
+/// The kill switch is on: nothing runs, and the report says why.
+async fn disabled(
+    ctx: &Context,
+    args: &CycleOptions,
+    reason: String,
+    started: Instant,
+) -> Result<u8> {
+    let report = CycleReport {
+        disabled: true,
+        reason: Some(reason.clone()),
+        total: 0,
+        succeeded: 0,
+        failed: 0,
+        skipped: 0,
+        duration_ms: started.elapsed().as_millis() as u64,
+        tenants: Vec::new(),
+    };
+    tracing::info!(reason = %reason, "cycle not run: agent disabled");
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("agent disabled: {reason}; nothing ran");
+    }
+    write_metrics(ctx, args, &report).await;
+    Ok(0)
+}
+
+/// The tenants this runner takes (see [`SELECT_TENANTS`]).
+async fn select_tenants(
+    conn: &impl Sql,
+    args: &CycleOptions,
+    shard: Option<crate::shard::Shard>,
+) -> Result<Vec<TenantRow>> {
+    let limit = args.max_tenants.map(i64::from).unwrap_or(i64::MAX);
+    let rows = conn
+        .query(
+            SELECT_TENANTS,
+            &[
+                &args.tenants,
+                &limit,
+                &shard.map(|s| i64::from(s.count)),
+                &shard.map(|s| i64::from(s.index)),
+            ],
+        )
+        .await
+        .context("selecting tenants")?;
+    Ok(rows.iter().map(tenant_row).collect())
+}
+
+fn tenant_row(r: &tokio_postgres::Row) -> TenantRow {
+    let active: bool = r.get(3);
+    let enabled: bool = r.get(4);
+    TenantRow {
+        id: r.get(0),
+        name: r.get(1),
+        // Decoding can fail on the tenant's data (JSON nested deeper than serde_json's
+        // recursion limit): that tenant is refused with the reason, the others run.
+        settings: r
+            .try_get::<_, Value>(2)
+            .map_err(|e| crate::settings::SettingsError {
+                key: "(root)".to_string(),
+                problem: format!("cannot be decoded: {}", db::error_text(&e)),
+            }),
+        runnable: if !active {
+            Some("tenant is not active")
+        } else if !enabled {
+            Some("agent is not enabled for this tenant")
+        } else {
+            None
+        },
+    }
+}
+
+/// The first signal stops new tenants (first receiver), the second in-flight ones (second).
+fn forward_signals(mut signals: Signals) -> (watch::Receiver<bool>, watch::Receiver<bool>) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_now_tx, stop_now_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        signals.recv().await;
+        tracing::warn!(
+            "signal received: starting no new tenant, giving in-flight tenants a grace period (signal again to stop now)"
+        );
+        let _ = stop_tx.send(true);
+        // An operator who signals twice does not want to wait for the grace period.
+        signals.recv().await;
+        tracing::warn!("second signal: stopping in-flight tenants now");
+        let _ = stop_now_tx.send(true);
+    });
+    (stop_rx, stop_now_rx)
+}
+
+/// Every tenant's cycle, `--concurrency` at a time with the leases' heartbeat (a dry run:
+/// one after the other, nothing written).
+async fn run_tenants(shared: &Shared<'_>, tenants: &[TenantRow]) -> Vec<TenantResult> {
+    if shared.args.dry_run {
+        let mut out = Vec::new();
+        for t in tenants {
+            out.push(dry_run_tenant(shared, t).await);
+        }
+        return out;
+    }
+    let heartbeat = heartbeat_loop(shared);
+    let work = futures::stream::iter(tenants.iter())
+        .map(|t| {
+            // Every line of a tenant's cycle carries its tenant and (once taken) run id.
+            let span =
+                tracing::info_span!("tenant", tenant_id = %t.id, run_id = tracing::field::Empty);
+            tracing::Instrument::instrument(run_tenant(shared, t), span)
+        })
+        .buffer_unordered(shared.args.concurrency as usize)
+        .collect::<Vec<_>>();
+    tokio::select! {
+        r = work => r,
+        _ = heartbeat => unreachable!("the heartbeat loop never ends"),
+    }
+}
+
+/// The database was lost and did not come back within the retry window: exit 75.
+fn database_gone(args: &CycleOptions, results: &[TenantResult]) -> anyhow::Error {
+    let left = results
+        .iter()
+        .filter(|r| r.reason.as_deref() == Some("database unreachable: left for the next run"))
+        .count();
+    crate::error::AppError::Unavailable(format!(
+        "lost the database connection and it did not come back within {} s (--retry-window): {} of {} tenant(s) left for the next run, none marked failed for it",
+        args.retry_window,
+        left,
+        results.len()
+    ))
+    .into()
 }
 
 async fn kill_switch_reason(c: &impl Sql) -> Result<Option<String>> {

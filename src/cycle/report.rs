@@ -95,6 +95,23 @@ pub(super) fn log_outcome(r: &TenantResult) {
 }
 
 impl CycleReport {
+    /// The report of a cycle that ran, counted from its tenants' results.
+    pub(super) fn finished(results: Vec<TenantResult>, duration_ms: u64) -> CycleReport {
+        CycleReport {
+            disabled: false,
+            reason: None,
+            total: results.len(),
+            succeeded: results.iter().filter(|r| r.status == "completed").count(),
+            failed: results
+                .iter()
+                .filter(|r| matches!(r.status, "failed" | "timeout"))
+                .count(),
+            skipped: results.iter().filter(|r| r.status == "skipped").count(),
+            duration_ms,
+            tenants: results,
+        }
+    }
+
     /// The report counted for the metrics file.
     pub fn totals(&self) -> CycleTotals {
         let mut totals = CycleTotals {

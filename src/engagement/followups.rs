@@ -236,19 +236,9 @@ pub async fn insert_followup_cards(
         let name = f.display_name();
         contact_ids.push(f.contact_id);
         client_ids.push(f.client_id);
-        titles.push(
-            match f.company_name.as_deref().filter(|s| !s.trim().is_empty()) {
-                Some(company) => format!("Follow up with {name} ({})", company.trim()),
-                None => format!("Follow up with {name}"),
-            },
-        );
+        titles.push(card_title(f, &name));
         descriptions.push(d.body.clone());
-        rationales.push(format!(
-            "{name} is {} day{} overdue for a touch (priority {:.2}).",
-            f.days_overdue,
-            if f.days_overdue == 1 { "" } else { "s" },
-            f.priority_score
-        ));
+        rationales.push(card_rationale(f, &name));
         priorities.push(card_priority(f.priority_score).to_string());
         payloads.push(serde_json::json!({
             "to": to,
@@ -278,6 +268,23 @@ pub async fn insert_followup_cards(
     )
     .await
     .with_context(|| format!("inserting follow-up cards of tenant {tenant}"))
+}
+
+fn card_title(f: &FollowUp, name: &str) -> String {
+    match f.company_name.as_deref().filter(|s| !s.trim().is_empty()) {
+        Some(company) => format!("Follow up with {name} ({})", company.trim()),
+        None => format!("Follow up with {name}"),
+    }
+}
+
+/// Why the card exists, for the person reviewing it.
+fn card_rationale(f: &FollowUp, name: &str) -> String {
+    format!(
+        "{name} is {} day{} overdue for a touch (priority {:.2}).",
+        f.days_overdue,
+        if f.days_overdue == 1 { "" } else { "s" },
+        f.priority_score
+    )
 }
 
 #[cfg(test)]
