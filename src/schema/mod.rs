@@ -1,6 +1,6 @@
 //! The database schema this binary expects: the `sql/` migrations embedded at build time
-//! (see build.rs), their record in `autopilot_migrations` ([`tracking`]), and
-//! `autopilot migrate`, which applies them ([`migrate`]).
+//! (see build.rs), their record in `autopilot_migrations` (`tracking`), and
+//! `autopilot migrate`, which applies them (`migrate`).
 //!
 //! Every command but `migrate` and `doctor` opens its first connection with
 //! [`get_checked`], which refuses a database whose schema is behind this binary.
