@@ -12,10 +12,10 @@ mod contact;
 mod doctor;
 mod ingest_mail;
 mod migrate;
-pub(crate) mod process_orders;
-pub(crate) mod prune;
+mod process_orders;
+mod prune;
 mod run_cycle;
-pub(crate) mod status;
+mod status;
 mod tenant;
 
 use anyhow::Result;
