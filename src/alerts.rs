@@ -12,7 +12,6 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::cli::AckAlertArgs;
 use crate::error::AppError;
 use crate::Context;
 
@@ -92,6 +91,19 @@ pub struct CycleFacts {
     pub compliance_rate: f64,
 }
 
+/// An alert a rule asks for: type, severity, message and metadata.
+type Candidate = (&'static str, &'static str, String, serde_json::Value);
+
+fn fire(
+    cond: bool,
+    t: &'static str,
+    sev: &'static str,
+    msg: String,
+    meta: serde_json::Value,
+) -> Option<Candidate> {
+    cond.then_some((t, sev, msg, meta))
+}
+
 /// Evaluate every rule of SPEC §7 for a tenant; returns the alert types that opened.
 pub async fn evaluate_rules(
     c: &impl Sql,
@@ -99,29 +111,40 @@ pub async fn evaluate_rules(
     facts: Option<CycleFacts>,
     now: DateTime<Utc>,
 ) -> Result<Vec<&'static str>> {
-    let mut opened = Vec::new();
     let f = c
         .query_one(WINDOW_FIGURES, &[&tenant, &now])
         .await
         .context("reading 24-hour run figures")?;
-    let finished: i64 = f.get(0);
-    let failed: i64 = f.get(1);
-    let planned: i64 = f.get(2);
-    let blocked: i64 = f.get(3);
-    let avg_ms: f64 = f.get(4);
-
-    // (fires, type, severity, message, metadata) per rule.
-    fn fire(
-        cond: bool,
-        t: &'static str,
-        sev: &'static str,
-        msg: String,
-        meta: serde_json::Value,
-    ) -> Option<(&'static str, &'static str, String, serde_json::Value)> {
-        cond.then_some((t, sev, msg, meta))
+    let window = WindowFigures {
+        finished: f.get(0),
+        failed: f.get(1),
+        planned: f.get(2),
+        blocked: f.get(3),
+        avg_ms: f.get(4),
+    };
+    let mut candidates = window_rules(&window, facts);
+    candidates.extend(recent_rules(c, tenant, now).await?);
+    let mut opened = Vec::new();
+    for (t, sev, msg, meta) in candidates.into_iter().flatten() {
+        if raise(c, tenant, t, sev, &msg, meta, now).await? {
+            opened.push(t);
+        }
     }
-    let mut candidates = Vec::new();
-    candidates.push(failure_rate_rule(finished, failed));
+    Ok(opened)
+}
+
+/// The tenant's runs of the last 24 hours.
+struct WindowFigures {
+    finished: i64,
+    failed: i64,
+    planned: i64,
+    blocked: i64,
+    avg_ms: f64,
+}
+
+/// The rules over the last 24 hours and this cycle's facts.
+fn window_rules(w: &WindowFigures, facts: Option<CycleFacts>) -> Vec<Option<Candidate>> {
+    let mut candidates = vec![failure_rate_rule(w.finished, w.failed)];
     if let Some(facts) = facts {
         candidates.push(fire(
             facts.compliance_rate < 80.0,
@@ -134,6 +157,7 @@ pub async fn evaluate_rules(
             json!({"compliance_rate": facts.compliance_rate}),
         ));
     }
+    let (planned, blocked) = (w.planned, w.blocked);
     if planned > 0 {
         let share = blocked as f64 * 100.0 / planned as f64;
         candidates.push(fire(
@@ -145,47 +169,49 @@ pub async fn evaluate_rules(
         ));
     }
     candidates.push(fire(
-        avg_ms > 300_000.0,
+        w.avg_ms > 300_000.0,
         SLOW_CYCLES,
         "warning",
         format!(
             "average cycle took {:.0} s in the last 24 h (threshold 300 s)",
-            avg_ms / 1000.0
+            w.avg_ms / 1000.0
         ),
-        json!({"avg_duration_ms": avg_ms}),
+        json!({"avg_duration_ms": w.avg_ms}),
     ));
+    candidates
+}
+
+/// The rules over the last hour (policy blocks) and the last 15 minutes (provider failures).
+async fn recent_rules(
+    c: &impl Sql,
+    tenant: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<Option<Candidate>>> {
     let blocks: i64 = c
         .query_one(POLICY_BLOCKS_LAST_HOUR, &[&tenant, &now])
         .await?
         .get(0);
-    candidates.push(fire(
-        blocks >= 10,
-        POLICY_BLOCK_SPIKE,
-        "warning",
-        format!("{blocks} actions were blocked by policies in the last hour (threshold 10)"),
-        json!({"blocks_last_hour": blocks}),
-    ));
     let (failures, open) = provider_circuit(c, tenant, now).await?;
-    candidates.push(fire(
-        open,
-        EMAIL_PROVIDER_FAILURE,
-        "critical",
-        format!("{failures} e-mail provider failures in the last {CIRCUIT_WINDOW_MINUTES} minutes; sending paused"),
-        json!({"failures_15_min": failures}),
-    ));
-    for (t, sev, msg, meta) in candidates.into_iter().flatten() {
-        if raise(c, tenant, t, sev, &msg, meta, now).await? {
-            opened.push(t);
-        }
-    }
-    Ok(opened)
+    Ok(vec![
+        fire(
+            blocks >= 10,
+            POLICY_BLOCK_SPIKE,
+            "warning",
+            format!("{blocks} actions were blocked by policies in the last hour (threshold 10)"),
+            json!({"blocks_last_hour": blocks}),
+        ),
+        fire(
+            open,
+            EMAIL_PROVIDER_FAILURE,
+            "critical",
+            format!("{failures} e-mail provider failures in the last {CIRCUIT_WINDOW_MINUTES} minutes; sending paused"),
+            json!({"failures_15_min": failures}),
+        ),
+    ])
 }
 
 /// Cycle failure rate above 20 % over the last 24 hours: critical.
-fn failure_rate_rule(
-    finished: i64,
-    failed: i64,
-) -> Option<(&'static str, &'static str, String, serde_json::Value)> {
+fn failure_rate_rule(finished: i64, failed: i64) -> Option<Candidate> {
     if finished == 0 {
         return None;
     }
@@ -223,9 +249,127 @@ pub struct AckReport {
     pub already_acknowledged: u64,
 }
 
-pub async fn run_ack(ctx: &Context, args: &AckAlertArgs) -> Result<u8> {
+/// `--all`: every open alert of one tenant. `by`: the acknowledging profile and its tenant.
+async fn ack_all(
+    tx: &impl Sql,
+    tenant: Uuid,
+    alert_type: &Option<String>,
+    severity: Option<Severity>,
+    by: Option<(Uuid, Uuid)>,
+    now: DateTime<Utc>,
+) -> Result<AckReport> {
+    let exists: bool = tx.query_one(TENANT_EXISTS, &[&tenant]).await?.get(0);
+    if !exists {
+        return Err(AppError::usage(format!("unknown tenant {tenant}")));
+    }
+    if let Some((profile, profile_tenant)) = by {
+        if profile_tenant != tenant {
+            return Err(AppError::usage(format!(
+                "profile {profile} (--by) does not belong to tenant {tenant}"
+            )));
+        }
+    }
+    let severity = severity.map(|s| s.as_str());
+    let profile = by.map(|(p, _)| p);
+    let n = tx
+        .execute(ACK_ALL, &[&tenant, &now, &profile, alert_type, &severity])
+        .await
+        .context("acknowledging alerts")?;
+    Ok(AckReport {
+        acknowledged: n,
+        already_acknowledged: 0,
+    })
+}
+
+/// Alerts by id, all or nothing. `by`: the acknowledging profile and its tenant.
+async fn ack_ids(
+    tx: &impl Sql,
+    ids: &[Uuid],
+    by: Option<(Uuid, Uuid)>,
+    now: DateTime<Utc>,
+) -> Result<AckReport> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    let rows = tx
+        .query(LOCK_ALERTS, &[&ids])
+        .await
+        .context("reading alerts")?;
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|id| !rows.iter().any(|r| r.get::<_, Uuid>(0) == **id))
+        .map(|id| id.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(AppError::failed(format!(
+            "alert {} not found; no alert was acknowledged",
+            missing.join(", ")
+        )));
+    }
+    if let Some((profile, profile_tenant)) = by {
+        if let Some(r) = rows.iter().find(|r| r.get::<_, Uuid>(1) != profile_tenant) {
+            return Err(AppError::usage(format!(
+                "profile {profile} (--by) does not belong to the tenant of alert {}",
+                r.get::<_, Uuid>(0)
+            )));
+        }
+    }
+    let already = rows.iter().filter(|r| r.get::<_, bool>(2)).count() as u64;
+    let profile = by.map(|(p, _)| p);
+    let n = tx
+        .execute(ACK_BY_IDS, &[&ids, &now, &profile])
+        .await
+        .context("acknowledging alerts")?;
+    Ok(AckReport {
+        acknowledged: n,
+        already_acknowledged: already,
+    })
+}
+
+/// The severities of `agent_alerts.severity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Which alerts `ack-alert` acknowledges.
+#[derive(Debug, Clone)]
+pub enum AckTarget {
+    /// These alerts, all or nothing.
+    Ids(Vec<Uuid>),
+    /// Every open alert of the tenant, narrowed by type and severity.
+    AllOf {
+        tenant: Uuid,
+        alert_type: Option<String>,
+        severity: Option<Severity>,
+    },
+}
+
+/// `autopilot ack-alert`.
+#[derive(Debug, Clone)]
+pub struct AckOptions {
+    pub target: AckTarget,
+    /// Profile that acknowledges (must belong to the alerts' tenant).
+    pub by: Option<Uuid>,
+    /// Print one JSON document.
+    pub json: bool,
+}
+
+pub async fn run_ack(ctx: &Context, args: &AckOptions) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
-    let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
+    let mut conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     let now = ctx.now();
     let tx = crate::db::Begin::begin(&mut *conn).await?;
 
@@ -236,69 +380,14 @@ pub async fn run_ack(ctx: &Context, args: &AckAlertArgs) -> Result<u8> {
         },
         None => None,
     };
-
-    let report = if args.all {
-        let tenant = args.tenant.expect("clap requires --tenant with --all");
-        let exists: bool = tx.query_one(TENANT_EXISTS, &[&tenant]).await?.get(0);
-        if !exists {
-            return Err(AppError::usage(format!("unknown tenant {tenant}")));
-        }
-        if let Some(bt) = by_tenant {
-            if bt != tenant {
-                return Err(AppError::usage(format!(
-                    "profile {} (--by) does not belong to tenant {tenant}",
-                    args.by.unwrap()
-                )));
-            }
-        }
-        let severity = args.severity.map(|s| s.as_str());
-        let n = tx
-            .execute(
-                ACK_ALL,
-                &[&tenant, &now, &args.by, &args.alert_type, &severity],
-            )
-            .await
-            .context("acknowledging alerts")?;
-        AckReport {
-            acknowledged: n,
-            already_acknowledged: 0,
-        }
-    } else {
-        let mut ids = args.alert_ids.clone();
-        ids.sort();
-        ids.dedup();
-        let rows = tx
-            .query(LOCK_ALERTS, &[&ids])
-            .await
-            .context("reading alerts")?;
-        let missing: Vec<String> = ids
-            .iter()
-            .filter(|id| !rows.iter().any(|r| r.get::<_, Uuid>(0) == **id))
-            .map(|id| id.to_string())
-            .collect();
-        if !missing.is_empty() {
-            return Err(AppError::failed(format!(
-                "alert {} not found; no alert was acknowledged",
-                missing.join(", ")
-            )));
-        }
-        if let (Some(bt), Some(by)) = (by_tenant, args.by) {
-            if let Some(r) = rows.iter().find(|r| r.get::<_, Uuid>(1) != bt) {
-                return Err(AppError::usage(format!(
-                    "profile {by} (--by) does not belong to the tenant of alert {}",
-                    r.get::<_, Uuid>(0)
-                )));
-            }
-        }
-        let already = rows.iter().filter(|r| r.get::<_, bool>(2)).count() as u64;
-        let n = tx
-            .execute(ACK_BY_IDS, &[&ids, &now, &args.by])
-            .await
-            .context("acknowledging alerts")?;
-        AckReport {
-            acknowledged: n,
-            already_acknowledged: already,
-        }
+    let by = args.by.zip(by_tenant);
+    let report = match &args.target {
+        AckTarget::AllOf {
+            tenant,
+            alert_type,
+            severity,
+        } => ack_all(&tx, *tenant, alert_type, *severity, by, now).await?,
+        AckTarget::Ids(ids) => ack_ids(&tx, ids, by, now).await?,
     };
     tx.commit().await.context("committing acknowledgements")?;
     tracing::info!(

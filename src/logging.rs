@@ -4,9 +4,24 @@
 use anyhow::Result;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{GlobalOpts, LogFormat};
+/// Where log lines go and how they look: JSON lines or text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
-pub fn init(opts: &GlobalOpts) -> Result<()> {
+/// How much to log, and in which format (from `--log-format`, `-v`, `-q`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    pub format: LogFormat,
+    /// -v info, -vv debug, -vvv trace.
+    pub verbose: u8,
+    /// Only errors.
+    pub quiet: bool,
+}
+
+pub fn init(opts: &LogOptions) -> Result<()> {
     let default = if opts.quiet {
         "error"
     } else {
@@ -32,7 +47,7 @@ pub fn init(opts: &GlobalOpts) -> Result<()> {
         // Colour codes only for a person at a terminal, not in cron mail or a log file.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
-    let result = match opts.log_format {
+    let result = match opts.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use autopilot::cli::Cli;
+use autopilot::commands::Cli;
 use autopilot::error::exit_code_for;
 use autopilot::logging::fatal_line;
 
@@ -18,8 +18,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return ExitCode::from(code),
     };
-    let log_format = cli.global.log_format;
-    if let Err(err) = autopilot::logging::init(&cli.global) {
+    let log = cli.global.log_options();
+    let log_format = log.format;
+    if let Err(err) = autopilot::logging::init(&log) {
         eprintln!("{}", fatal_line(log_format, &err, 2));
         return ExitCode::from(2);
     }

@@ -15,8 +15,6 @@ use crate::db::Sql;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 
-use crate::cli::RunCycleArgs;
-use crate::cycle::CycleReport;
 use crate::Context;
 
 const OPEN_ALERTS: &str = "SELECT severity, count(*) FROM public.agent_alerts
@@ -53,39 +51,43 @@ pub struct Sample {
     pub last_success: Option<f64>,
 }
 
+/// A finished cycle as the metrics file counts it, filled in by `run-cycle`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CycleTotals {
+    /// The agent was switched off: nothing ran.
+    pub disabled: bool,
+    pub duration_ms: u64,
+    /// Tenants per status, in the order of [`STATUSES`].
+    pub tenants: [u64; 4],
+    pub planned: i64,
+    pub executed: i64,
+    pub blocked: i64,
+    pub emails_sent: i64,
+    pub cards_created: i64,
+    /// The cycle's tenants, for their mail feedback gauges.
+    pub tenant_ids: Vec<uuid::Uuid>,
+}
+
 impl Sample {
-    /// From a cycle report; the last success advances only when no tenant failed or timed
+    /// From a cycle's totals; the last success advances only when no tenant failed or timed
     /// out and the agent actually ran (a disabled agent has not succeeded at anything).
-    pub fn from_report(
-        report: &CycleReport,
+    pub fn from_totals(
+        totals: &CycleTotals,
         now: DateTime<Utc>,
         open_alerts: Option<OpenAlerts>,
         previous_success: Option<f64>,
     ) -> Sample {
-        let mut tenants = [0u64; 4];
-        let (mut planned, mut executed, mut blocked, mut emails, mut cards) =
-            (0i64, 0i64, 0i64, 0i64, 0i64);
-        for t in &report.tenants {
-            if let Some(i) = STATUSES.iter().position(|s| *s == t.status) {
-                tenants[i] += 1;
-            }
-            planned += i64::from(t.metrics.actions_planned);
-            executed += i64::from(t.metrics.actions_executed);
-            blocked += i64::from(t.metrics.actions_blocked);
-            emails += i64::from(t.metrics.emails_sent);
-            cards += i64::from(t.metrics.cards_created);
-        }
-        let succeeded = !report.disabled && tenants[1] == 0 && tenants[2] == 0;
+        let succeeded = !totals.disabled && totals.tenants[1] == 0 && totals.tenants[2] == 0;
         Sample {
             now,
-            disabled: report.disabled,
-            duration_ms: report.duration_ms,
-            tenants,
-            planned,
-            executed,
-            blocked,
-            emails_sent: emails,
-            cards_created: cards,
+            disabled: totals.disabled,
+            duration_ms: totals.duration_ms,
+            tenants: totals.tenants,
+            planned: totals.planned,
+            executed: totals.executed,
+            blocked: totals.blocked,
+            emails_sent: totals.emails_sent,
+            cards_created: totals.cards_created,
             open_alerts,
             last_success: if succeeded {
                 Some(epoch_seconds(now))
@@ -255,15 +257,14 @@ async fn open_alerts(ctx: &Context) -> Result<OpenAlerts> {
 
 /// Per-tenant reply, bounce and complaint gauges of the cycle's tenants (see
 /// `inbound::feedback`); left out, not faked, when the database cannot be asked.
-async fn mail_feedback_text(ctx: &Context, report: &CycleReport) -> String {
-    let ids: Vec<uuid::Uuid> = report.tenants.iter().map(|t| t.tenant_id).collect();
+async fn mail_feedback_text(ctx: &Context, ids: &[uuid::Uuid]) -> String {
     if ids.is_empty() {
         return String::new();
     }
     let read = async {
         let pool = ctx.db.pool(1)?;
         let conn = crate::db::get(&pool, &ctx.db).await?;
-        crate::inbound::feedback::for_tenants(&*conn, &ids, ctx.now()).await
+        crate::inbound::feedback::for_tenants(&*conn, ids, ctx.now()).await
     };
     match read.await {
         Ok(list) => crate::inbound::feedback::metrics_text(&list),
@@ -274,17 +275,11 @@ async fn mail_feedback_text(ctx: &Context, report: &CycleReport) -> String {
     }
 }
 
-/// Called by `run-cycle` once its report is built: writes the metrics file when one is
-/// configured (not on `--dry-run`, which writes nothing). A failure is logged and does not
+/// Called by `run-cycle` once its report is built, when a metrics file is configured (and
+/// it is no `--dry-run`, which writes nothing): writes the file. A failure is logged and does not
 /// change the cycle's exit code: the cycle's work is done and recorded in the database, and
 /// a stale file is what the staleness alert on `autopilot_last_run_timestamp_seconds` is for.
-pub async fn after_cycle(ctx: &Context, args: &RunCycleArgs, report: &CycleReport) {
-    let Some(path) = args.metrics_file.as_deref() else {
-        return;
-    };
-    if args.dry_run {
-        return;
-    }
+pub async fn after_cycle(ctx: &Context, path: &Path, totals: &CycleTotals) {
     let alerts = match open_alerts(ctx).await {
         Ok(a) => Some(a),
         Err(e) => {
@@ -292,9 +287,9 @@ pub async fn after_cycle(ctx: &Context, args: &RunCycleArgs, report: &CycleRepor
             None
         }
     };
-    let sample = Sample::from_report(report, ctx.now(), alerts, previous_last_success(path));
+    let sample = Sample::from_totals(totals, ctx.now(), alerts, previous_last_success(path));
     let mut text = render(&sample);
-    text.push_str(&mail_feedback_text(ctx, report).await);
+    text.push_str(&mail_feedback_text(ctx, &totals.tenant_ids).await);
     if let Err(e) = write_atomically(path, &text) {
         tracing::error!(error = %format!("{e:#}"), path = %path.display(), "writing the metrics file failed");
     }

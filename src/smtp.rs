@@ -13,18 +13,25 @@
 //! named by `SSL_CERT_FILE`, else the distribution's bundle; the compiled-in Mozilla roots
 //! when the machine has none) plus the CA file given as `SMTP_CA_FILE`, for a relay whose
 //! certificate comes from a company CA.
+//!
+//! This file holds the conversation (its stages, failures and the client); `wire` the
+//! bytes on the connection (replies, commands, capabilities, dot-stuffing), `trust` the
+//! trust store.
 
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
+mod trust;
+mod wire;
+
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use base64::Engine as _;
-use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+
+pub use trust::{tls_config, TrustSources};
+pub use wire::dot_stuff;
+use wire::{expect, io_failure, Capabilities, NoSigPipe, Stream, Wire};
 
 /// Where the conversation was when it ended. Ordered: a later stage compares greater.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -118,191 +125,6 @@ impl Failure {
     /// delivered. Only a reply decides after the dot; anything else is ambiguous.
     pub fn after_final_dot(&self) -> bool {
         self.stage() >= Stage::EndOfData && !matches!(self, Failure::Reply { .. })
-    }
-}
-
-/// A TCP stream whose vectored writes go through `send(2)` one buffer at a time. `writev`
-/// (which a TLS stream may use) takes no MSG_NOSIGNAL flag, so a write that meets EPIPE on a
-/// connection the relay closed would raise SIGPIPE, and the binary restores SIGPIPE's
-/// default action (the process would end).
-struct NoSigPipe(TcpStream);
-
-impl AsyncRead for NoSigPipe {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for NoSigPipe {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<NoSigPipe>>),
-    /// Transient, while upgrading.
-    Gone,
-}
-
-/// A connection with its read buffer (replies are read line by line).
-struct Wire {
-    stream: Stream,
-    buf: Vec<u8>,
-}
-
-const MAX_REPLY_BYTES: usize = 64 * 1024;
-
-impl Wire {
-    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match &mut self.stream {
-            Stream::Plain(s) => {
-                s.write_all(bytes).await?;
-                s.flush().await
-            }
-            Stream::Tls(s) => {
-                s.write_all(bytes).await?;
-                s.flush().await
-            }
-            Stream::Gone => Err(std::io::ErrorKind::NotConnected.into()),
-        }
-    }
-
-    async fn read_more(&mut self) -> std::io::Result<usize> {
-        let mut chunk = [0u8; 4096];
-        let n = match &mut self.stream {
-            Stream::Plain(s) => s.read(&mut chunk).await?,
-            Stream::Tls(s) => s.read(&mut chunk).await?,
-            Stream::Gone => return Err(std::io::ErrorKind::NotConnected.into()),
-        };
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n)
-    }
-
-    /// One reply (all its lines). `Closed` when the server hung up first.
-    async fn reply(&mut self, stage: Stage) -> Result<Reply, Failure> {
-        let mut lines: Vec<String> = Vec::new();
-        loop {
-            let Some(end) = self.buf.iter().position(|b| *b == b'\n') else {
-                if self.buf.len() > MAX_REPLY_BYTES {
-                    return Err(Failure::Protocol {
-                        stage,
-                        detail: "the server's reply is too long".into(),
-                    });
-                }
-                match self.read_more().await {
-                    Ok(0) => return Err(Failure::Closed { stage }),
-                    Ok(_) => continue,
-                    Err(e) if is_closed(&e) => return Err(Failure::Closed { stage }),
-                    Err(error) => return Err(Failure::Io { stage, error }),
-                }
-            };
-            let raw: Vec<u8> = self.buf.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&raw)
-                .trim_end_matches(['\r', '\n'])
-                .to_string();
-            let code = line
-                .get(..3)
-                .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|c| c.parse::<u16>().ok())
-                .filter(|c| (200..600).contains(c))
-                .ok_or_else(|| Failure::Protocol {
-                    stage,
-                    detail: format!("malformed reply line {:?}", truncate(&line, 80)),
-                })?;
-            let sep = line.as_bytes().get(3).copied();
-            lines.push(line.get(4..).unwrap_or("").to_string());
-            match sep {
-                Some(b'-') => {
-                    if lines.len() > 256 {
-                        return Err(Failure::Protocol {
-                            stage,
-                            detail: "the server's reply has too many lines".into(),
-                        });
-                    }
-                }
-                None | Some(b' ') => return Ok(Reply { code, lines }),
-                Some(_) => {
-                    return Err(Failure::Protocol {
-                        stage,
-                        detail: format!("malformed reply line {:?}", truncate(&line, 80)),
-                    })
-                }
-            }
-        }
-    }
-
-    async fn send_line(&mut self, stage: Stage, line: &str) -> Result<(), Failure> {
-        let mut bytes = Vec::with_capacity(line.len() + 2);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.extend_from_slice(b"\r\n");
-        self.write_all(&bytes)
-            .await
-            .map_err(|e| io_failure(stage, e))
-    }
-
-    /// Send a command and require a reply of class `want` (2 or 3).
-    async fn command(&mut self, stage: Stage, line: &str, want: u16) -> Result<Reply, Failure> {
-        self.send_line(stage, line).await?;
-        expect(self.reply(stage).await?, stage, want)
-    }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
-}
-
-fn is_closed(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected
-    )
-}
-
-fn io_failure(stage: Stage, error: std::io::Error) -> Failure {
-    if is_closed(&error) {
-        Failure::Closed { stage }
-    } else {
-        Failure::Io { stage, error }
-    }
-}
-
-struct Reply {
-    code: u16,
-    lines: Vec<String>,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        self.lines.join(" ").trim().to_string()
-    }
-}
-
-fn expect(r: Reply, stage: Stage, class: u16) -> Result<Reply, Failure> {
-    if r.code / 100 == class {
-        Ok(r)
-    } else {
-        Err(Failure::Reply {
-            stage,
-            code: r.code,
-            text: r.text(),
-        })
     }
 }
 
@@ -433,55 +255,53 @@ impl Client {
             Security::None | Security::Implicit => false,
         };
         if want_tls {
-            let s = at(Stage::StartTls);
-            if !caps.starttls {
-                return Err(Failure::Protocol {
-                    stage: s,
-                    detail: "the server does not offer STARTTLS (SMTP_URL requires it)".into(),
-                });
-            }
-            wire.command(s, "STARTTLS", 2).await?;
-            if !wire.buf.is_empty() {
-                // Bytes sent before the handshake would be trusted after it (CVE-2011-0411).
-                return Err(Failure::Protocol {
-                    stage: s,
-                    detail: "the server sent data after its STARTTLS reply".into(),
-                });
-            }
-            let Stream::Plain(tcp) = std::mem::replace(&mut wire.stream, Stream::Gone) else {
-                return Err(Failure::Protocol {
-                    stage: s,
-                    detail: "STARTTLS on an encrypted connection".into(),
-                });
-            };
-            wire.stream = self.tls_handshake(tcp, at(Stage::Tls)).await?;
-            let s = at(Stage::Ehlo);
-            caps = Capabilities::from(
-                &wire
-                    .command(s, &format!("EHLO {}", self.helo_name), 2)
-                    .await?,
-            );
+            caps = self.start_tls(&mut wire, &caps, stage).await?;
         }
-
         if let Some((user, pass)) = &self.credentials {
-            let s = at(Stage::Auth);
-            let b64 = |v: &[u8]| base64::engine::general_purpose::STANDARD.encode(v);
-            if caps.auth_plain {
-                let token = b64(format!("\0{user}\0{pass}").as_bytes());
-                wire.command(s, &format!("AUTH PLAIN {token}"), 2).await?;
-            } else if caps.auth_login {
-                wire.command(s, "AUTH LOGIN", 3).await?;
-                wire.command(s, &b64(user.as_bytes()), 3).await?;
-                wire.command(s, &b64(pass.as_bytes()), 2).await?;
-            } else {
-                return Err(Failure::Protocol {
-                    stage: s,
-                    detail: "the server offers neither AUTH PLAIN nor AUTH LOGIN".into(),
-                });
-            }
+            authenticate(&mut wire, &caps, user, pass, at(Stage::Auth)).await?;
         }
-
         Ok((wire, caps))
+    }
+
+    /// STARTTLS, the handshake and EHLO again; the capabilities offered under TLS.
+    async fn start_tls(
+        &self,
+        wire: &mut Wire,
+        caps: &Capabilities,
+        stage: &AtomicU8,
+    ) -> Result<Capabilities, Failure> {
+        let at = |s: Stage| {
+            stage.store(s as u8, Ordering::SeqCst);
+            s
+        };
+        let s = at(Stage::StartTls);
+        if !caps.starttls {
+            return Err(Failure::Protocol {
+                stage: s,
+                detail: "the server does not offer STARTTLS (SMTP_URL requires it)".into(),
+            });
+        }
+        wire.command(s, "STARTTLS", 2).await?;
+        if !wire.buf.is_empty() {
+            // Bytes sent before the handshake would be trusted after it (CVE-2011-0411).
+            return Err(Failure::Protocol {
+                stage: s,
+                detail: "the server sent data after its STARTTLS reply".into(),
+            });
+        }
+        let Stream::Plain(tcp) = std::mem::replace(&mut wire.stream, Stream::Gone) else {
+            return Err(Failure::Protocol {
+                stage: s,
+                detail: "STARTTLS on an encrypted connection".into(),
+            });
+        };
+        wire.stream = self.tls_handshake(tcp, at(Stage::Tls)).await?;
+        let s = at(Stage::Ehlo);
+        Ok(Capabilities::from(
+            &wire
+                .command(s, &format!("EHLO {}", self.helo_name), 2)
+                .await?,
+        ))
     }
 
     async fn converse(
@@ -529,157 +349,34 @@ impl Client {
     }
 }
 
-/// What the server's EHLO reply offers.
-#[derive(Debug, Default)]
-struct Capabilities {
-    starttls: bool,
-    auth_plain: bool,
-    auth_login: bool,
-    eight_bit: bool,
-}
-
-impl From<&Reply> for Capabilities {
-    fn from(r: &Reply) -> Capabilities {
-        let mut caps = Capabilities::default();
-        // The first line is the server's greeting name.
-        for line in r.lines.iter().skip(1) {
-            let upper = line.to_ascii_uppercase();
-            let mut words = upper.split([' ', '=']);
-            match words.next().unwrap_or("") {
-                "STARTTLS" => caps.starttls = true,
-                "8BITMIME" => caps.eight_bit = true,
-                "AUTH" => {
-                    for mech in words {
-                        match mech {
-                            "PLAIN" => caps.auth_plain = true,
-                            "LOGIN" => caps.auth_login = true,
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        caps
+/// AUTH PLAIN when offered, else AUTH LOGIN.
+async fn authenticate(
+    wire: &mut Wire,
+    caps: &Capabilities,
+    user: &str,
+    pass: &str,
+    s: Stage,
+) -> Result<(), Failure> {
+    let b64 = |v: &[u8]| base64::engine::general_purpose::STANDARD.encode(v);
+    if caps.auth_plain {
+        let token = b64(format!("\0{user}\0{pass}").as_bytes());
+        wire.command(s, &format!("AUTH PLAIN {token}"), 2).await?;
+    } else if caps.auth_login {
+        wire.command(s, "AUTH LOGIN", 3).await?;
+        wire.command(s, &b64(user.as_bytes()), 3).await?;
+        wire.command(s, &b64(pass.as_bytes()), 2).await?;
+    } else {
+        return Err(Failure::Protocol {
+            stage: s,
+            detail: "the server offers neither AUTH PLAIN nor AUTH LOGIN".into(),
+        });
     }
-}
-
-/// The message as DATA carries it: every line starting with a dot gets another (RFC 5321
-/// 4.5.2), and it ends with CRLF so the final dot stands on its own line.
-pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 2);
-    let mut line_start = true;
-    for &b in message {
-        if line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        line_start = b == b'\n';
-    }
-    if !out.ends_with(b"\r\n") {
-        if out.ends_with(b"\r") {
-            out.push(b'\n');
-        } else {
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    out
-}
-
-/// Where the system's CA bundle lives on common distributions (Debian/Ubuntu, RHEL/Fedora,
-/// SUSE, Alpine), in the order OpenSSL-based tools find them.
-const SYSTEM_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
-
-fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut certs = Vec::new();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        certs.push(cert.map_err(|e| format!("invalid certificate in {}: {e}", path.display()))?);
-    }
-    if certs.is_empty() {
-        return Err(format!("no PEM certificate in {}", path.display()));
-    }
-    Ok(certs)
-}
-
-/// Where the trusted roots come from (for logs and `doctor`).
-#[derive(Debug, Clone, Default)]
-pub struct TrustSources {
-    /// The system bundle used (`SSL_CERT_FILE` or a distribution path), if any.
-    pub system_bundle: Option<PathBuf>,
-    /// True when no system bundle exists and the compiled-in Mozilla roots are used.
-    pub compiled_roots: bool,
-    /// `SMTP_CA_FILE`, trusted in addition.
-    pub extra_ca_file: Option<PathBuf>,
-}
-
-/// The rustls configuration for the relay: system roots (or the compiled-in ones when the
-/// machine has none) plus `extra_ca_file`. `ssl_cert_file` replaces the distribution bundle,
-/// as for OpenSSL. A named file that cannot be read or holds no certificate is an error
-/// naming it.
-pub fn tls_config(
-    ssl_cert_file: Option<&Path>,
-    extra_ca_file: Option<&Path>,
-) -> Result<(Arc<rustls::ClientConfig>, TrustSources), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let mut sources = TrustSources::default();
-    let system = match ssl_cert_file {
-        Some(p) => Some((
-            p.to_path_buf(),
-            read_pem_certs(p).map_err(|e| format!("SSL_CERT_FILE: {e}"))?,
-        )),
-        None => SYSTEM_BUNDLES
-            .iter()
-            .map(Path::new)
-            .filter(|p| p.is_file())
-            .find_map(|p| read_pem_certs(p).ok().map(|c| (p.to_path_buf(), c))),
-    };
-    match system {
-        Some((path, certs)) => {
-            // A bundle may hold a certificate rustls cannot parse; the others still count.
-            let (_added, _ignored) = roots.add_parsable_certificates(certs);
-            sources.system_bundle = Some(path);
-        }
-        None => {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            sources.compiled_roots = true;
-        }
-    }
-    if let Some(p) = extra_ca_file {
-        for cert in read_pem_certs(p).map_err(|e| format!("SMTP_CA_FILE: {e}"))? {
-            roots.add(cert).map_err(|e| {
-                format!(
-                    "SMTP_CA_FILE: invalid CA certificate in {}: {e}",
-                    p.display()
-                )
-            })?;
-        }
-        sources.extra_ca_file = Some(p.to_path_buf());
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok((Arc::new(config), sources))
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dot_stuffing_doubles_leading_dots_and_ends_with_crlf() {
-        assert_eq!(dot_stuff(b".a\r\nb.\r\n..c"), b"..a\r\nb.\r\n...c\r\n");
-        assert_eq!(dot_stuff(b"x\r\n"), b"x\r\n");
-        assert_eq!(dot_stuff(b"x\r"), b"x\r\n");
-    }
 
     #[test]
     fn only_a_failure_without_a_verdict_after_the_dot_is_ambiguous() {
@@ -697,20 +394,5 @@ mod tests {
             text: String::new()
         }
         .after_final_dot());
-    }
-
-    #[test]
-    fn ehlo_capabilities_are_read() {
-        let r = Reply {
-            code: 250,
-            lines: vec![
-                "relay.example".into(),
-                "STARTTLS".into(),
-                "AUTH=LOGIN".into(),
-                "8BITMIME".into(),
-            ],
-        };
-        let c = Capabilities::from(&r);
-        assert!(c.starttls && c.auth_login && !c.auth_plain && c.eight_bit);
     }
 }

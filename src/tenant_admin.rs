@@ -9,24 +9,25 @@
 //! nothing and says so. The environment's `AGENT_KILL_SWITCH` is read here too
 //! ([`env_kill_switch`]) because an operator enabling the agent must hear that this
 //! environment would still stop it.
+//!
+//! This file holds what both switches share (the global switch as read, who signs a
+//! change, the environment's kill switch); `tenants` the per-tenant commands, `global`
+//! the `agent` commands.
+
+mod global;
+mod tenants;
 
 use anyhow::{Context as _, Result};
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use uuid::Uuid;
 
-use crate::cli::{AgentCommand, ChangeArgs, TenantCommand, TenantListArgs, TenantSwitchArgs};
-use crate::db::{Begin, Commit, Sql};
+use crate::db::Sql;
 use crate::error::AppError;
-use crate::Context;
 
-const LIST: &str = include_str!("sql/tenant_admin/list.sql");
-const LOCK_TENANTS: &str = include_str!("sql/tenant_admin/lock_tenants.sql");
-const SWITCH_TENANTS: &str = include_str!("sql/tenant_admin/switch_tenants.sql");
+pub use global::{agent_status, switch_agent};
+pub use tenants::{list_tenants, switch_tenants};
+
 const GLOBAL_READ: &str = include_str!("sql/tenant_admin/global_read.sql");
-const GLOBAL_WRITE: &str = include_str!("sql/tenant_admin/global_write.sql");
-
 /// The value of `AGENT_KILL_SWITCH` when it stops the agent (SPEC §1: anything but an
 /// explicit off value `0`, `false`, `off`, `no` or empty: it fails closed).
 pub fn env_kill_switch() -> Option<String> {
@@ -86,8 +87,18 @@ pub async fn read_global(c: &impl Sql) -> Result<GlobalSwitch> {
     Ok(GlobalSwitch::from_value(value.as_ref()))
 }
 
+/// Who makes a switch change and why (both are recorded), and how to report it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Who makes the change; `None`: the login user.
+    pub by: Option<String>,
+    pub reason: String,
+    /// Print one JSON document.
+    pub json: bool,
+}
+
 /// `--by`, else the login user; a change nobody signs is refused (exit 2).
-fn who(change: &ChangeArgs) -> Result<String> {
+fn who(change: &Change) -> Result<String> {
     if let Some(by) = &change.by {
         return Ok(by.clone());
     }
@@ -102,263 +113,6 @@ fn who(change: &ChangeArgs) -> Result<String> {
         .ok_or_else(|| {
             AppError::usage("say who makes the change with --by WHO (no login user to default to)")
         })
-}
-
-pub async fn run_tenant(ctx: &Context, cmd: &TenantCommand) -> Result<u8> {
-    match cmd {
-        TenantCommand::List(args) => list(ctx, args).await,
-        TenantCommand::Enable(args) => switch(ctx, args, true).await,
-        TenantCommand::Disable(args) => switch(ctx, args, false).await,
-    }
-}
-
-pub async fn run_agent(ctx: &Context, cmd: &AgentCommand) -> Result<u8> {
-    match cmd {
-        AgentCommand::Status(args) => agent_status(ctx, args.json).await,
-        AgentCommand::Enable(args) => global(ctx, args, true).await,
-        AgentCommand::Disable(args) => global(ctx, args, false).await,
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct LastChange {
-    agent_enabled: bool,
-    by: String,
-    reason: String,
-    at: DateTime<Utc>,
-}
-
-#[derive(Debug, Serialize)]
-struct TenantRow {
-    tenant_id: Uuid,
-    name: String,
-    is_active: bool,
-    agent_enabled: bool,
-    last_change: Option<LastChange>,
-}
-
-async fn list(ctx: &Context, args: &TenantListArgs) -> Result<u8> {
-    let pool = ctx.db.pool(1)?;
-    let conn = crate::db::get_checked(&pool, &ctx.db).await?;
-    let c: &crate::db::Conn = &conn;
-    let rows = Sql::query(c, LIST, &[&args.enabled])
-        .await
-        .context("listing tenants")?;
-    let tenants: Vec<TenantRow> = rows
-        .iter()
-        .map(|r| TenantRow {
-            tenant_id: r.get(0),
-            name: r.get(1),
-            is_active: r.get(2),
-            agent_enabled: r.get(3),
-            last_change: r.get::<_, Option<bool>>(4).map(|enabled| LastChange {
-                agent_enabled: enabled,
-                by: r.get(5),
-                reason: r.get(6),
-                at: r.get(7),
-            }),
-        })
-        .collect();
-    let global = read_global(c).await?;
-    let env = env_kill_switch();
-    let enabled = tenants
-        .iter()
-        .filter(|t| t.agent_enabled && t.is_active)
-        .count();
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "global_enabled": global.global_enabled,
-                "env_kill_switch": env.is_some(),
-                "tenants": tenants,
-            })
-        );
-    } else {
-        for t in &tenants {
-            let state = match (t.agent_enabled, t.is_active) {
-                (true, true) => "enabled",
-                (true, false) => "enabled (tenant inactive: does not run)",
-                (false, _) => "disabled",
-            };
-            let change = t
-                .last_change
-                .as_ref()
-                .map(|l| {
-                    format!(
-                        "; {} by {} at {}: {}",
-                        if l.agent_enabled {
-                            "enabled"
-                        } else {
-                            "disabled"
-                        },
-                        l.by,
-                        l.at.format("%Y-%m-%d %H:%M:%SZ"),
-                        l.reason
-                    )
-                })
-                .unwrap_or_default();
-            let name = if t.name.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", t.name)
-            };
-            println!("{}{name}: {state}{change}", t.tenant_id);
-        }
-        println!(
-            "{} tenant(s) listed, {enabled} active with the agent enabled; global switch {}{}",
-            tenants.len(),
-            if global.global_enabled { "on" } else { "off" },
-            if env.is_some() {
-                ", AGENT_KILL_SWITCH set in this environment"
-            } else {
-                ""
-            }
-        );
-    }
-    tracing::info!(
-        listed = tenants.len(),
-        enabled,
-        global_enabled = global.global_enabled,
-        "tenant list"
-    );
-    Ok(0)
-}
-
-#[derive(Debug, Serialize)]
-struct SwitchedTenant {
-    tenant_id: Uuid,
-    agent_enabled: bool,
-    changed: bool,
-    is_active: bool,
-}
-
-async fn switch(ctx: &Context, args: &TenantSwitchArgs, enable: bool) -> Result<u8> {
-    let by = who(&args.change)?;
-    let reason = args.change.reason.clone();
-    let mut ids = args.tenants.clone();
-    ids.sort();
-    ids.dedup();
-    let now = ctx.now();
-    let pool = ctx.db.pool(1)?;
-    let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
-    let c: &mut crate::db::Conn = &mut conn;
-    let (report, global) = switch_in(c, &ids, enable, &by, &reason, now).await?;
-    let changed = report.iter().filter(|t| t.changed).count();
-    let word = if enable { "enabled" } else { "disabled" };
-    if args.change.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "changed": changed,
-                "unchanged": report.len() - changed,
-                "global_enabled": global.global_enabled,
-                "tenants": report,
-            })
-        );
-    } else {
-        for t in &report {
-            if t.changed {
-                println!("{}: agent {word} (by {by}: {reason})", t.tenant_id);
-            } else {
-                println!("{}: agent already {word}; nothing changed", t.tenant_id);
-            }
-            if enable && !t.is_active {
-                println!(
-                    "{}: note: the tenant is not active (tenants.is_active), so the agent does not run for it",
-                    t.tenant_id
-                );
-            }
-        }
-        if enable && !global.global_enabled {
-            println!(
-                "note: the agent is off globally; nothing runs until `autopilot agent enable --reason …`"
-            );
-        }
-    }
-    tracing::info!(
-        changed,
-        unchanged = report.len() - changed,
-        agent_enabled = enable,
-        by = %by,
-        "tenant switch"
-    );
-    Ok(0)
-}
-
-/// All or nothing: an unknown tenant changes none (exit 2).
-async fn switch_in(
-    c: &mut impl Begin,
-    ids: &[Uuid],
-    enable: bool,
-    by: &str,
-    reason: &str,
-    now: DateTime<Utc>,
-) -> Result<(Vec<SwitchedTenant>, GlobalSwitch)> {
-    let tx = c.begin().await.context("starting a transaction")?;
-    let rows = tx
-        .query(LOCK_TENANTS, &[&ids])
-        .await
-        .context("looking up tenants")?;
-    let found: Vec<(Uuid, bool, bool)> = rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    if let Some(missing) = ids.iter().find(|id| !found.iter().any(|f| f.0 == **id)) {
-        let _ = tx.rollback().await;
-        return Err(AppError::usage(format!("unknown tenant {missing}")));
-    }
-    let changed: Vec<Uuid> = tx
-        .query(SWITCH_TENANTS, &[&ids, &enable, &by, &reason, &now])
-        .await
-        .context("changing the agent switch of tenants")?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let global = read_global(&tx).await?;
-    tx.commit().await.context("committing the change")?;
-    let report = found
-        .into_iter()
-        .map(|(id, _, active)| SwitchedTenant {
-            tenant_id: id,
-            agent_enabled: enable,
-            changed: changed.contains(&id),
-            is_active: active,
-        })
-        .collect();
-    Ok((report, global))
-}
-
-async fn agent_status(ctx: &Context, json: bool) -> Result<u8> {
-    let pool = ctx.db.pool(1)?;
-    let conn = crate::db::get_checked(&pool, &ctx.db).await?;
-    let c: &crate::db::Conn = &conn;
-    let global = read_global(c).await?;
-    let env = env_kill_switch();
-    let runs = global.global_enabled && env.is_none();
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "global": global,
-                "env_kill_switch": env,
-                "agent_runs": runs,
-            })
-        );
-    } else {
-        println!("{}", describe_global(&global));
-        if let Some(v) = &env {
-            println!(
-                "AGENT_KILL_SWITCH={v} is set in this environment: the agent does not run here"
-            );
-        }
-    }
-    tracing::info!(
-        global_enabled = global.global_enabled,
-        env_kill_switch = env.is_some(),
-        "agent status"
-    );
-    Ok(0)
 }
 
 /// One line saying whether the global switch lets the agent run, and its last change.
@@ -387,80 +141,6 @@ pub fn describe_global(g: &GlobalSwitch) -> String {
         ),
         _ => state,
     }
-}
-
-async fn global(ctx: &Context, args: &ChangeArgs, enable: bool) -> Result<u8> {
-    let by = who(args)?;
-    let now = ctx.now();
-    let pool = ctx.db.pool(1)?;
-    let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
-    let c: &mut crate::db::Conn = &mut conn;
-    let (before, after) = global_in(c, enable, &by, &args.reason, now).await?;
-    let changed = before.global_enabled != enable;
-    let env = env_kill_switch();
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "changed": changed,
-                "global_enabled": after.global_enabled,
-                "global": after,
-                "env_kill_switch": env,
-            })
-        );
-    } else {
-        if changed {
-            println!(
-                "agent {} globally (by {by}: {})",
-                if enable { "enabled" } else { "disabled" },
-                args.reason
-            );
-        } else {
-            println!("nothing changed: {}", describe_global(&after));
-        }
-        if enable {
-            if let Some(v) = &env {
-                println!(
-                    "note: AGENT_KILL_SWITCH={v} is set in this environment, which still stops the agent wherever it is set"
-                );
-            }
-        }
-    }
-    tracing::info!(
-        changed,
-        global_enabled = after.global_enabled,
-        by = %by,
-        "agent switch"
-    );
-    Ok(0)
-}
-
-/// Changes the global switch only when it differs; returns it before and after.
-async fn global_in(
-    c: &mut impl Begin,
-    enable: bool,
-    by: &str,
-    reason: &str,
-    now: DateTime<Utc>,
-) -> Result<(GlobalSwitch, GlobalSwitch)> {
-    let tx = c.begin().await.context("starting a transaction")?;
-    // Serialize concurrent changes on the row (when it exists).
-    let row = tx
-        .query_opt(&format!("{} FOR UPDATE", GLOBAL_READ.trim()), &[])
-        .await
-        .context("reading system_config agent_config")?;
-    let value: Option<Value> = row.map(|r| r.get(0));
-    let before = GlobalSwitch::from_value(value.as_ref());
-    if before.configured && before.global_enabled == enable {
-        tx.rollback().await.context("ending the transaction")?;
-        return Ok((before.clone(), before));
-    }
-    tx.execute(GLOBAL_WRITE, &[&enable, &by, &reason, &now])
-        .await
-        .context("writing system_config agent_config")?;
-    let after = read_global(&tx).await?;
-    tx.commit().await.context("committing the change")?;
-    Ok((before, after))
 }
 
 #[cfg(test)]

@@ -20,9 +20,9 @@ fn read(rel: &str) -> String {
 
 /// The seconds run-cycle gives in-flight tenants after SIGTERM (its `--grace` default).
 fn sigterm_grace_secs() -> u64 {
-    match autopilot::cli::Cli::parse_from_args(["autopilot", "run-cycle"]) {
+    match autopilot::commands::Cli::parse_from_args(["autopilot", "run-cycle"]) {
         Ok(cli) => match cli.command {
-            autopilot::cli::Command::RunCycle(args) => args.grace,
+            autopilot::commands::Command::RunCycle(args) => args.grace,
             other => panic!("parsed as {other:?}"),
         },
         Err(code) => panic!("`autopilot run-cycle` did not parse (exit {code})"),

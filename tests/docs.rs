@@ -65,7 +65,7 @@ fn every_command_is_documented_in_the_readme_and_behaviour() {
     use clap::CommandFactory;
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let behaviour = std::fs::read_to_string(Path::new(&root()).join("docs/behaviour.md")).unwrap();
-    for cmd in autopilot::cli::Cli::command().get_subcommands() {
+    for cmd in autopilot::commands::Cli::command().get_subcommands() {
         let name = cmd.get_name();
         assert!(
             readme.contains(&format!("  {name} ")),

@@ -176,7 +176,7 @@ async fn doctor_fails_on_pending_migrations_and_names_them() {
     assert_eq!(out.status.code(), Some(1), "{doc:#}");
     let m = check(&doc, "migrations");
     assert_eq!(m["status"], "fail");
-    let embedded = autopilot::migrate::embedded();
+    let embedded = autopilot::schema::embedded();
     assert_eq!(
         m["details"]["pending"].as_array().unwrap().len(),
         embedded.len()
@@ -188,7 +188,7 @@ async fn doctor_fails_on_pending_migrations_and_names_them() {
 async fn doctor_fails_on_a_changed_migration_and_names_the_file() {
     let db = TestDb::new().await;
     let c = db.client().await;
-    let first = &autopilot::migrate::embedded()[0];
+    let first = &autopilot::schema::embedded()[0];
     c.execute(
         "UPDATE autopilot_migrations SET checksum = 'edited' WHERE version = $1",
         &[&first.version],

@@ -11,7 +11,7 @@ async fn migrate_applies_every_file_to_an_empty_database_and_records_it() {
     let db = TestDb::empty().await;
     let out = db.cmd().arg("migrate").assert().success();
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
-    let n = autopilot::migrate::MIGRATIONS.len();
+    let n = autopilot::schema::MIGRATIONS.len();
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("applied ")).count(),
         n,
@@ -26,7 +26,7 @@ async fn migrate_applies_every_file_to_an_empty_database_and_records_it() {
         .await
         .unwrap();
     assert_eq!(rows.len(), n);
-    for (row, m) in rows.iter().zip(autopilot::migrate::embedded()) {
+    for (row, m) in rows.iter().zip(autopilot::schema::embedded()) {
         assert_eq!(row.get::<_, i64>(0), m.version);
         assert_eq!(row.get::<_, String>(1), m.checksum);
         assert!(row.get::<_, i64>(2) >= 0);
@@ -86,11 +86,11 @@ async fn eight_concurrent_migrates_all_succeed_and_apply_each_file_once() {
             .filter(|l| l.starts_with("applied "))
             .count();
     }
-    assert_eq!(applied_lines, autopilot::migrate::MIGRATIONS.len());
+    assert_eq!(applied_lines, autopilot::schema::MIGRATIONS.len());
     let c = db.client().await;
     assert_eq!(
         count(&c, "SELECT count(*) FROM autopilot_migrations").await,
-        autopilot::migrate::MIGRATIONS.len() as i64
+        autopilot::schema::MIGRATIONS.len() as i64
     );
 }
 
@@ -98,7 +98,7 @@ async fn eight_concurrent_migrates_all_succeed_and_apply_each_file_once() {
 async fn changed_applied_migration_fails_with_exit_1_naming_the_file() {
     let db = TestDb::new().await;
     let c = db.client().await;
-    let first = &autopilot::migrate::embedded()[1];
+    let first = &autopilot::schema::embedded()[1];
     c.execute(
         "UPDATE autopilot_migrations SET checksum = 'deadbeef' WHERE version = $1",
         &[&first.version],
@@ -211,7 +211,7 @@ async fn every_migration_file_can_be_run_twice() {
     // The review promised idempotent migrations; its CREATE POLICY could not run twice.
     let db = TestDb::new().await;
     let c = db.client().await;
-    for (name, sql) in autopilot::migrate::MIGRATIONS {
+    for (name, sql) in autopilot::schema::MIGRATIONS {
         c.batch_execute(&format!("BEGIN; {sql}; COMMIT;"))
             .await
             .unwrap_or_else(|e| panic!("re-running {name}: {e:?}"));
@@ -328,7 +328,7 @@ fn a_closed_stdout_pipe_ends_the_process_quietly_without_a_panic() {
 async fn commands_refuse_a_database_whose_schema_is_behind_the_binary() {
     let db = TestDb::new().await;
     let c = db.client().await;
-    let last = autopilot::migrate::embedded().pop().unwrap();
+    let last = autopilot::schema::embedded().pop().unwrap();
     c.execute(
         "DELETE FROM autopilot_migrations WHERE version = $1",
         &[&last.version],

@@ -1161,7 +1161,7 @@ async fn days_overdue_and_is_compliant_are_derived_at_query_time_by_the_view() {
 async fn security_migration_runs_twice_and_leaves_exactly_the_same_policies() {
     let db = TestDb::new().await;
     let c = db.client().await;
-    let (name, sql) = autopilot::migrate::MIGRATIONS
+    let (name, sql) = autopilot::schema::MIGRATIONS
         .iter()
         .find(|(name, _)| name.contains("security"))
         .expect("a security migration");

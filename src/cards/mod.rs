@@ -16,7 +16,7 @@ use crate::db::Sql;
 
 pub mod command;
 
-pub use command::{run, CardReport};
+pub use command::{run, CardChange, CardReport, Resolution};
 
 /// Why a card is parked with its delivery unknown (`kanban_cards.blocked_code`).
 pub const DELIVERY_UNKNOWN: &str = "delivery_unknown";

@@ -13,7 +13,7 @@
 //! The module is split by concern: `lease` (one tenant's lease lifecycle around its cycle,
 //! and the heartbeat), `retry` (riding out a lost connection), `phases` (the Plan, Act,
 //! React and Reflect phases), `plan` (what the Plan phase collects), `dry_run`, `signals`,
-//! and `report` (the per-tenant results and the printed report).
+//! `options` (what the command line asks for) and `report` (the per-tenant results and the printed report).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +29,6 @@ use serde_json::Value;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
-use crate::cli::RunCycleArgs;
 use crate::db;
 use crate::{email, Context};
 
@@ -38,6 +37,7 @@ mod retry;
 mod act;
 mod dry_run;
 mod lease;
+mod options;
 mod phases;
 mod plan;
 mod react;
@@ -45,11 +45,12 @@ mod reflect;
 mod report;
 mod signals;
 
+pub use options::{CycleOptions, Trigger};
 pub use report::{CycleMetrics, CycleReport, TenantResult};
 
 use dry_run::dry_run_tenant;
 use lease::{heartbeat_loop, run_tenant};
-use report::print_report;
+use report::{print_report, write_metrics};
 use signals::Signals;
 
 const KILL_SWITCH: &str = crate::sql!("cycle/kill_switch");
@@ -70,7 +71,7 @@ struct TenantRow {
 /// What the runner shares with every tenant task.
 struct Shared<'a> {
     ctx: &'a Context,
-    args: &'a RunCycleArgs,
+    args: &'a CycleOptions,
     pool: db::Pool,
     mailer: Option<email::Mailer>,
     holder: String,
@@ -86,38 +87,95 @@ struct Shared<'a> {
     leases: Mutex<HashMap<Uuid, (Uuid, Arc<Notify>)>>,
 }
 
-pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
+pub async fn run(ctx: &Context, args: &CycleOptions) -> Result<u8> {
     let started = Instant::now();
     let shard = crate::shard::resolve(args.shard)?;
-    let mut signals = Signals::install();
+    let signals = Signals::install();
     // Configuration errors are bad input: refuse before connecting or writing anything.
     let mailer = email::MailerConfig::from_env()?
         .map(email::Mailer::new)
         .transpose()?;
     let pool = ctx.db.pool(args.concurrency as usize + 1)?;
 
-    let conn = db::get_checked(&pool, &ctx.db).await?;
+    let conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     db::require_tenants(&*conn, &args.tenants).await?;
     if let Some(reason) = kill_switch_reason(&*conn).await? {
-        let report = CycleReport {
-            disabled: true,
-            reason: Some(reason.clone()),
-            total: 0,
-            succeeded: 0,
-            failed: 0,
-            skipped: 0,
-            duration_ms: started.elapsed().as_millis() as u64,
-            tenants: Vec::new(),
-        };
-        tracing::info!(reason = %reason, "cycle not run: agent disabled");
-        if args.json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else {
-            println!("agent disabled: {reason}; nothing ran");
-        }
-        crate::metrics::after_cycle(ctx, args, &report).await;
-        return Ok(0);
+        return disabled(ctx, args, reason, started).await;
     }
+    let tenants = select_tenants(&*conn, args, shard).await?;
+    drop(conn);
+
+    let (stop, stop_now) = forward_signals(signals);
+    let shared = Shared {
+        ctx,
+        args,
+        pool,
+        mailer,
+        holder: holder_name(),
+        db_gone: AtomicBool::new(false),
+        deadline_at: started + Duration::from_secs(args.deadline),
+        stop,
+        stop_now,
+        leases: Mutex::new(HashMap::new()),
+    };
+    let results = run_tenants(&shared, &tenants).await;
+
+    if shared.db_gone.load(Ordering::SeqCst) {
+        return Err(database_gone(args, &results));
+    }
+    let interrupted = *shared.stop.borrow();
+    let report = CycleReport::finished(results, started.elapsed().as_millis() as u64);
+    tracing::info!(
+        total = report.total,
+        succeeded = report.succeeded,
+        failed = report.failed,
+        skipped = report.skipped,
+        duration_ms = report.duration_ms,
+        dry_run = args.dry_run,
+        interrupted,
+        "cycle finished"
+    );
+    print_report(&report, args);
+    write_metrics(ctx, args, &report).await;
+    // After SIGTERM/SIGINT, in-flight tenants that completed within the grace period are
+    // success (exit 0); one marked failed ("interrupted") makes it 1. Tenants not started
+    // because of the signal are skipped, and the next runner of the hour runs them.
+    Ok(if report.failed > 0 { 1 } else { 0 })
+}
+
+/// The kill switch is on: nothing runs, and the report says why.
+async fn disabled(
+    ctx: &Context,
+    args: &CycleOptions,
+    reason: String,
+    started: Instant,
+) -> Result<u8> {
+    let report = CycleReport {
+        disabled: true,
+        reason: Some(reason.clone()),
+        total: 0,
+        succeeded: 0,
+        failed: 0,
+        skipped: 0,
+        duration_ms: started.elapsed().as_millis() as u64,
+        tenants: Vec::new(),
+    };
+    tracing::info!(reason = %reason, "cycle not run: agent disabled");
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("agent disabled: {reason}; nothing ran");
+    }
+    write_metrics(ctx, args, &report).await;
+    Ok(0)
+}
+
+/// The tenants this runner takes (see [`SELECT_TENANTS`]).
+async fn select_tenants(
+    conn: &impl Sql,
+    args: &CycleOptions,
+    shard: Option<crate::shard::Shard>,
+) -> Result<Vec<TenantRow>> {
     let limit = args.max_tenants.map(i64::from).unwrap_or(i64::MAX);
     let rows = conn
         .query(
@@ -131,34 +189,35 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         )
         .await
         .context("selecting tenants")?;
-    drop(conn);
-    let tenants: Vec<TenantRow> = rows
-        .iter()
-        .map(|r| {
-            let active: bool = r.get(3);
-            let enabled: bool = r.get(4);
-            TenantRow {
-                id: r.get(0),
-                name: r.get(1),
-                // Decoding can fail on the tenant's data (JSON nested deeper than serde_json's
-                // recursion limit): that tenant is refused with the reason, the others run.
-                settings: r
-                    .try_get::<_, Value>(2)
-                    .map_err(|e| crate::settings::SettingsError {
-                        key: "(root)".to_string(),
-                        problem: format!("cannot be decoded: {}", db::error_text(&e)),
-                    }),
-                runnable: if !active {
-                    Some("tenant is not active")
-                } else if !enabled {
-                    Some("agent is not enabled for this tenant")
-                } else {
-                    None
-                },
-            }
-        })
-        .collect();
+    Ok(rows.iter().map(tenant_row).collect())
+}
 
+fn tenant_row(r: &tokio_postgres::Row) -> TenantRow {
+    let active: bool = r.get(3);
+    let enabled: bool = r.get(4);
+    TenantRow {
+        id: r.get(0),
+        name: r.get(1),
+        // Decoding can fail on the tenant's data (JSON nested deeper than serde_json's
+        // recursion limit): that tenant is refused with the reason, the others run.
+        settings: r
+            .try_get::<_, Value>(2)
+            .map_err(|e| crate::settings::SettingsError {
+                key: "(root)".to_string(),
+                problem: format!("cannot be decoded: {}", db::error_text(&e)),
+            }),
+        runnable: if !active {
+            Some("tenant is not active")
+        } else if !enabled {
+            Some("agent is not enabled for this tenant")
+        } else {
+            None
+        },
+    }
+}
+
+/// The first signal stops new tenants (first receiver), the second in-flight ones (second).
+fn forward_signals(mut signals: Signals) -> (watch::Receiver<bool>, watch::Receiver<bool>) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (stop_now_tx, stop_now_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -172,84 +231,48 @@ pub async fn run(ctx: &Context, args: &RunCycleArgs) -> Result<u8> {
         tracing::warn!("second signal: stopping in-flight tenants now");
         let _ = stop_now_tx.send(true);
     });
+    (stop_rx, stop_now_rx)
+}
 
-    let shared = Shared {
-        ctx,
-        args,
-        pool,
-        mailer,
-        holder: holder_name(),
-        db_gone: AtomicBool::new(false),
-        deadline_at: started + Duration::from_secs(args.deadline),
-        stop: stop_rx,
-        stop_now: stop_now_rx,
-        leases: Mutex::new(HashMap::new()),
-    };
-    let results: Vec<TenantResult> = if args.dry_run {
+/// Every tenant's cycle, `--concurrency` at a time with the leases' heartbeat (a dry run:
+/// one after the other, nothing written).
+async fn run_tenants(shared: &Shared<'_>, tenants: &[TenantRow]) -> Vec<TenantResult> {
+    if shared.args.dry_run {
         let mut out = Vec::new();
-        for t in &tenants {
-            out.push(dry_run_tenant(&shared, t).await);
+        for t in tenants {
+            out.push(dry_run_tenant(shared, t).await);
         }
-        out
-    } else {
-        let heartbeat = heartbeat_loop(&shared);
-        let work = futures::stream::iter(tenants.iter())
-            .map(|t| {
-                // Every line of a tenant's cycle carries its tenant and (once taken) run id.
-                let span = tracing::info_span!("tenant", tenant_id = %t.id, run_id = tracing::field::Empty);
-                tracing::Instrument::instrument(run_tenant(&shared, t), span)
-            })
-            .buffer_unordered(args.concurrency as usize)
-            .collect::<Vec<_>>();
-        tokio::select! {
-            r = work => r,
-            _ = heartbeat => unreachable!("the heartbeat loop never ends"),
-        }
-    };
-
-    if shared.db_gone.load(Ordering::SeqCst) {
-        let left = results
-            .iter()
-            .filter(|r| r.reason.as_deref() == Some("database unreachable: left for the next run"))
-            .count();
-        return Err(crate::error::AppError::Unavailable(format!(
-            "lost the database connection and it did not come back within {} s (--retry-window): {} of {} tenant(s) left for the next run, none marked failed for it",
-            args.retry_window,
-            left,
-            results.len()
-        ))
-        .into());
+        return out;
     }
-    let interrupted = *shared.stop.borrow();
-    let report = CycleReport {
-        disabled: false,
-        reason: None,
-        total: results.len(),
-        succeeded: results.iter().filter(|r| r.status == "completed").count(),
-        failed: results
-            .iter()
-            .filter(|r| matches!(r.status, "failed" | "timeout"))
-            .count(),
-        skipped: results.iter().filter(|r| r.status == "skipped").count(),
-        duration_ms: started.elapsed().as_millis() as u64,
-        tenants: results,
-    };
-    tracing::info!(
-        total = report.total,
-        succeeded = report.succeeded,
-        failed = report.failed,
-        skipped = report.skipped,
-        duration_ms = report.duration_ms,
-        dry_run = args.dry_run,
-        interrupted,
-        "cycle finished"
-    );
-    print_report(&report, args);
-    crate::metrics::after_cycle(ctx, args, &report).await;
-    // After SIGTERM/SIGINT, in-flight tenants that completed within the grace period are
-    // success (exit 0); one marked failed ("interrupted") makes it 1. Tenants not started
-    // because of the signal are skipped, and the next runner of the hour runs them.
-    Ok(if report.failed > 0 { 1 } else { 0 })
+    let heartbeat = heartbeat_loop(shared);
+    let work = futures::stream::iter(tenants.iter())
+        .map(|t| {
+            // Every line of a tenant's cycle carries its tenant and (once taken) run id.
+            let span =
+                tracing::info_span!("tenant", tenant_id = %t.id, run_id = tracing::field::Empty);
+            tracing::Instrument::instrument(run_tenant(shared, t), span)
+        })
+        .buffer_unordered(shared.args.concurrency as usize)
+        .collect::<Vec<_>>();
+    tokio::select! {
+        r = work => r,
+        _ = heartbeat => unreachable!("the heartbeat loop never ends"),
+    }
+}
+
+/// The database was lost and did not come back within the retry window: exit 75.
+fn database_gone(args: &CycleOptions, results: &[TenantResult]) -> anyhow::Error {
+    let left = results
+        .iter()
+        .filter(|r| r.reason.as_deref() == Some("database unreachable: left for the next run"))
+        .count();
+    crate::error::AppError::Unavailable(format!(
+        "lost the database connection and it did not come back within {} s (--retry-window): {} of {} tenant(s) left for the next run, none marked failed for it",
+        args.retry_window,
+        left,
+        results.len()
+    ))
+    .into()
 }
 
 async fn kill_switch_reason(c: &impl Sql) -> Result<Option<String>> {

@@ -7,8 +7,10 @@ use std::time::Instant;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::CycleOptions;
 use super::TenantRow;
-use crate::cli::RunCycleArgs;
+use crate::metrics::{CycleTotals, STATUSES};
+use crate::Context;
 
 /// Counters of one tenant's cycle (the SPEC's `metrics`).
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -92,7 +94,55 @@ pub(super) fn log_outcome(r: &TenantResult) {
     }
 }
 
-pub(super) fn print_report(report: &CycleReport, args: &RunCycleArgs) {
+impl CycleReport {
+    /// The report of a cycle that ran, counted from its tenants' results.
+    pub(super) fn finished(results: Vec<TenantResult>, duration_ms: u64) -> CycleReport {
+        CycleReport {
+            disabled: false,
+            reason: None,
+            total: results.len(),
+            succeeded: results.iter().filter(|r| r.status == "completed").count(),
+            failed: results
+                .iter()
+                .filter(|r| matches!(r.status, "failed" | "timeout"))
+                .count(),
+            skipped: results.iter().filter(|r| r.status == "skipped").count(),
+            duration_ms,
+            tenants: results,
+        }
+    }
+
+    /// The report counted for the metrics file.
+    pub fn totals(&self) -> CycleTotals {
+        let mut totals = CycleTotals {
+            disabled: self.disabled,
+            duration_ms: self.duration_ms,
+            ..CycleTotals::default()
+        };
+        for t in &self.tenants {
+            if let Some(i) = STATUSES.iter().position(|s| *s == t.status) {
+                totals.tenants[i] += 1;
+            }
+            totals.planned += i64::from(t.metrics.actions_planned);
+            totals.executed += i64::from(t.metrics.actions_executed);
+            totals.blocked += i64::from(t.metrics.actions_blocked);
+            totals.emails_sent += i64::from(t.metrics.emails_sent);
+            totals.cards_created += i64::from(t.metrics.cards_created);
+            totals.tenant_ids.push(t.tenant_id);
+        }
+        totals
+    }
+}
+
+/// The metrics file, when one is configured and the cycle was no dry run (which writes
+/// nothing).
+pub(super) async fn write_metrics(ctx: &Context, args: &CycleOptions, report: &CycleReport) {
+    if let (Some(path), false) = (args.metrics_file.as_deref(), args.dry_run) {
+        crate::metrics::after_cycle(ctx, path, &report.totals()).await;
+    }
+}
+
+pub(super) fn print_report(report: &CycleReport, args: &CycleOptions) {
     if args.json {
         println!("{}", serde_json::to_string(report).unwrap_or_default());
         return;

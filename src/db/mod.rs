@@ -12,7 +12,7 @@
 //!   cancel requests;
 //! - `tls`: the rustls connector, root certificates and verifiers;
 //! - `errors`: connection failures as exit 2 or exit 75, and [`error_text`];
-//! - `pool`: the pool ([`get`], [`get_checked`]), [`probe_pooling`] and pooler detection;
+//! - `pool`: the pool ([`get`]), [`probe_pooling`] and pooler detection;
 //! - `statements`: [`Param`], [`Sql`], [`Begin`], [`Commit`], [`Conn`] and [`Tx`];
 //! - `fence`: the lease [`Fence`], lease-lost detection and [`require_tenants`].
 
@@ -31,8 +31,13 @@ pub use fence::{
     LEASE_LOST_SQLSTATE,
 };
 pub use pool::{
-    behind_transaction_pooler, connection_report, get, get_checked, probe_pooling,
-    require_session_connection, statements_for, ConnectionReport, Object, PgManager, Pool, Pooling,
+    behind_transaction_pooler, connection_report, get, probe_pooling, require_session_connection,
+    statements_for, ConnectionReport, Object, PgManager, Pool, Pooling,
 };
 pub use settings::{DbSettings, PoolerSetting, RootCert, SessionAttrs, SslMode, Target};
 pub use statements::{Begin, Commit, Conn, Param, PgTyped, Sql, Statements, Tx};
+
+/// Transitional, for `orders`, `status` and `prune` until they call
+/// [`crate::schema::get_checked`] themselves: the schema check is no part of `db`.
+#[doc(hidden)]
+pub use crate::schema::get_checked;

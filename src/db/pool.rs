@@ -1,4 +1,4 @@
-//! The connection pool ([`PgManager`], [`Pool`], [`Object`], [`get`], [`get_checked`]) and
+//! The connection pool ([`PgManager`], [`Pool`], [`Object`], [`get`]) and
 //! what is found out about the path to the database: [`probe_pooling`] and pooler
 //! detection, the `doctor` connection report, and how pooled connections send statements.
 
@@ -71,14 +71,6 @@ pub async fn get(pool: &Pool, settings: &DbSettings) -> Result<Object> {
         ))
         .into()),
     }
-}
-
-/// The first connection of a command: also checks that the schema is not behind this
-/// binary (see [`crate::migrate::ensure_current`]).
-pub async fn get_checked(pool: &Pool, settings: &DbSettings) -> Result<Object> {
-    let conn = get(pool, settings).await?;
-    crate::migrate::ensure_current(&*conn).await?;
-    Ok(conn)
 }
 
 // Poolers -----------------------------------------------------------------------------------

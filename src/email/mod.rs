@@ -64,7 +64,6 @@ pub use message::{
     build_message, html_to_text, list_id, list_unsubscribe, looks_like_html, message_id_for,
     CardToSend,
 };
-pub(crate) use send::TOUCH_CLOCK;
 pub use send::{
     delivery_unknown_counts, send_approved, SendReport, DELIVERY_UNKNOWN, DELIVERY_UNKNOWN_ALERT,
     STUCK_AFTER_MINUTES,

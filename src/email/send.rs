@@ -60,8 +60,6 @@ pub const DELIVERY_UNKNOWN_ALERT: &str = "email_delivery_unknown";
 pub use crate::cards::DELIVERY_UNKNOWN;
 
 const GIVE_BACK_QUOTA: &str = crate::sql!("email/give_back_quota");
-/// The agent's e-mail reached the contact: the touch counts (touched_by NULL = the agent).
-pub(crate) const TOUCH_CLOCK: &str = crate::sql!("email/touch_clock");
 const INSERT_FAILURE: &str = crate::sql!("email/insert_failure");
 const SUPPRESS_BOUNCE: &str = crate::sql!("email/suppress_bounce");
 
@@ -313,15 +311,8 @@ async fn claim(c: &mut impl Begin, s: &Sender<'_>, id: Uuid, message_id: &str) -
 async fn record_sent(c: &mut impl Begin, s: &Sender<'_>, card: &CardToSend) -> Result<()> {
     let tx = FencedTx::begin(c, s.fence).await?;
     cards::mark_sent(&tx, card.id, s.now).await?;
-    if card.contact_id.is_some() || card.client_id.is_some() {
-        // touched_by NULL: the agent made this touch (defect 9).
-        tx.query_one(
-            TOUCH_CLOCK,
-            &[&s.tenant, &card.client_id, &card.contact_id, &s.now],
-        )
-        .await
-        .context("resetting the engagement clock after a send")?;
-    }
+    crate::engagement::touch_by_email(&tx, s.tenant, card.client_id, card.contact_id, s.now)
+        .await?;
     tx.commit().await
 }
 

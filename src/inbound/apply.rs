@@ -17,7 +17,6 @@ const INSERT_EVENT: &str = include_str!("../sql/inbound/insert_event.sql");
 const SUPPRESS: &str = include_str!("../sql/inbound/suppress.sql");
 const SOFT_BOUNCES: &str = include_str!("../sql/inbound/soft_bounces.sql");
 const HOLD: &str = include_str!("../sql/inbound/hold.sql");
-const TOUCH: &str = include_str!("../sql/inbound/touch.sql");
 
 /// Transient failures of one address within 30 days that suppress it.
 pub const SOFT_BOUNCE_LIMIT: i64 = 3;
@@ -361,11 +360,9 @@ pub async fn apply(
                 payload: &payload,
             };
             out.task_card_id = crate::cards::insert_reply_task(&tx, &task, now).await?;
-            if card.contact_id.is_some() || card.client_id.is_some() {
-                tx.query_one(TOUCH, &[&tenant, &card.client_id, &card.contact_id, &now])
-                    .await
-                    .context("counting the reply on the engagement clock")?;
-            }
+            // The reply is engagement: the contact's clock restarts.
+            crate::engagement::touch_by_email(&tx, tenant, card.client_id, card.contact_id, now)
+                .await?;
             out.reason = format!(
                 "reply: automatic e-mail to {} stops until a person resumes it; {} approved card(s) held",
                 if email.is_empty() { "the contact" } else { email.as_str() },

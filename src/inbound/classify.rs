@@ -4,10 +4,24 @@
 //! delivery status notification, an RFC 5965 (ARF) feedback report, or ordinary mail that may
 //! be a reply, with the RFC 3834 signs of an automatic answer. Which autopilot message a
 //! report or reply is about is left to the caller, who gets every candidate Message-ID.
+//!
+//! This file holds the verdict ([`classify`]); `headers` reads headers, `reports` delivery
+//! status notifications and feedback reports, `replies` replies and automatic answers.
 
-use mail_parser::{HeaderValue, Message, MessageParser, MimeHeaders, PartType};
+mod headers;
+mod replies;
+mod reports;
+
+use mail_parser::{MessageParser, MimeHeaders};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use headers::{check_complete, unfold};
+use replies::reply;
+use reports::{dsn, feedback};
+
+pub use headers::normalize_id;
+pub use replies::{automatic_subject, thread_subject};
 
 /// Default cap on one message (bytes). A DSN or a reply is a few kilobytes; a message far
 /// larger is not what this command is for and is refused before parsing.
@@ -87,217 +101,9 @@ pub struct Inbound {
     pub kind: Kind,
 }
 
-/// `<id>` whatever brackets and blanks the input had; None when nothing is left.
-pub fn normalize_id(raw: &str) -> Option<String> {
-    let t = raw
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .trim();
-    (!t.is_empty() && !t.contains(char::is_whitespace)).then(|| format!("<{t}>"))
-}
-
-/// Every `<…>` token of a header value (In-Reply-To and References may hold several; some
-/// clients separate them with commas).
-fn ids_in(raw: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = raw;
-    while let Some(start) = rest.find('<') {
-        let after = &rest[start + 1..];
-        let Some(end) = after.find('>') else { break };
-        if let Some(id) = normalize_id(&after[..end]) {
-            out.push(id);
-        }
-        rest = &after[end + 1..];
-    }
-    if out.is_empty() {
-        // Some MTAs write a bare id (Original-Envelope-Id usually is one).
-        out.extend(raw.split_whitespace().filter_map(normalize_id));
-    }
-    out
-}
-
-/// The header's raw (undecoded, unfolded) value in the top-level header block.
-fn raw_header(m: &Message<'_>, name: &str) -> Option<String> {
-    m.header_raw(name).map(unfold)
-}
-
-fn unfold(v: &str) -> String {
-    v.split(['\r', '\n'])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn text_values(v: &HeaderValue<'_>) -> Vec<String> {
-    match v {
-        HeaderValue::Text(t) => vec![t.to_string()],
-        HeaderValue::TextList(l) => l.iter().map(|s| s.to_string()).collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// `Name: value` groups of a message/delivery-status or message/feedback-report body,
-/// separated by blank lines; names lower case, continuation lines unfolded.
-fn field_groups(body: &str) -> Vec<Vec<(String, String)>> {
-    let mut groups: Vec<Vec<(String, String)>> = Vec::new();
-    let mut current: Vec<(String, String)> = Vec::new();
-    for line in body.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
-            if !current.is_empty() {
-                groups.push(std::mem::take(&mut current));
-            }
-            continue;
-        }
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = current.last_mut() {
-                last.1.push(' ');
-                last.1.push_str(line.trim());
-            }
-            continue;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            current.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    if !current.is_empty() {
-        groups.push(current);
-    }
-    groups
-}
-
-fn field<'a>(group: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    group
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-/// `rfc822; Pat@Example.COM` → `pat@example.com`.
-fn typed_address(v: &str) -> Option<String> {
-    let addr = v.split_once(';').map(|(_, a)| a).unwrap_or(v).trim();
-    let addr = addr.trim_start_matches('<').trim_end_matches('>').trim();
-    addr.contains('@').then(|| addr.to_lowercase())
-}
-
-fn status_code(v: &str) -> Option<String> {
-    let token = v.split_whitespace().next()?;
-    let parts: Vec<&str> = token.split('.').collect();
-    let ok = parts.len() == 3
-        && matches!(parts[0], "2" | "4" | "5")
-        && parts[1..]
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit()));
-    ok.then(|| token.to_string())
-}
-
-fn lower_ctype<'x>(part: &impl MimeHeaders<'x>) -> Option<String> {
-    part.content_type().map(|ct| {
-        format!(
-            "{}/{}",
-            ct.ctype().to_ascii_lowercase(),
-            ct.subtype().unwrap_or("").to_ascii_lowercase()
-        )
-    })
-}
-
-/// Signs of an automatic answer (RFC 3834 and what autoresponders do in practice).
-fn automatic_reason(m: &Message<'_>, subject: Option<&str>) -> Option<String> {
-    if let Some(v) = raw_header(m, "Auto-Submitted") {
-        let token = v
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !token.is_empty() && token != "no" {
-            return Some(format!("Auto-Submitted: {token}"));
-        }
-    }
-    for h in ["X-Autoreply", "X-Autorespond", "X-Autoresponder"] {
-        if raw_header(m, h).is_some() {
-            return Some(format!("{h} header"));
-        }
-    }
-    if let Some(p) = raw_header(m, "Precedence") {
-        let p = p.trim().to_ascii_lowercase();
-        if matches!(p.as_str(), "bulk" | "junk" | "list" | "auto_reply") {
-            return Some(format!("Precedence: {p}"));
-        }
-    }
-    if raw_header(m, "List-Id").is_some() {
-        return Some("mailing list (List-Id)".into());
-    }
-    if let Some(rp) = raw_header(m, "Return-Path") {
-        if rp.trim() == "<>" {
-            return Some("null envelope sender (Return-Path: <>)".into());
-        }
-    }
-    automatic_subject(subject.unwrap_or(""))
-}
-
-/// Subjects that autoresponders and non-standard bounce messages use.
-pub fn automatic_subject(subject: &str) -> Option<String> {
-    let s = subject.trim().to_lowercase();
-    const AUTO_SUBJECTS: &[&str] = &[
-        "out of office",
-        "out-of-office",
-        "automatic reply",
-        "auto reply",
-        "auto-reply",
-        "autoreply",
-        "auto:",
-        "automatische antwort",
-        "abwesenheitsnotiz",
-        "réponse automatique",
-        "respuesta automática",
-        "risposta automatica",
-        "undeliverable",
-        "undelivered mail",
-        "delivery status notification",
-        "mail delivery failed",
-        "returned mail",
-    ];
-    AUTO_SUBJECTS
-        .iter()
-        .find(|p| s.starts_with(**p))
-        .map(|p| format!("subject starts with \"{p}\""))
-}
-
-/// A multipart whose closing boundary never comes was cut off in transit.
-fn check_complete(m: &Message<'_>, raw: &[u8]) -> Result<(), Malformed> {
-    for part in &m.parts {
-        if !matches!(part.body, PartType::Multipart(_)) {
-            continue;
-        }
-        let Some(ct) = part.content_type() else {
-            continue;
-        };
-        let Some(boundary) = ct.attribute("boundary") else {
-            return Err(Malformed(format!(
-                "malformed MIME: multipart/{} without a boundary",
-                ct.subtype().unwrap_or("?")
-            )));
-        };
-        let closing = format!("--{boundary}--");
-        if !contains(raw, closing.as_bytes()) {
-            return Err(Malformed(format!(
-                "truncated MIME: the closing boundary of a multipart/{} part is missing",
-                ct.subtype().unwrap_or("?")
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Parse and classify one message. `Err` means the input is not something to ingest.
-pub fn classify(raw: &[u8], max_bytes: usize) -> Result<Inbound, Malformed> {
+/// The message without an mbox-style envelope line, if it can be one: within the size
+/// cap, not empty, no NUL bytes, starting with a header field.
+fn message_bytes(raw: &[u8], max_bytes: usize) -> Result<&[u8], Malformed> {
     if raw.len() > max_bytes {
         return Err(Malformed(format!(
             "message is {} bytes, over the cap of {max_bytes} bytes",
@@ -338,6 +144,12 @@ pub fn classify(raw: &[u8], max_bytes: usize) -> Result<Inbound, Malformed> {
             "not an e-mail message: it does not start with a header field".into(),
         ));
     }
+    Ok(raw)
+}
+
+/// Parse and classify one message. `Err` means the input is not something to ingest.
+pub fn classify(raw: &[u8], max_bytes: usize) -> Result<Inbound, Malformed> {
+    let raw = message_bytes(raw, max_bytes)?;
     let m = MessageParser::default()
         .parse(raw)
         .ok_or_else(|| Malformed("not an e-mail message: no header block".into()))?;
@@ -377,81 +189,9 @@ pub fn classify(raw: &[u8], max_bytes: usize) -> Result<Inbound, Malformed> {
     };
 
     let (refs, kind) = match report_type.as_deref() {
-        Some("delivery-status") => {
-            let status = report_part(
-                &m,
-                &["message/delivery-status", "message/global-delivery-status"],
-            )
-            .ok_or_else(|| {
-                Malformed(
-                    "malformed delivery status notification: no message/delivery-status part"
-                        .into(),
-                )
-            })?;
-            let groups = field_groups(&status);
-            let per_message = groups.first().cloned().unwrap_or_default();
-            let envelope_id = field(&per_message, "original-envelope-id").map(str::to_string);
-            let recipients: Vec<DsnRecipient> = groups
-                .iter()
-                .filter(|g| field(g, "final-recipient").is_some() || field(g, "action").is_some())
-                .map(|g| DsnRecipient {
-                    final_recipient: field(g, "final-recipient").and_then(typed_address),
-                    original_recipient: field(g, "original-recipient").and_then(typed_address),
-                    action: field(g, "action").map(|a| a.trim().to_ascii_lowercase()),
-                    status: field(g, "status").and_then(status_code),
-                    diagnostic: field(g, "diagnostic-code").map(str::to_string),
-                })
-                .collect();
-            if recipients.is_empty() {
-                return Err(Malformed(
-                    "malformed delivery status notification: no recipient fields".into(),
-                ));
-            }
-            let mut refs = returned_message_ids(&m);
-            if let Some(env) = &envelope_id {
-                refs.extend(ids_in(env));
-            }
-            (
-                refs,
-                Kind::Dsn {
-                    recipients,
-                    envelope_id,
-                },
-            )
-        }
-        Some("feedback-report") => {
-            let report = report_part(&m, &["message/feedback-report"]).ok_or_else(|| {
-                Malformed("malformed feedback report: no message/feedback-report part".into())
-            })?;
-            let groups = field_groups(&report);
-            let g = groups.first().cloned().unwrap_or_default();
-            let feedback_type = field(&g, "feedback-type")
-                .map(|t| t.trim().to_ascii_lowercase())
-                .ok_or_else(|| Malformed("malformed feedback report: no Feedback-Type".into()))?;
-            let original_rcpt = field(&g, "original-rcpt-to").and_then(typed_address);
-            (
-                returned_message_ids(&m),
-                Kind::Feedback {
-                    feedback_type,
-                    original_rcpt,
-                },
-            )
-        }
-        _ => {
-            let mut refs = Vec::new();
-            for v in [m.in_reply_to(), m.references()] {
-                for t in text_values(v) {
-                    refs.extend(ids_in(&t).into_iter().chain(normalize_id(&t)));
-                }
-            }
-            for h in ["In-Reply-To", "References"] {
-                if let Some(v) = raw_header(&m, h) {
-                    refs.extend(ids_in(&v));
-                }
-            }
-            let automatic = automatic_reason(&m, subject.as_deref());
-            (refs, Kind::Mail { automatic })
-        }
+        Some("delivery-status") => dsn(&m)?,
+        Some("feedback-report") => feedback(&m)?,
+        _ => reply(&m, subject.as_deref()),
     };
     let mut refs = refs;
     refs.sort();
@@ -466,91 +206,9 @@ pub fn classify(raw: &[u8], max_bytes: usize) -> Result<Inbound, Malformed> {
     })
 }
 
-/// The body of the first part of one of `types`, as text.
-fn report_part(m: &Message<'_>, types: &[&str]) -> Option<String> {
-    m.parts.iter().find_map(|p| {
-        let t = lower_ctype(p)?;
-        types
-            .contains(&t.as_str())
-            .then(|| String::from_utf8_lossy(p.contents()).to_string())
-    })
-}
-
-/// Message-IDs of the message a report returns (message/rfc822 or text/rfc822-headers).
-fn returned_message_ids(m: &Message<'_>) -> Vec<String> {
-    let mut out = Vec::new();
-    for p in m.parts.iter().skip(1) {
-        match (&p.body, lower_ctype(p).as_deref()) {
-            (PartType::Message(inner), _) => {
-                out.extend(inner.message_id().and_then(normalize_id));
-                if let Some(v) = inner.header_raw("Message-ID") {
-                    out.extend(ids_in(v));
-                }
-            }
-            (_, Some("text/rfc822-headers")) | (_, Some("message/rfc822-headers")) => {
-                let mut headers = p.contents().to_vec();
-                headers.extend_from_slice(b"\r\n\r\n");
-                if let Some(inner) = MessageParser::default().parse_headers(&headers) {
-                    out.extend(inner.message_id().and_then(normalize_id));
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// A subject without reply and forward prefixes ("Re: AW: Fwd: x" → "x"), lower case.
-pub fn thread_subject(subject: &str) -> String {
-    let mut s = subject.trim();
-    loop {
-        let lower = s.to_lowercase();
-        let stripped = [
-            "re:", "aw:", "sv:", "antw:", "fw:", "fwd:", "wg:", "tr:", "re :",
-        ]
-        .iter()
-        .find(|p| lower.starts_with(**p))
-        .map(|p| s[p.len()..].trim_start());
-        match stripped {
-            Some(rest) => s = rest,
-            None => break,
-        }
-    }
-    s.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_are_normalized_with_brackets() {
-        assert_eq!(normalize_id(" <a@b> ").as_deref(), Some("<a@b>"));
-        assert_eq!(normalize_id("a@b").as_deref(), Some("<a@b>"));
-        assert_eq!(normalize_id("<>"), None);
-        assert_eq!(
-            ids_in("<a@b>, <c@d>\r\n <e@f>"),
-            vec!["<a@b>", "<c@d>", "<e@f>"]
-        );
-    }
-
-    #[test]
-    fn thread_subject_strips_reply_prefixes() {
-        assert_eq!(thread_subject("Re: AW: Fwd:  Checking   in"), "checking in");
-        assert_eq!(thread_subject("RE: Checking in"), "checking in");
-        assert_eq!(thread_subject("Checking in"), "checking in");
-    }
-
-    #[test]
-    fn status_codes_are_validated() {
-        assert_eq!(status_code("5.1.1 (bad address)").as_deref(), Some("5.1.1"));
-        assert_eq!(status_code("4.4.7").as_deref(), Some("4.4.7"));
-        assert_eq!(status_code("550"), None);
-        assert_eq!(status_code("6.1.1"), None);
-    }
 
     #[test]
     fn garbage_is_not_an_email() {

@@ -24,7 +24,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::cli::{ContactArgs, ContactCommand, IngestMailArgs};
 use crate::db::Begin;
 use crate::db::Sql;
 use crate::error::AppError;
@@ -97,7 +96,30 @@ async fn evaluate_rate_alerts(
     Ok(())
 }
 
-pub async fn run_ingest(ctx: &Context, args: &IngestMailArgs) -> Result<u8> {
+/// What `ingest-mail` is asked to read.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Every new message of this Maildir; `None`: one message on stdin.
+    pub maildir: Option<PathBuf>,
+    /// A larger message is refused.
+    pub max_size: usize,
+    /// Print one JSON document.
+    pub json: bool,
+}
+
+/// `contact resume CONTACT_ID`: who resumes and why.
+#[derive(Debug, Clone)]
+pub struct ResumeOptions {
+    pub contact_id: Uuid,
+    /// Profile that resumes it (must belong to the contact's tenant).
+    pub by: Option<Uuid>,
+    /// Recorded on the hold.
+    pub note: Option<String>,
+    /// Print one JSON document.
+    pub json: bool,
+}
+
+pub async fn run_ingest(ctx: &Context, args: &IngestOptions) -> Result<u8> {
     let now = ctx.now();
     let report = match &args.maildir {
         None => {
@@ -113,7 +135,7 @@ pub async fn run_ingest(ctx: &Context, args: &IngestMailArgs) -> Result<u8> {
                 return Err(AppError::usage(format!("ingest-mail: {e}")));
             }
             let pool = ctx.db.pool(1)?;
-            let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
+            let mut conn = crate::schema::get_checked(&pool, &ctx.db).await?;
             let mut report = IngestReport::default();
             report.push(ingest_bytes(&mut *conn, &raw, args.max_size, now).await?);
             evaluate_rate_alerts(&*conn, &report, now).await?;
@@ -218,7 +240,7 @@ async fn ingest_maildir(
         return Ok(report);
     }
     let pool = ctx.db.pool(1)?;
-    let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
+    let mut conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     for file in files {
         let display = file
             .strip_prefix(dir)
@@ -251,10 +273,9 @@ async fn ingest_maildir(
 /// `autopilot contact resume CONTACT_ID`: a person lets automatic e-mail to a contact who
 /// replied go on. Cards held at the reply stay `blocked`: a person re-approves what should
 /// still go out.
-pub async fn run_contact(ctx: &Context, args: &ContactArgs) -> Result<u8> {
-    let ContactCommand::Resume(r) = &args.command;
+pub async fn run_contact(ctx: &Context, r: &ResumeOptions) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
-    let mut conn = crate::db::get_checked(&pool, &ctx.db).await?;
+    let mut conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     let now = ctx.now();
     let tx = conn.transaction().await?;
     let tenant: Uuid = match tx.query_opt(CONTACT_TENANT, &[&r.contact_id]).await? {

@@ -48,7 +48,7 @@ pub async fn connect(url: &str) -> Client {
 fn migrations_fingerprint() -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for (name, sql) in autopilot::migrate::MIGRATIONS {
+    for (name, sql) in autopilot::schema::MIGRATIONS {
         h.update(name.as_bytes());
         h.update(sql.as_bytes());
     }
