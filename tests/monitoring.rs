@@ -191,6 +191,41 @@ async fn tenant_health_reports_last_run_failures_alerts_stuck_work_and_complianc
     assert_eq!(other, 0);
 }
 
+#[tokio::test]
+async fn the_health_function_judges_the_instant_it_is_given_and_the_view_is_it_at_now() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let t = tenant(&c, "A health", true).await;
+    let cl = client_row(&c, t, "Acme Lending").await;
+    c.execute(
+        "INSERT INTO engagement_clocks (tenant_id, client_id, next_touch_due) VALUES ($1, $2, now() + interval '1 day')",
+        &[&t, &cl],
+    )
+    .await
+    .unwrap();
+    acquire(&c, t, "host-a:1", Utc::now()).await.unwrap();
+    let later = Utc::now() + Duration::days(2);
+
+    let differ = count(
+        &c,
+        "SELECT count(*) FROM (SELECT * FROM agent_tenant_health
+                               EXCEPT SELECT * FROM agent_tenant_health_at(now())) d",
+    )
+    .await;
+    let r = c
+        .query_one(
+            "SELECT lease_held, runs_past_lease, clocks_compliant FROM agent_tenant_health_at($1)",
+            &[&later],
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(differ, 0);
+    assert!(!r.get::<_, bool>(0), "the 1-hour lease is over 2 days later");
+    assert_eq!(r.get::<_, i64>(1), 1);
+    assert_eq!(r.get::<_, i64>(2), 0);
+}
+
 fn at(day: NaiveDate, hour: u32) -> DateTime<Utc> {
     Utc.from_utc_datetime(&day.and_hms_opt(hour, 0, 0).unwrap())
 }
