@@ -142,7 +142,8 @@ DECLARE
     v_at timestamptz;
     v_rel regclass;
 BEGIN
-    FOR h IN SELECT * FROM public.agent_history_tables() LOOP
+    FOR h IN SELECT t.* FROM public.agent_history_tables() t
+             JOIN pg_catalog.pg_class c ON c.oid = t.parent WHERE c.relkind = 'p' LOOP
         v_at := public.agent_history_period_start(h.period, p_now);
         WHILE v_at <= p_now + h.ahead LOOP
             v_rel := public.agent_history_create_partition(h.parent, v_at);
@@ -316,11 +317,10 @@ BEGIN
     EXECUTE pg_catalog.format('ALTER TABLE autopilot_history.%I ENABLE ROW LEVEL SECURITY', p_table || '_default');
     EXECUTE pg_catalog.format('SELECT min(%I) FROM %s', p_key, v_old) INTO v_min;
     v_at := public.agent_history_period_start(v_period, greatest(coalesce(v_min, now()), now() - p_back));
-    WHILE v_at < now() LOOP
+    WHILE v_at <= now() + (SELECT h.ahead FROM public.agent_history_tables() h WHERE h.parent = v_new) LOOP
         PERFORM public.agent_history_create_partition(v_new, v_at);
         v_at := v_at + CASE v_period WHEN 'month' THEN interval '1 month' ELSE interval '1 week' END;
     END LOOP;
-    PERFORM public.agent_history_ensure_partitions(now());
 
     EXECUTE pg_catalog.format('INSERT INTO %s SELECT * FROM %s', v_new, v_old);
     EXECUTE pg_catalog.format('SELECT count(*) FROM %s', v_old) INTO v_before;

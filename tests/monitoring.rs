@@ -2,7 +2,8 @@
 //! `agent_lock_contention` on data with a known answer, as service_role (every tenant),
 //! authenticated (its own tenant only) and anon (nothing); the lease statistics the lease
 //! functions keep (also under real concurrency); and the views' plans at bench scale
-//! (1,000 tenants, a month of hourly runs) read by indexes, not sequential scans.
+//! (1,000 tenants, a month of hourly runs) read by indexes, not sequential scans (except of
+//! the empty partitions created ahead, which cost nothing).
 
 mod common;
 
@@ -522,6 +523,15 @@ const BIG_TABLES: &[&str] = &[
     "kanban_cards",
 ];
 
+/// Relations a plan reads by sequential scan.
+fn seq_scanned(plan: &str) -> Vec<String> {
+    plan.split("Seq Scan on ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
 #[tokio::test]
 async fn monitoring_views_are_read_by_index_at_bench_scale() {
     let db = TestDb::new().await;
@@ -586,10 +596,21 @@ async fn monitoring_views_are_read_by_index_at_bench_scale() {
             .map(|r| r.get(0))
             .collect();
         let plan = plan.join("\n");
-        for t in BIG_TABLES {
-            assert!(
-                !plan.contains(&format!("Seq Scan on {t}")),
-                "{q}: sequential scan of {t}:\n{plan}"
+        for scanned in seq_scanned(&plan) {
+            let Some(t) = BIG_TABLES.iter().find(|t| scanned.starts_with(**t)) else {
+                continue;
+            };
+            // An empty partition ahead (next months) costs nothing to scan; the planner
+            // rightly prefers that to its index.
+            let partition_rows = if scanned.as_str() == *t {
+                None
+            } else {
+                Some(count(&c, &format!("SELECT count(*) FROM autopilot_history.{scanned}")).await)
+            };
+            assert_eq!(
+                partition_rows,
+                Some(0),
+                "{q}: sequential scan of {scanned} ({t}):\n{plan}"
             );
         }
     }
