@@ -6,9 +6,10 @@
 -- `SELECT * FROM agent_tenant_health_at(now())` with the same columns, so Grafana panels
 -- and the operator read it as before, and status reads the function with its own now.
 --
--- The function is SECURITY INVOKER (the default) and plain SQL without SET clauses, so the
--- planner inlines it into the calling query: row-level security of the agent tables still
--- applies to the caller, and a caller's filter on tenant_id reaches the tenant scan.
+-- The function is SECURITY INVOKER (the default), so row-level security of the agent tables
+-- still applies to the caller. Its search_path is pinned like every function's, which keeps
+-- the planner from inlining it: a filter on the view's tenant_id is applied to the rows it
+-- returns, so a caller that wants a few tenants passes them (p_tenants; NULL: all visible).
 -- The card figures read kanban_cards, on which authenticated has no right, through
 -- agent_card_health_at(tenant, instant), SECURITY DEFINER like agent_card_health.
 
@@ -28,7 +29,7 @@ AS $$
 $$;
 
 -- "Last run" is the latest by started_at (cycle number breaks a tie).
-CREATE OR REPLACE FUNCTION public.agent_tenant_health_at(p_now timestamptz)
+CREATE OR REPLACE FUNCTION public.agent_tenant_health_at(p_now timestamptz, p_tenants uuid[] DEFAULT NULL)
 RETURNS TABLE (
     tenant_id uuid, tenant_name text, is_active boolean, agent_enabled boolean,
     last_run_id uuid, last_run_cycle integer, last_run_status text, last_run_phase text,
@@ -41,6 +42,7 @@ RETURNS TABLE (
     lease_run_id uuid, lease_holder text, lease_expires_at timestamptz, lease_held boolean,
     clocks_total bigint, clocks_compliant bigint, compliance_rate numeric)
 LANGUAGE sql STABLE
+SET search_path = ''
 AS $$
 SELECT t.id, t.name, t.is_active, t.agent_enabled,
        r.id, r.cycle_number, r.status, r.phase, r.started_at, r.completed_at, r.duration_ms,
@@ -106,13 +108,14 @@ CROSS JOIN LATERAL (
            END AS compliance_rate
     FROM public.engagement_clocks ec
     WHERE ec.tenant_id = t.id) e
+WHERE p_tenants IS NULL OR t.id = ANY (p_tenants)
 $$;
 
 REVOKE ALL ON FUNCTION public.agent_card_health_at(uuid, timestamptz),
-    public.agent_tenant_health_at(timestamptz)
+    public.agent_tenant_health_at(timestamptz, uuid[])
 FROM PUBLIC, anon, authenticated;
 GRANT EXECUTE ON FUNCTION public.agent_card_health_at(uuid, timestamptz),
-    public.agent_tenant_health_at(timestamptz)
+    public.agent_tenant_health_at(timestamptz, uuid[])
 TO authenticated, service_role;
 
 -- Same columns, names and types as before: the view's grants and readers are unchanged.

@@ -20,13 +20,14 @@
 -- Foreign keys to runs: agent_tenant_locks, agent_policy_violations,
 -- agent_hourly_reflections and kanban_cards referenced agent_autonomous_runs (tenant_id,
 -- id). A foreign key to a partitioned table must name its whole unique key, i.e. carry
--- started_at in every referencing row. We drop these keys instead: every writer of those
--- run ids (the lease functions, the cycle, the host's own card writers) would have to
--- carry the run's start time, and dropping a month of runs would have to rewrite or delete
--- the referencing rows. What the keys guaranteed is kept where it matters: run ids are
--- only written by the lease functions and the cycle, from the run they just created;
--- prune deletes a run's reflections with it and never prunes a leased run; a violation's
--- or card's run_id may name a pruned run (history outlives its run). See docs/scale.md.
+-- started_at in every referencing row: every writer of those run ids (the lease functions,
+-- the cycle, the host's own card writers) would have to know the run's start time, and a
+-- partition could not be dropped while rows elsewhere reference it. Instead each such key
+-- becomes a constraint trigger of the same name that checks, on insert and on update of
+-- the reference, that the run exists for the row's tenant (deferred where the key was).
+-- What is given up is the action on delete (CASCADE / SET NULL): prune deletes a run's
+-- reflections before the run and never prunes a leased run, so a violation's or a card's
+-- run_id is what may name a pruned run (history outlives its run). See docs/scale.md.
 --
 -- Conversion: each table is rebuilt as a partitioned table under the same name, every row
 -- moved (the counts are compared before the old table is dropped), then its indexes,
@@ -72,6 +73,32 @@ AS $$
     WHERE i.inhparent = p_parent
       AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
     ORDER BY 2
+$$;
+
+-- Name a partition's indexes after the parent's (`<index>_p2026_12`, `<index>_default`),
+-- so a plan names the index it reads by the name the schema documents.
+CREATE OR REPLACE FUNCTION public.agent_history_name_indexes(p_partition regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_suffix text;
+    r record;
+BEGIN
+    SELECT pg_catalog.substring(c.relname, '_(p[0-9_]+|default)$') INTO v_suffix
+    FROM pg_catalog.pg_class c WHERE c.oid = p_partition;
+    FOR r IN SELECT ci.oid::regclass AS idx, pc.relname AS parent_name, ci.relname AS name
+             FROM pg_catalog.pg_index i
+             JOIN pg_catalog.pg_class ci ON ci.oid = i.indexrelid
+             JOIN pg_catalog.pg_inherits h ON h.inhrelid = i.indexrelid
+             JOIN pg_catalog.pg_class pc ON pc.oid = h.inhparent
+             WHERE i.indrelid = p_partition LOOP
+        IF r.name <> r.parent_name || '_' || v_suffix THEN
+            EXECUTE pg_catalog.format('ALTER INDEX %s RENAME TO %I', r.idx, r.parent_name || '_' || v_suffix);
+        END IF;
+    END LOOP;
+END
 $$;
 
 -- Create the partition of p_parent for the period starting at p_from (nothing when it
@@ -120,6 +147,7 @@ BEGIN
     END IF;
     EXECUTE pg_catalog.format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
                               p_parent, v_rel, p_from, v_to);
+    PERFORM public.agent_history_name_indexes(v_rel);
     -- Reached only through the parent: no direct right for anyone but the owner.
     EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC, anon, authenticated, service_role', v_rel);
     EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', v_rel);
@@ -206,6 +234,7 @@ BEGIN
 END
 $$;
 
+REVOKE ALL ON FUNCTION public.agent_history_name_indexes(regclass) FROM PUBLIC, anon, authenticated, service_role;
 REVOKE ALL ON FUNCTION public.agent_history_tables(), public.agent_history_period_start(text, timestamptz),
     public.agent_history_partitions(regclass), public.agent_history_create_partition(regclass, timestamptz),
     public.agent_history_ensure_partitions(timestamptz), public.agent_history_drop_partitions(timestamptz)
@@ -214,6 +243,48 @@ GRANT EXECUTE ON FUNCTION public.agent_history_tables(), public.agent_history_pe
     public.agent_history_partitions(regclass), public.agent_history_ensure_partitions(timestamptz),
     public.agent_history_drop_partitions(timestamptz)
 TO service_role;
+
+-- References to a run ----------------------------------------------------------------------
+
+-- What the foreign keys to agent_autonomous_runs checked on write, as constraint triggers of
+-- the same names (see the header): the run a row names must exist for the row's tenant.
+-- TG_ARGV: the referenced table, the tenant column, the reference column. SECURITY DEFINER
+-- like a foreign key's own check, which does not depend on the writer's row-level security.
+CREATE OR REPLACE FUNCTION public.agent_history_check_reference()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+DECLARE
+    v_row jsonb := pg_catalog.to_jsonb(NEW);
+    v_tenant uuid := (v_row ->> TG_ARGV[1])::uuid;
+    v_ref uuid := (v_row ->> TG_ARGV[2])::uuid;
+    v_found boolean;
+BEGIN
+    IF v_tenant IS NULL OR v_ref IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %s r WHERE r.tenant_id = $1 AND r.id = $2)', TG_ARGV[0])
+        INTO v_found USING v_tenant, v_ref;
+    IF NOT v_found THEN
+        -- A deferred check of a row deleted or changed since (a lease taken and given back in
+        -- one transaction) has nothing to check, as with a foreign key.
+        EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %I.%I t WHERE t.id = $1 AND t.%I = $2 AND t.%I = $3)',
+                                  TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[1], TG_ARGV[2])
+            INTO v_found USING (v_row ->> 'id')::uuid, v_tenant, v_ref;
+        IF NOT v_found THEN
+            RETURN NULL;
+        END IF;
+        RAISE EXCEPTION 'insert or update on table "%" violates foreign key constraint "%"', TG_TABLE_NAME, TG_NAME
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = TG_NAME, TABLE = TG_TABLE_NAME,
+                  DETAIL = pg_catalog.format('Key (%s, %s)=(%s, %s) is not present in table %s.',
+                                             TG_ARGV[1], TG_ARGV[2], v_tenant, v_ref, TG_ARGV[0]);
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION public.agent_history_check_reference() FROM PUBLIC, anon, authenticated;
 
 -- Conversion ------------------------------------------------------------------------------
 
@@ -233,6 +304,7 @@ DECLARE
     v_grants text[];
     v_views text[];
     v_view_grants text[];
+    v_refs text[];
     v_rls boolean;
     v_force boolean;
     v_min timestamptz;
@@ -293,6 +365,21 @@ BEGIN
         FROM pg_catalog.pg_class v, pg_catalog.aclexplode(v.relacl) a
         WHERE v.oid::regclass::text = ANY (v_view_grants) AND a.grantee <> v.relowner) g;
     SELECT c.relrowsecurity, c.relforcerowsecurity INTO v_rls, v_force FROM pg_catalog.pg_class c WHERE c.oid = v_old;
+
+    -- Foreign keys referencing it (on (tenant_id, id)) become constraint triggers.
+    SELECT coalesce(array_agg(pg_catalog.format(
+               'CREATE CONSTRAINT TRIGGER %I AFTER INSERT OR UPDATE OF %I, %I ON %s %s FOR EACH ROW '
+               'EXECUTE FUNCTION public.agent_history_check_reference(%L, %L, %L)',
+               k.conname, ta.attname, ra.attname, k.conrelid::regclass,
+               CASE WHEN k.condeferrable AND k.condeferred THEN 'DEFERRABLE INITIALLY DEFERRED'
+                    WHEN k.condeferrable THEN 'DEFERRABLE' ELSE '' END,
+               pg_catalog.format('public.%I', p_table), ta.attname, ra.attname)), '{}')
+    INTO v_refs
+    FROM pg_catalog.pg_constraint k
+    JOIN pg_catalog.pg_attribute ta ON ta.attrelid = k.conrelid AND ta.attnum = k.conkey[1]
+    JOIN pg_catalog.pg_attribute ra ON ra.attrelid = k.conrelid AND ra.attnum = k.conkey[2]
+    WHERE k.confrelid = v_old AND k.contype = 'f' AND k.conrelid <> v_old
+      AND pg_catalog.array_length(k.conkey, 1) = 2 AND ta.attname = 'tenant_id';
 
     -- Out of the way: views reading it, foreign keys referencing it.
     FOR s IN SELECT pg_catalog.format('DROP VIEW %s', v.oid::regclass)
@@ -365,6 +452,12 @@ BEGIN
     FOREACH s IN ARRAY v_view_grants LOOP
         EXECUTE s;
     END LOOP;
+    FOREACH s IN ARRAY v_refs LOOP
+        EXECUTE s;
+    END LOOP;
+    FOR s IN SELECT i.inhrelid::regclass::text FROM pg_catalog.pg_inherits i WHERE i.inhparent = v_new LOOP
+        PERFORM public.agent_history_name_indexes(s::regclass);
+    END LOOP;
     EXECUTE pg_catalog.format('ANALYZE %s', v_new);
 END $$;
 
@@ -372,6 +465,8 @@ SELECT pg_temp.partition_history('agent_autonomous_runs', 'started_at', 'tenant_
                                  ARRAY['agent_autonomous_runs_pkey', 'agent_autonomous_runs_tenant_id_id_key'],
                                  interval '13 months');
 CREATE INDEX IF NOT EXISTS agent_runs_id_idx ON public.agent_autonomous_runs (id);
+SELECT public.agent_history_name_indexes(i.inhrelid::regclass)
+FROM pg_catalog.pg_inherits i WHERE i.inhparent = 'public.agent_autonomous_runs'::regclass;
 
 SELECT pg_temp.partition_history('email_provider_failures', 'created_at', 'tenant_id, id, created_at',
                                  ARRAY['email_provider_failures_pkey'], interval '27 weeks');
