@@ -159,10 +159,38 @@ async fn drop_partitions(
     for r in &rows {
         let n: i32 = r.get(1);
         if n > 0 {
-            tracing::info!(table = r.get::<_, &str>(0), partitions = n, "dropped partitions");
+            tracing::info!(
+                table = r.get::<_, &str>(0),
+                partitions = n,
+                "dropped partitions"
+            );
         }
     }
     Ok((rows.iter().map(|r| (r.get(0), r.get(2))).collect(), dropped))
+}
+
+/// Run a rule's delete until a batch comes back short; returns the rows deleted. Each
+/// statement is its own (autocommit) transaction: locks last one batch.
+async fn delete_in_batches(
+    conn: &impl Sql,
+    rule: &Rule,
+    cutoff: DateTime<Utc>,
+    batch: i64,
+) -> Result<i64> {
+    let mut total = 0i64;
+    loop {
+        let n: i64 = conn
+            .query_one(rule.delete, &[&cutoff, &batch])
+            .await
+            .with_context(|| format!("pruning {}", rule.table))?
+            .get(0);
+        total += n;
+        if n < batch {
+            break;
+        }
+    }
+    tracing::info!(table = rule.table, rows = total, "pruned");
+    Ok(total)
 }
 
 pub async fn run(ctx: &Context, args: &PruneArgs) -> Result<u8> {
@@ -192,21 +220,7 @@ pub async fn run(ctx: &Context, args: &PruneArgs) -> Result<u8> {
                 .with_context(|| format!("counting prunable rows of {}", rule.table))?
                 .get::<_, i64>(0)
         } else {
-            // Each statement is its own (autocommit) transaction: locks last one batch.
-            let mut total = in_partitions;
-            loop {
-                let n: i64 = conn
-                    .query_one(rule.delete, &[&cutoff, &args.batch])
-                    .await
-                    .with_context(|| format!("pruning {}", rule.table))?
-                    .get(0);
-                total += n;
-                if n < args.batch {
-                    break;
-                }
-            }
-            tracing::info!(table = rule.table, rows = total, "pruned");
-            total
+            in_partitions + delete_in_batches(&*conn, rule, cutoff, args.batch).await?
         };
         tables.push(TableCount {
             table: rule.table,

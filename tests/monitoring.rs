@@ -222,7 +222,10 @@ async fn the_health_function_judges_the_instant_it_is_given_and_the_view_is_it_a
         .unwrap();
 
     assert_eq!(differ, 0);
-    assert!(!r.get::<_, bool>(0), "the 1-hour lease is over 2 days later");
+    assert!(
+        !r.get::<_, bool>(0),
+        "the 1-hour lease is over 2 days later"
+    );
     assert_eq!(r.get::<_, i64>(1), 1);
     assert_eq!(r.get::<_, i64>(2), 0);
 }
@@ -605,7 +608,13 @@ async fn monitoring_views_are_read_by_index_at_bench_scale() {
             let partition_rows = if scanned.as_str() == *t {
                 None
             } else {
-                Some(count(&c, &format!("SELECT count(*) FROM autopilot_history.{scanned}")).await)
+                Some(
+                    count(
+                        &c,
+                        &format!("SELECT count(*) FROM autopilot_history.{scanned}"),
+                    )
+                    .await,
+                )
             };
             assert_eq!(
                 partition_rows,

@@ -523,13 +523,7 @@ async fn prune_drops_whole_partitions_past_retention_and_keeps_the_runs_it_must(
     let doc = json_of(&out);
     assert_eq!(doc["partitions_dropped"], 2);
     assert_eq!(counts(&doc), counts(&dry), "a dry run counts what goes");
-    let n = |name: &str| {
-        counts(&doc)
-            .into_iter()
-            .find(|(t, _)| t == name)
-            .unwrap()
-            .1
-    };
+    let n = |name: &str| counts(&doc).into_iter().find(|(t, _)| t == name).unwrap().1;
     assert_eq!(n("agent_autonomous_runs"), 2);
     assert_eq!(n("email_provider_failures"), 2);
     let gone = count(
@@ -544,14 +538,20 @@ async fn prune_drops_whole_partitions_past_retention_and_keeps_the_runs_it_must(
         "a tenant's latest run outlives its month"
     );
     let runs: Vec<Uuid> = c
-        .query("SELECT id FROM agent_autonomous_runs ORDER BY started_at", &[])
+        .query(
+            "SELECT id FROM agent_autonomous_runs ORDER BY started_at",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
     assert_eq!(runs, [latest_of_dormant, recent]);
-    assert_eq!(count(&c, "SELECT count(*) FROM email_provider_failures").await, 1);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM email_provider_failures").await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -579,7 +579,10 @@ async fn prune_creates_the_partitions_of_the_coming_periods_at_its_now() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let created = json_of(&out)["partitions_created"].as_array().unwrap().len();
+    let created = json_of(&out)["partitions_created"]
+        .as_array()
+        .unwrap()
+        .len();
     let covered: Vec<bool> = c
         .query(
             "SELECT EXISTS (SELECT 1 FROM agent_history_partitions(t.parent) p
@@ -592,7 +595,11 @@ async fn prune_creates_the_partitions_of_the_coming_periods_at_its_now() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(covered, [true, true], "runs and failures covered to the horizon");
+    assert_eq!(
+        covered,
+        [true, true],
+        "runs and failures covered to the horizon"
+    );
     assert!(created >= 4 + 5, "{created} partitions created");
     // A run written at that time lands in its month, not in DEFAULT.
     let t = tenant(&c, "Acme", true).await;

@@ -13,10 +13,22 @@ use tokio_postgres::Client;
 /// Tables migrate creates that are not distributed by tenant: Citus reference tables (a copy
 /// on every node) or coordinator-only bookkeeping, each with the reason.
 const REFERENCE_TABLES: &[(&str, &str)] = &[
-    ("system_config", "one global row (the kill switch), read by every cycle"),
-    ("autopilot_migrations", "migrate's own ledger, written by migrate on the coordinator"),
-    ("autopilot_migration_objects", "migrate's own ledger of created objects"),
-    ("tenants", "the distribution key's own table: distributed by id (= tenant_id)"),
+    (
+        "system_config",
+        "one global row (the kill switch), read by every cycle",
+    ),
+    (
+        "autopilot_migrations",
+        "migrate's own ledger, written by migrate on the coordinator",
+    ),
+    (
+        "autopilot_migration_objects",
+        "migrate's own ledger of created objects",
+    ),
+    (
+        "tenants",
+        "the distribution key's own table: distributed by id (= tenant_id)",
+    ),
 ];
 
 /// The host's tables (SPEC §2): the host owns their keys; the agent only checks that what it
@@ -142,7 +154,10 @@ async fn every_foreign_key_from_an_agent_table_is_co_located_on_tenant_id() {
 async fn the_reference_tables_are_the_only_tables_without_tenant_id_and_hold_no_tenant_rows() {
     let db = TestDb::new().await;
     let c = db.client().await;
-    let reference: Vec<String> = REFERENCE_TABLES.iter().map(|(t, _)| t.to_string()).collect();
+    let reference: Vec<String> = REFERENCE_TABLES
+        .iter()
+        .map(|(t, _)| t.to_string())
+        .collect();
 
     let with_tenant: Vec<String> = c
         .query(
@@ -174,7 +189,11 @@ fn partitions_in(plan: &str, table: &str) -> Vec<String> {
     found
 }
 
-async fn explain(c: &Client, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> String {
+async fn explain(
+    c: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> String {
     c.query(&format!("EXPLAIN {sql}"), params)
         .await
         .unwrap()
@@ -236,8 +255,15 @@ async fn time_ranged_statements_read_only_the_partitions_of_their_range() {
     assert!(before_range.len() >= 6 + 6, "{before_range:?}");
     for (p, which) in &before_range {
         let name = p.rsplit('.').next().unwrap();
-        let read = if which == "runs" { &runs_read } else { &failures_read };
-        assert!(!read.contains(&name.to_string()), "{name} read:\n{runs_plan}\n{failures_plan}");
+        let read = if which == "runs" {
+            &runs_read
+        } else {
+            &failures_read
+        };
+        assert!(
+            !read.contains(&name.to_string()),
+            "{name} read:\n{runs_plan}\n{failures_plan}"
+        );
     }
     assert!(!runs_read.is_empty(), "{runs_plan}");
     // A closed range inside the partitions that exist does not read the DEFAULT partition.
