@@ -7,6 +7,14 @@
 //! run would restart the numbering; `status` also shows it). Unresolved exceptions and
 //! unacknowledged alerts are open work and are never pruned.
 //!
+//! Partitioned history (agent_autonomous_runs by month, email_provider_failures by week):
+//! a real prune first creates the partitions of the coming periods (so inserts never land
+//! in the DEFAULT partition), then drops every partition wholly before the cutoff instead
+//! of deleting its rows one by one; the runs it must keep move to the DEFAULT partition
+//! first. The batched row delete still runs after it, for the partition straddling the
+//! cutoff, the DEFAULT partition and the tables that are not partitioned. Lease statistics
+//! (`agent_lease_stats`, hourly counters) go by their hour.
+//!
 //! `--dry-run` runs the same predicates as counts. Reflections of a pruned run are pruned
 //! with it (the foreign key cascades); their predicate includes them explicitly and they
 //! are deleted first, so the counts of a dry run and of a real run agree.
@@ -26,6 +34,7 @@ use crate::Context;
 macro_rules! prunable_run {
     () => {
         "r.status <> 'running'
+     AND r.started_at < $1
      AND COALESCE(r.completed_at, r.started_at) < $1
      AND NOT EXISTS (SELECT 1 FROM public.agent_tenant_locks l WHERE l.run_id = r.id)
      AND r.cycle_number < (SELECT max(r2.cycle_number) FROM public.agent_autonomous_runs r2
@@ -90,7 +99,20 @@ const RULES: &[Rule] = &[
     ),
     rule!("email_provider_failures", "t.created_at < $1"),
     rule!("agent_policy_violations", "t.created_at < $1"),
+    Rule {
+        table: "agent_lease_stats",
+        count: include_str!("sql/prune/lease_stats_count.sql"),
+        delete: include_str!("sql/prune/lease_stats_delete.sql"),
+    },
 ];
+
+/// Partitions of the coming periods (the create-ahead horizon of each history table).
+const ENSURE_PARTITIONS: &str = include_str!("sql/prune/ensure_partitions.sql");
+/// Partitions wholly past the cutoff, dropped: per table, partitions and rows removed.
+const DROP_PARTITIONS: &str = include_str!("sql/prune/drop_partitions.sql");
+/// The whole-partition drop runs right before this table's row rule: after the
+/// reflections of the runs it removes are gone, before the row delete of what remains.
+const DROP_PARTITIONS_BEFORE: &str = "agent_autonomous_runs";
 
 #[derive(Debug, Serialize)]
 pub struct TableCount {
@@ -106,6 +128,69 @@ pub struct PruneReport {
     /// Rows deleted (or, with --dry-run, that would be) per table, in deletion order.
     pub tables: Vec<TableCount>,
     pub total: i64,
+    /// Partitions created ahead by this prune (none with --dry-run).
+    pub partitions_created: Vec<String>,
+    /// Whole partitions dropped past retention (their rows are counted in `tables`).
+    pub partitions_dropped: i64,
+}
+
+/// Create the partitions ahead; returns their names.
+async fn ensure_partitions(conn: &impl Sql, now: DateTime<Utc>) -> Result<Vec<String>> {
+    Ok(conn
+        .query(ENSURE_PARTITIONS, &[&now])
+        .await
+        .context("creating the history partitions ahead")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Drop the partitions wholly before `cutoff`; returns (table, rows removed) and the
+/// number of partitions dropped.
+async fn drop_partitions(
+    conn: &impl Sql,
+    cutoff: DateTime<Utc>,
+) -> Result<(Vec<(String, i64)>, i64)> {
+    let rows = conn
+        .query(DROP_PARTITIONS, &[&cutoff])
+        .await
+        .context("dropping history partitions past retention")?;
+    let dropped = rows.iter().map(|r| i64::from(r.get::<_, i32>(1))).sum();
+    for r in &rows {
+        let n: i32 = r.get(1);
+        if n > 0 {
+            tracing::info!(
+                table = r.get::<_, &str>(0),
+                partitions = n,
+                "dropped partitions"
+            );
+        }
+    }
+    Ok((rows.iter().map(|r| (r.get(0), r.get(2))).collect(), dropped))
+}
+
+/// Run a rule's delete until a batch comes back short; returns the rows deleted. Each
+/// statement is its own (autocommit) transaction: locks last one batch.
+async fn delete_in_batches(
+    conn: &impl Sql,
+    rule: &Rule,
+    cutoff: DateTime<Utc>,
+    batch: i64,
+) -> Result<i64> {
+    let mut total = 0i64;
+    loop {
+        let n: i64 = conn
+            .query_one(rule.delete, &[&cutoff, &batch])
+            .await
+            .with_context(|| format!("pruning {}", rule.table))?
+            .get(0);
+        total += n;
+        if n < batch {
+            break;
+        }
+    }
+    tracing::info!(table = rule.table, rows = total, "pruned");
+    Ok(total)
 }
 
 pub async fn run(ctx: &Context, args: &PruneArgs) -> Result<u8> {
@@ -113,28 +198,29 @@ pub async fn run(ctx: &Context, args: &PruneArgs) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
     let conn = crate::db::get_checked(&pool, &ctx.db).await?;
     let mut tables = Vec::new();
+    let partitions_created = if args.dry_run {
+        Vec::new()
+    } else {
+        ensure_partitions(&*conn, ctx.now()).await?
+    };
+    let mut partition_rows: Vec<(String, i64)> = Vec::new();
+    let mut partitions_dropped = 0;
     for rule in RULES {
+        if !args.dry_run && rule.table == DROP_PARTITIONS_BEFORE {
+            (partition_rows, partitions_dropped) = drop_partitions(&*conn, cutoff).await?;
+        }
+        let in_partitions: i64 = partition_rows
+            .iter()
+            .filter(|(t, _)| t == rule.table)
+            .map(|(_, n)| n)
+            .sum();
         let rows = if args.dry_run {
             conn.query_one(rule.count, &[&cutoff])
                 .await
                 .with_context(|| format!("counting prunable rows of {}", rule.table))?
                 .get::<_, i64>(0)
         } else {
-            // Each statement is its own (autocommit) transaction: locks last one batch.
-            let mut total = 0i64;
-            loop {
-                let n: i64 = conn
-                    .query_one(rule.delete, &[&cutoff, &args.batch])
-                    .await
-                    .with_context(|| format!("pruning {}", rule.table))?
-                    .get(0);
-                total += n;
-                if n < args.batch {
-                    break;
-                }
-            }
-            tracing::info!(table = rule.table, rows = total, "pruned");
-            total
+            in_partitions + delete_in_batches(&*conn, rule, cutoff, args.batch).await?
         };
         tables.push(TableCount {
             table: rule.table,
@@ -147,6 +233,8 @@ pub async fn run(ctx: &Context, args: &PruneArgs) -> Result<u8> {
         cutoff,
         total: tables.iter().map(|t| t.rows).sum(),
         tables,
+        partitions_created,
+        partitions_dropped,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -170,6 +258,13 @@ pub async fn run(ctx: &Context, args: &PruneArgs) -> Result<u8> {
             println!("  {:<28} {verb} {}", t.table, t.rows);
         }
         println!("  {:<28} {verb} {}", "total", report.total);
+        if !report.dry_run {
+            println!(
+                "  partitions: {} created ahead, {} dropped past retention",
+                report.partitions_created.len(),
+                report.partitions_dropped
+            );
+        }
     }
     Ok(0)
 }

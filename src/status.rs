@@ -1,6 +1,7 @@
 //! `autopilot status`: per tenant the last run, the lease, open alerts by severity,
-//! engagement compliance and pending queue depth, in one read-only statement for all
-//! reported tenants; the exit code makes it a health check.
+//! engagement compliance and pending queue depth, read from the monitoring view's function
+//! (`agent_tenant_health_at`) in one read-only statement for all reported tenants; the exit
+//! code makes it a health check.
 //!
 //! Unhealthy (exit 1): a reported tenant's last run is `failed` or `timeout`, its last run
 //! is still `running` although no unexpired lease covers it (a crashed runner: the next
@@ -18,41 +19,12 @@ use uuid::Uuid;
 use crate::cli::StatusArgs;
 use crate::Context;
 
-/// One row per reported tenant; every figure comes from an index-backed lateral subquery,
-/// so the statement costs the same per tenant whether one or all are reported. Compliance
-/// uses the definition of `check-engagement` (compliant = next touch due after $2; 100 when
-/// there are no clocks), at the injected time rather than the view's now().
-const STATUS: &str = "
-SELECT t.id, COALESCE(t.name, ''), t.is_active, t.agent_enabled,
-       r.id, r.cycle_number, r.status, r.phase, r.started_at, r.completed_at, r.duration_ms, r.error_message,
-       l.run_id, l.lock_holder, l.expires_at,
-       a.info, a.warning, a.critical,
-       e.total, e.compliant, e.compliance_rate,
-       q.pending
-FROM public.tenants t
-LEFT JOIN LATERAL (
-    SELECT id, cycle_number, status, phase, started_at, completed_at, duration_ms, error_message
-    FROM public.agent_autonomous_runs WHERE tenant_id = t.id
-    ORDER BY cycle_number DESC LIMIT 1) r ON true
-LEFT JOIN public.agent_tenant_locks l ON l.tenant_id = t.id
-CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE severity = 'info')     AS info,
-           count(*) FILTER (WHERE severity = 'warning')  AS warning,
-           count(*) FILTER (WHERE severity = 'critical') AS critical
-    FROM public.agent_alerts WHERE tenant_id = t.id AND NOT acknowledged) a
-CROSS JOIN LATERAL (
-    SELECT count(*) AS total, count(*) FILTER (WHERE next_touch_due > $2) AS compliant,
-           CASE WHEN count(*) = 0 THEN 100::float8
-                ELSE round(100.0 * count(*) FILTER (WHERE next_touch_due > $2) / count(*), 2)::float8
-           END AS compliance_rate
-    FROM public.engagement_clocks WHERE tenant_id = t.id) e
-CROSS JOIN LATERAL (
-    SELECT count(*) AS pending
-    FROM public.order_processing_queue WHERE tenant_id = t.id AND status = 'pending') q
-WHERE (cardinality($1::uuid[]) = 0 AND t.is_active AND t.agent_enabled) OR t.id = ANY($1)
-ORDER BY COALESCE(t.name, ''), t.id";
+/// One row per reported tenant from `agent_tenant_health_at($2)`, the function behind the
+/// `agent_tenant_health` view, so status and a Grafana panel read the same figures; it
+/// takes the injected instant where the view takes now().
+const STATUS: &str = include_str!("sql/status/health.sql");
 
-const GLOBAL_SWITCH: &str = "SELECT value FROM public.system_config WHERE key = 'agent_config'";
+const GLOBAL_SWITCH: &str = include_str!("sql/status/global_switch.sql");
 
 #[derive(Debug, Serialize)]
 pub struct LastRun {

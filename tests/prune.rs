@@ -176,6 +176,7 @@ fn expected_counts() -> Vec<(String, i64)> {
         ("agent_alerts", 1),
         ("email_provider_failures", 1),
         ("agent_policy_violations", 1),
+        ("agent_lease_stats", 0),
     ]
     .iter()
     .map(|(t, n)| (t.to_string(), *n))
@@ -454,4 +455,190 @@ async fn human_output_names_every_table_and_says_when_nothing_was_deleted() {
     for t in TABLES {
         assert!(text.contains(t), "{t} missing: {text}");
     }
+}
+
+// Partitioned history ---------------------------------------------------------------------
+
+/// Where a row of a partitioned table is stored.
+async fn stored_in(c: &Client, table: &str, id: Uuid) -> String {
+    c.query_one(
+        &format!("SELECT tableoid::regclass::text FROM {table} WHERE id = $1"),
+        &[&id],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test]
+async fn prune_drops_whole_partitions_past_retention_and_keeps_the_runs_it_must() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let t = tenant(&c, "Acme", true).await;
+    let dormant = tenant(&c, "Dormant", true).await;
+    run_days_ago(&c, t, 1, "completed", 200).await;
+    run_days_ago(&c, t, 2, "failed", 200).await;
+    let latest_of_dormant = run_days_ago(&c, dormant, 1, "completed", 200).await;
+    let recent = run_days_ago(&c, t, 3, "completed", 1).await;
+    for days in [200, 200, 1] {
+        c.execute(
+            "INSERT INTO email_provider_failures (tenant_id, error_type, created_at)
+             VALUES ($1, 'timeout', now() - make_interval(days => $2))",
+            &[&t, &days],
+        )
+        .await
+        .unwrap();
+    }
+    // The month and the week of 200 days ago get partitions; their rows move out of DEFAULT.
+    c.batch_execute(
+        "SELECT agent_history_create_partition('public.agent_autonomous_runs', now() - interval '200 days' - interval '1 minute');
+         SELECT agent_history_create_partition('public.email_provider_failures', now() - interval '200 days');",
+    )
+    .await
+    .unwrap();
+    let old_partition = stored_in(&c, "agent_autonomous_runs", latest_of_dormant).await;
+    assert!(
+        old_partition.starts_with("autopilot_history.agent_autonomous_runs_p"),
+        "{old_partition}"
+    );
+    let dry = json_of(
+        &db.cmd()
+            .args(["prune", "--older-than", "90d", "--dry-run", "--json"])
+            .output()
+            .unwrap(),
+    );
+
+    let out = db
+        .cmd()
+        .args(["prune", "--older-than", "90d", "--json"])
+        .output()
+        .unwrap();
+
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json_of(&out);
+    assert_eq!(doc["partitions_dropped"], 2);
+    assert_eq!(counts(&doc), counts(&dry), "a dry run counts what goes");
+    let n = |name: &str| counts(&doc).into_iter().find(|(t, _)| t == name).unwrap().1;
+    assert_eq!(n("agent_autonomous_runs"), 2);
+    assert_eq!(n("email_provider_failures"), 2);
+    let gone = count(
+        &c,
+        &format!("SELECT count(*) FROM pg_class WHERE oid = to_regclass('{old_partition}')"),
+    )
+    .await;
+    assert_eq!(gone, 0, "{old_partition} was dropped");
+    assert_eq!(
+        stored_in(&c, "agent_autonomous_runs", latest_of_dormant).await,
+        "autopilot_history.agent_autonomous_runs_default",
+        "a tenant's latest run outlives its month"
+    );
+    let runs: Vec<Uuid> = c
+        .query(
+            "SELECT id FROM agent_autonomous_runs ORDER BY started_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(runs, [latest_of_dormant, recent]);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM email_provider_failures").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn prune_creates_the_partitions_of_the_coming_periods_at_its_now() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let later = chrono::Utc::now() + chrono::Duration::days(400);
+
+    let out = db
+        .cmd()
+        .args([
+            "prune",
+            "--older-than",
+            "3650d",
+            "--json",
+            "--now",
+            &later.to_rfc3339(),
+        ])
+        .output()
+        .unwrap();
+
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created = json_of(&out)["partitions_created"]
+        .as_array()
+        .unwrap()
+        .len();
+    let covered: Vec<bool> = c
+        .query(
+            "SELECT EXISTS (SELECT 1 FROM agent_history_partitions(t.parent) p
+                            WHERE p.range_from <= $1::timestamptz + t.ahead AND p.range_to > $1::timestamptz + t.ahead)
+             FROM agent_history_tables() t",
+            &[&later],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        covered,
+        [true, true],
+        "runs and failures covered to the horizon"
+    );
+    assert!(created >= 4 + 5, "{created} partitions created");
+    // A run written at that time lands in its month, not in DEFAULT.
+    let t = tenant(&c, "Acme", true).await;
+    let run: Uuid = c
+        .query_one(
+            "INSERT INTO agent_autonomous_runs (tenant_id, cycle_number, started_at, status, phase)
+             VALUES ($1, 1, $2, 'running', 'plan') RETURNING id",
+            &[&t, &later],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(stored_in(&c, "agent_autonomous_runs", run)
+        .await
+        .starts_with("autopilot_history.agent_autonomous_runs_p"));
+}
+
+#[tokio::test]
+async fn prune_removes_lease_statistics_of_hours_past_retention() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let t = tenant(&c, "Acme", true).await;
+    c.execute(
+        "INSERT INTO agent_lease_stats (tenant_id, hour, acquired)
+         VALUES ($1, date_trunc('hour', now()) - interval '100 days', 1),
+                ($1, date_trunc('hour', now()) - interval '1 hour', 1)",
+        &[&t],
+    )
+    .await
+    .unwrap();
+
+    let out = db
+        .cmd()
+        .args(["prune", "--older-than", "90d", "--json"])
+        .output()
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(0));
+    let doc = json_of(&out);
+    assert!(counts(&doc).contains(&("agent_lease_stats".to_string(), 1)));
+    assert_eq!(count(&c, "SELECT count(*) FROM agent_lease_stats").await, 1);
 }

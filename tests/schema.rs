@@ -980,7 +980,11 @@ async fn assert_uses_index(c: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]
     let mut nodes = Vec::new();
     plan_nodes(&explained[0]["Plan"], &mut nodes);
     assert!(
-        nodes.iter().any(|(node, name)| name == index
+        // A partitioned table's index is read through its partitions' indexes, named
+        // after it (`<index>_p<period>`, `<index>_default`).
+        nodes.iter().any(|(node, name)| (name == index
+            || name.starts_with(&format!("{index}_p"))
+            || *name == format!("{index}_default"))
             && matches!(
                 node.as_str(),
                 "Index Scan" | "Index Only Scan" | "Bitmap Index Scan"

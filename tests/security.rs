@@ -59,6 +59,14 @@ const PERSON_FUNCTIONS: &[(&str, &[&str])] = &[
     ("public.agent_may_see_tenant(uuid)", &["authenticated"]),
     ("public.agent_monitoring_tenants()", &["authenticated"]),
     ("public.agent_card_health(uuid)", &["authenticated"]),
+    (
+        "public.agent_card_health_at(uuid,timestamp with time zone)",
+        &["authenticated"],
+    ),
+    (
+        "public.agent_tenant_health_at(timestamp with time zone,uuid[])",
+        &["authenticated"],
+    ),
     ("auth.uid()", &["anon", "authenticated"]),
     (
         "public.engagement_days_overdue(timestamp with time zone,timestamp with time zone)",

@@ -334,6 +334,47 @@ async fn a_tenant_without_clocks_is_100_percent_compliant() {
     assert_eq!(doc["globally_enabled"], false);
 }
 
+#[tokio::test]
+async fn status_judges_compliance_and_the_last_run_at_the_injected_now() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let t = tenant(&c, "Acme", true).await;
+    let cl = client_row(&c, t, "Acme Lending").await;
+    let p = contact(&c, t, cl, Some("p@acme.example"), None, false).await;
+    c.execute(
+        "INSERT INTO engagement_clocks (tenant_id, client_id, contact_id, next_touch_due)
+         VALUES ($1, $2, $3, now() + interval '3 days')",
+        &[&t, &cl, &p],
+    )
+    .await
+    .unwrap();
+    // An imported run with a higher cycle number that started earlier: the last run is
+    // the latest by started_at.
+    c.execute(
+        "INSERT INTO agent_autonomous_runs (tenant_id, cycle_number, started_at, completed_at, phase, status, duration_ms)
+         VALUES ($1, 9, now() - interval '3 hours', now() - interval '3 hours', 'completed', 'completed', 1),
+                ($1, 4, now() - interval '1 hour', now() - interval '1 hour', 'completed', 'completed', 1)",
+        &[&t],
+    )
+    .await
+    .unwrap();
+    let later = (Utc::now() + Duration::days(5)).to_rfc3339();
+
+    let today = json_of(&db.cmd().args(["status", "--json"]).output().unwrap());
+    let in_5_days = json_of(
+        &db.cmd()
+            .args(["status", "--json", "--now", &later])
+            .output()
+            .unwrap(),
+    );
+
+    assert_eq!(today["tenants"][0]["overdue"], 0);
+    assert_eq!(today["tenants"][0]["compliance_rate"], 100.0);
+    assert_eq!(in_5_days["tenants"][0]["overdue"], 1);
+    assert_eq!(in_5_days["tenants"][0]["compliance_rate"], 0.0);
+    assert_eq!(today["tenants"][0]["last_run"]["cycle_number"], 4);
+}
+
 // CLI niceties ------------------------------------------------------------------------------
 
 #[test]

@@ -1,0 +1,1 @@
+SELECT value FROM public.system_config WHERE key = 'agent_config'

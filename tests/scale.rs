@@ -1,0 +1,275 @@
+//! Scale readiness (issue 16), proved on plain PostgreSQL from the catalog and from plans:
+//! the agent's tables can be distributed by tenant_id on Citus (every primary key and
+//! unique constraint includes tenant_id, every foreign key between tenant-owned tables is
+//! co-located on it, the global tables are listed as reference tables with a reason), and
+//! the binary's time-ranged statements on the partitioned history tables read only the
+//! partitions their range needs.
+
+mod common;
+
+use common::*;
+use tokio_postgres::Client;
+
+/// Tables migrate creates that are not distributed by tenant: Citus reference tables (a copy
+/// on every node) or coordinator-only bookkeeping, each with the reason.
+const REFERENCE_TABLES: &[(&str, &str)] = &[
+    (
+        "system_config",
+        "one global row (the kill switch), read by every cycle",
+    ),
+    (
+        "autopilot_migrations",
+        "migrate's own ledger, written by migrate on the coordinator",
+    ),
+    (
+        "autopilot_migration_objects",
+        "migrate's own ledger of created objects",
+    ),
+    (
+        "tenants",
+        "the distribution key's own table: distributed by id (= tenant_id)",
+    ),
+];
+
+/// The host's tables (SPEC §2): the host owns their keys; the agent only checks that what it
+/// references of them is tenant-scoped.
+const HOST_TABLES: &[&str] = &[
+    "profiles",
+    "clients",
+    "contacts",
+    "products",
+    "orders",
+    "kanban_cards",
+    "email_suppressions",
+];
+
+/// The agent's own tables: every table or partitioned parent in public that migrate
+/// recorded in its ledger, minus the reference and host tables above.
+async fn agent_tables(c: &Client) -> Vec<String> {
+    let excluded: Vec<String> = REFERENCE_TABLES
+        .iter()
+        .map(|(t, _)| t.to_string())
+        .chain(HOST_TABLES.iter().map(|t| t.to_string()))
+        .collect();
+    c.query(
+        "SELECT c.relname::text FROM pg_class c
+         JOIN autopilot_migration_objects l ON l.kind = 'relation' AND l.identity = format('%I.%I', 'public', c.relname)
+         WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+           AND NOT (c.relname = ANY ($1))
+         ORDER BY 1",
+        &[&excluded],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test]
+async fn every_agent_table_has_a_non_null_tenant_id_to_distribute_by() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let tables = agent_tables(&c).await;
+
+    let without: Vec<String> = c
+        .query(
+            "SELECT t FROM unnest($1::text[]) t
+             WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
+                               WHERE a.attrelid = format('public.%I', t)::regclass
+                                 AND a.attname = 'tenant_id' AND a.attnotnull AND NOT a.attisdropped)",
+            &[&tables],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    assert!(
+        tables.contains(&"agent_autonomous_runs".to_string()) && tables.len() >= 12,
+        "{tables:?}"
+    );
+    assert_eq!(without, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn every_primary_key_and_unique_index_of_an_agent_table_includes_tenant_id() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let tables = agent_tables(&c).await;
+
+    let offending: Vec<String> = c
+        .query(
+            "SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+             WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY ($1) AND i.indisunique
+               AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                               WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND a.attnum = ANY (i.indkey))
+             ORDER BY 1",
+            &[&tables],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    assert_eq!(offending, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn every_foreign_key_from_an_agent_table_is_co_located_on_tenant_id() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let tables = agent_tables(&c).await;
+
+    // Referencing side an agent table; referenced side any tenant-owned table (agent or
+    // host): tenant_id must pair with tenant_id (tenants: with its id).
+    let offending: Vec<String> = c
+        .query(
+            "SELECT k.conname::text FROM pg_constraint k
+             JOIN pg_class c ON c.oid = k.conrelid
+             WHERE k.contype = 'f' AND c.relnamespace = 'public'::regnamespace AND c.relname = ANY ($1)
+               AND NOT EXISTS (
+                   SELECT 1 FROM generate_subscripts(k.conkey, 1) s
+                   WHERE (SELECT a.attname FROM pg_attribute a
+                          WHERE a.attrelid = k.conrelid AND a.attnum = k.conkey[s]) = 'tenant_id'
+                     AND (SELECT CASE WHEN k.confrelid = 'public.tenants'::regclass AND a.attname = 'id'
+                                      THEN 'tenant_id' ELSE a.attname END
+                          FROM pg_attribute a
+                          WHERE a.attrelid = k.confrelid AND a.attnum = k.confkey[s]) = 'tenant_id')
+             ORDER BY 1",
+            &[&tables],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    assert_eq!(offending, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_reference_tables_are_the_only_tables_without_tenant_id_and_hold_no_tenant_rows() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let reference: Vec<String> = REFERENCE_TABLES
+        .iter()
+        .map(|(t, _)| t.to_string())
+        .collect();
+
+    let with_tenant: Vec<String> = c
+        .query(
+            "SELECT t FROM unnest($1::text[]) t
+             WHERE t <> 'tenants' AND EXISTS (SELECT 1 FROM pg_attribute a
+                          WHERE a.attrelid = format('public.%I', t)::regclass AND a.attname = 'tenant_id')",
+            &[&reference],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    assert_eq!(with_tenant, Vec::<String>::new());
+}
+
+// Partition pruning ----------------------------------------------------------------------
+
+/// Partitions an EXPLAIN names (partitions live in schema autopilot_history).
+fn partitions_in(plan: &str, table: &str) -> Vec<String> {
+    let mut found: Vec<String> = plan
+        .split_whitespace()
+        .filter(|w| w.starts_with(&format!("{table}_p")) || *w == format!("{table}_default"))
+        .map(str::to_string)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+async fn explain(
+    c: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> String {
+    c.query(&format!("EXPLAIN {sql}"), params)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn time_ranged_statements_read_only_the_partitions_of_their_range() {
+    let db = TestDb::new().await;
+    let c = db.client().await;
+    let t = tenant(&c, "Acme", true).await;
+    // Six past months and weeks of partitions (prune keeps them back to its retention).
+    c.batch_execute(
+        "SELECT agent_history_create_partition('public.agent_autonomous_runs', now() - make_interval(months => m))
+         FROM generate_series(1, 6) m;
+         SELECT agent_history_create_partition('public.email_provider_failures', now() - make_interval(weeks => w))
+         FROM generate_series(1, 6) w;",
+    )
+    .await
+    .unwrap();
+    let now = chrono::Utc::now();
+    // alerts.rs WINDOW_FIGURES: the runs of the last 24 hours.
+    let runs_plan = explain(
+        &c,
+        "SELECT count(*) FROM public.agent_autonomous_runs
+         WHERE tenant_id = $1 AND started_at > $2::timestamptz - interval '24 hours'",
+        &[&t, &now],
+    )
+    .await;
+    // breaker.rs FAILURES_LAST_HOUR and alerts.rs PROVIDER_FAILURES_15_MIN.
+    let failures_plan = explain(
+        &c,
+        "SELECT count(*) FROM public.email_provider_failures
+         WHERE tenant_id = $1 AND created_at > $2::timestamptz - interval '1 hour' AND created_at <= $2",
+        &[&t, &now],
+    )
+    .await;
+
+    let before_range: Vec<(String, String)> = c
+        .query(
+            "SELECT p.partition::text, 'runs' FROM agent_history_partitions('public.agent_autonomous_runs') p
+             WHERE p.range_to <= $1::timestamptz - interval '24 hours'
+             UNION ALL
+             SELECT p.partition::text, 'failures' FROM agent_history_partitions('public.email_provider_failures') p
+             WHERE p.range_to <= $1::timestamptz - interval '1 hour' OR p.range_from > $1::timestamptz",
+            &[&now],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let runs_read = partitions_in(&runs_plan, "agent_autonomous_runs");
+    let failures_read = partitions_in(&failures_plan, "email_provider_failures");
+
+    assert!(before_range.len() >= 6 + 6, "{before_range:?}");
+    for (p, which) in &before_range {
+        let name = p.rsplit('.').next().unwrap();
+        let read = if which == "runs" {
+            &runs_read
+        } else {
+            &failures_read
+        };
+        assert!(
+            !read.contains(&name.to_string()),
+            "{name} read:\n{runs_plan}\n{failures_plan}"
+        );
+    }
+    assert!(!runs_read.is_empty(), "{runs_plan}");
+    // A closed range inside the partitions that exist does not read the DEFAULT partition.
+    assert!(
+        (1..=2).contains(&failures_read.len())
+            && !failures_read.contains(&"email_provider_failures_default".to_string()),
+        "{failures_plan}"
+    );
+}
