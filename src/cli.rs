@@ -2,4 +2,4 @@
 //! (until they get plain option structs of their own); everything else of the command line
 //! lives in `commands`.
 
-pub(crate) use crate::commands::{ProcessOrdersArgs, PruneArgs, StatusArgs};
+pub(crate) use crate::commands::ProcessOrdersArgs;

@@ -26,7 +26,6 @@ use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::cli::PruneArgs;
 use crate::Context;
 
 /// A finished run past the cutoff that no lease names and that is not its tenant's latest.
@@ -193,10 +192,29 @@ async fn delete_in_batches(
     Ok(total)
 }
 
-pub async fn run(ctx: &Context, args: &PruneArgs) -> Result<u8> {
+/// A retention period as given (`90d`) and its length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub text: String,
+    pub duration: chrono::Duration,
+}
+
+/// What `autopilot prune` removes and how.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Records older than this go.
+    pub older_than: Retention,
+    /// Count only; delete nothing.
+    pub dry_run: bool,
+    /// Rows deleted per statement (each batch its own short transaction).
+    pub batch: i64,
+    pub json: bool,
+}
+
+pub async fn run(ctx: &Context, args: &PruneOptions) -> Result<u8> {
     let cutoff = ctx.now() - args.older_than.duration;
     let pool = ctx.db.pool(1)?;
-    let conn = crate::db::get_checked(&pool, &ctx.db).await?;
+    let conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     let mut tables = Vec::new();
     let partitions_created = if args.dry_run {
         Vec::new()

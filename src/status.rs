@@ -13,18 +13,14 @@ use crate::db::Sql;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
 use uuid::Uuid;
 
-use crate::cli::StatusArgs;
 use crate::Context;
 
 /// One row per reported tenant from `agent_tenant_health_at($2)`, the function behind the
 /// `agent_tenant_health` view, so status and a Grafana panel read the same figures; it
 /// takes the injected instant where the view takes now().
 const STATUS: &str = include_str!("sql/status/health.sql");
-
-const GLOBAL_SWITCH: &str = include_str!("sql/status/global_switch.sql");
 
 #[derive(Debug, Serialize)]
 pub struct LastRun {
@@ -160,22 +156,27 @@ fn tenant_status(r: &tokio_postgres::Row, now: DateTime<Utc>) -> TenantStatus {
     }
 }
 
-pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<u8> {
+/// What `autopilot status` reports on.
+#[derive(Debug, Clone, Default)]
+pub struct StatusOptions {
+    /// Only these tenants (each must exist); empty: every active tenant with the agent on.
+    pub tenants: Vec<Uuid>,
+    /// One JSON document instead of text.
+    pub json: bool,
+}
+
+pub async fn run(ctx: &Context, args: &StatusOptions) -> Result<u8> {
     let pool = ctx.db.pool(1)?;
-    let conn = crate::db::get_checked(&pool, &ctx.db).await?;
+    let conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     crate::db::require_tenants(&*conn, &args.tenants).await?;
     let now = ctx.now();
     let rows = conn
         .query(STATUS, &[&args.tenants, &now])
         .await
         .context("reading tenant status")?;
-    let switch: Option<Value> = conn
-        .query_opt(GLOBAL_SWITCH, &[])
-        .await
-        .context("reading the kill switch")?
-        .map(|r| r.get(0));
-    let globally_enabled =
-        switch.and_then(|v| v.get("global_enabled").cloned()) == Some(Value::Bool(true));
+    let globally_enabled = crate::tenant_admin::read_global(&*conn)
+        .await?
+        .global_enabled;
     let mut tenants: Vec<TenantStatus> = rows.iter().map(|r| tenant_status(r, now)).collect();
     let ids: Vec<Uuid> = tenants.iter().map(|t| t.tenant_id).collect();
     let parked = crate::email::delivery_unknown_counts(&*conn, &ids).await?;

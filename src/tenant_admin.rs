@@ -77,14 +77,20 @@ impl GlobalSwitch {
     }
 }
 
-/// Read the global switch (`system_config` `agent_config`).
+/// Read the global switch (`system_config` `agent_config`): the one reader of it, for
+/// `run-cycle`, `status`, `doctor` and `agent status`. A value that cannot be decoded
+/// (NULL, nested too deeply) reads as not enabled: the switch fails closed.
 pub async fn read_global(c: &impl Sql) -> Result<GlobalSwitch> {
     let row = c
         .query_opt(GLOBAL_READ, &[])
         .await
-        .context("reading system_config agent_config")?;
-    let value: Option<Value> = row.map(|r| r.get(0));
-    Ok(GlobalSwitch::from_value(value.as_ref()))
+        .context("reading the kill switch (system_config agent_config)")?;
+    let configured = row.is_some();
+    let value: Option<Value> = row.and_then(|r| r.try_get::<_, Option<Value>>(0).ok().flatten());
+    Ok(GlobalSwitch {
+        configured,
+        ..GlobalSwitch::from_value(value.as_ref())
+    })
 }
 
 /// Who makes a switch change and why (both are recorded), and how to report it.

@@ -37,7 +37,7 @@ pub use doctor::DoctorArgs;
 pub use ingest_mail::IngestMailArgs;
 pub use migrate::MigrateArgs;
 pub use process_orders::ProcessOrdersArgs;
-pub use prune::{PruneArgs, Retention};
+pub use prune::PruneArgs;
 pub use run_cycle::{RunCycleArgs, TriggerArg};
 pub use status::StatusArgs;
 pub use tenant::{ChangeArgs, TenantCommand, TenantListArgs, TenantSwitchArgs};
@@ -194,8 +194,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::CheckEngagement(args) => check_engagement::run(&ctx, args).await,
         Command::ProcessOrders(args) => crate::orders::run(&ctx, &args).await,
         Command::AckAlert(args) => ack_alert::run(&ctx, args).await,
-        Command::Status(args) => crate::status::run(&ctx, &args).await,
-        Command::Prune(args) => crate::prune::run(&ctx, &args).await,
+        Command::Status(args) => status::run(&ctx, args).await,
+        Command::Prune(args) => prune::run(&ctx, args).await,
         Command::Completions(args) => Ok(completions::run(&args)),
         Command::Doctor(args) => doctor::run(&cli.global, &args).await,
         Command::Tenant(cmd) => tenant::run(&ctx, cmd).await,

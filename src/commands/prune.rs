@@ -1,7 +1,10 @@
-//! `autopilot prune`: its arguments and the retention syntax. `prune` still takes this
-//! struct itself.
+//! `autopilot prune`: its arguments and the retention syntax, handed to `prune`.
 
+use anyhow::Result;
 use clap::Args;
+
+use crate::prune::{PruneOptions, Retention};
+use crate::Context;
 
 #[derive(Debug, Args, Clone)]
 pub struct PruneArgs {
@@ -19,15 +22,8 @@ pub struct PruneArgs {
     pub json: bool,
 }
 
-/// A retention period as given (`90d`) and its length.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Retention {
-    pub text: String,
-    pub duration: chrono::Duration,
-}
-
 /// `90d`, `12h`, `30m`, `45s` or `2w`: a positive whole number and one unit.
-pub fn parse_retention(s: &str) -> Result<Retention, String> {
+fn parse_retention(s: &str) -> Result<Retention, String> {
     let bad = || format!("'{s}' is not a duration like 90d, 12h or 30m");
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
@@ -53,4 +49,14 @@ pub fn parse_retention(s: &str) -> Result<Retention, String> {
         text: t.to_string(),
         duration: chrono::Duration::seconds(secs),
     })
+}
+
+pub(super) async fn run(ctx: &Context, args: PruneArgs) -> Result<u8> {
+    let options = PruneOptions {
+        older_than: args.older_than,
+        dry_run: args.dry_run,
+        batch: args.batch,
+        json: args.json,
+    };
+    crate::prune::run(ctx, &options).await
 }

@@ -1,7 +1,11 @@
-//! `autopilot status`: its arguments. `status` still takes this struct itself.
+//! `autopilot status`: its arguments, handed to `status`.
 
+use anyhow::Result;
 use clap::Args;
 use uuid::Uuid;
+
+use crate::status::StatusOptions;
+use crate::Context;
 
 #[derive(Debug, Args, Clone)]
 pub struct StatusArgs {
@@ -12,4 +16,12 @@ pub struct StatusArgs {
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
+}
+
+pub(super) async fn run(ctx: &Context, args: StatusArgs) -> Result<u8> {
+    let options = StatusOptions {
+        tenants: args.tenants,
+        json: args.json,
+    };
+    crate::status::run(ctx, &options).await
 }

@@ -53,8 +53,6 @@ use lease::{heartbeat_loop, run_tenant};
 use report::{print_report, write_metrics};
 use signals::Signals;
 
-const KILL_SWITCH: &str = crate::sql!("cycle/kill_switch");
-
 /// Enabled tenants (or the listed ones), those not run for the longest time first so that
 /// `--max-tenants` rotates through an installation. $3/$4: this runner's shard count and
 /// index (NULL: all), see `shard.rs`.
@@ -283,20 +281,12 @@ async fn kill_switch_reason(c: &impl Sql) -> Result<Option<String>> {
             "AGENT_KILL_SWITCH={v} is set in the environment"
         )));
     }
-    let row = c
-        .query_opt(KILL_SWITCH, &[])
-        .await
-        .context("reading the kill switch")?;
-    // A value that cannot be decoded (NULL, nested too deeply) counts as "not enabled".
-    let value: Value = row
-        .and_then(|r| r.try_get::<_, Option<Value>>(0).ok().flatten())
-        .unwrap_or(Value::Null);
-    if value.get("global_enabled") == Some(&Value::Bool(true)) {
+    let g = crate::tenant_admin::read_global(c).await?;
+    if g.global_enabled {
         return Ok(None);
     }
-    let why = value
-        .get("kill_switch_reason")
-        .and_then(Value::as_str)
+    let why = g
+        .kill_switch_reason
         .map(|r| format!(": {r}"))
         .unwrap_or_default();
     Ok(Some(format!(
@@ -309,20 +299,6 @@ async fn kill_switch_reason(c: &impl Sql) -> Result<Option<String>> {
 pub fn cadence_window(now: DateTime<Utc>) -> DateTime<Utc> {
     use chrono::{DurationRound, TimeDelta};
     now.duration_trunc(TimeDelta::hours(1)).unwrap_or(now)
-}
-
-/// The environment kill switch fails closed: anything but an explicit off value (`0`,
-/// `false`, `off`, `no`, empty; trimmed, any case) stops the agent, so a typo or an
-/// unexpected spelling (`yes`, `on`, ` true`) never leaves it running. Returns the value
-/// that stopped it.
-pub fn env_kill_switch(value: Option<std::ffi::OsString>) -> Option<String> {
-    let value = value?;
-    let text = value.to_string_lossy();
-    let off = matches!(
-        text.trim().to_ascii_lowercase().as_str(),
-        "" | "0" | "false" | "off" | "no"
-    );
-    (!off).then(|| text.into_owned())
 }
 
 fn holder_name() -> String {
@@ -345,21 +321,4 @@ fn one_line(text: &str) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn env_kill_switch_fails_closed_on_anything_but_an_explicit_off_value() {
-        let on = |v: &str| env_kill_switch(Some(v.into())).is_some();
-        for v in ["yes", "on", "1", " true", "TRUE", "true", "Y", "stop", "2"] {
-            assert!(on(v), "{v:?} must stop the agent");
-        }
-        for v in ["", " ", "0", "false", "FALSE", " off ", "No", "no"] {
-            assert!(!on(v), "{v:?} is an explicit off value");
-        }
-        assert!(env_kill_switch(None).is_none());
-    }
 }

@@ -1,1 +1,0 @@
-SELECT value FROM public.system_config WHERE key = 'agent_config'
