@@ -55,44 +55,18 @@ pub const OPEN_CARD_STATES: [&str; 4] = ["suggested", "in_review", "approved", "
 /// Create the clock of every contact of the tenant that has none. A new clock names the
 /// contact's client, takes the tenant's interval and is due at once (`next_touch_due = now`):
 /// a contact nobody has touched yet is owed a touch.
-const ENSURE_CLOCKS_SQL: &str = "
-INSERT INTO public.engagement_clocks AS ec
-    (tenant_id, client_id, contact_id, next_touch_due, engagement_interval_days,
-     priority_score, created_at, updated_at)
-SELECT ct.tenant_id, ct.client_id, ct.id, $2::timestamptz, iv.days,
-       public.engagement_priority(0, ct.is_primary, ct.title), $2::timestamptz, $2::timestamptz
-FROM public.contacts ct
-CROSS JOIN (SELECT public.tenant_engagement_interval_days($1) AS days) iv
-WHERE ct.tenant_id = $1
-  AND NOT EXISTS (SELECT 1 FROM public.engagement_clocks e WHERE e.contact_id = ct.id)
-ON CONFLICT (tenant_id, contact_id) WHERE contact_id IS NOT NULL DO NOTHING";
+const ENSURE_CLOCKS_SQL: &str = crate::sql!("engagement/ensure_clocks");
 
 /// Recompute every clock's score for `now`, writing only the rows that change (see
 /// `refresh_engagement_scores` in the migrations).
-const REFRESH_SCORES_SQL: &str = "SELECT public.refresh_engagement_scores($1, $2)";
+const REFRESH_SCORES_SQL: &str = crate::sql!("engagement/refresh_scores");
 
 /// Compliance figures, rounded in SQL (numeric) so 2/3 reads 66.67 and not 66.66999….
-const SUMMARY_SQL: &str = "
-SELECT count(*) AS total,
-       count(*) FILTER (WHERE e.next_touch_due > $2) AS compliant,
-       count(*) FILTER (WHERE e.next_touch_due <= $2) AS overdue,
-       CASE WHEN count(*) = 0 THEN 100::float8
-            ELSE round(100.0 * count(*) FILTER (WHERE e.next_touch_due > $2) / count(*), 2)::float8
-       END AS compliance_rate,
-       -- Whole days overdue (engagement_days_overdue, inlined for speed).
-       coalesce(round(avg(floor(extract(epoch FROM ($2 - e.next_touch_due)) / 86400)::integer)
-                      FILTER (WHERE e.next_touch_due <= $2), 2), 0)::float8 AS avg_days_overdue
-FROM public.engagement_clocks e
-WHERE e.tenant_id = $1";
+const SUMMARY_SQL: &str = crate::sql!("engagement/summary");
 
 /// The top violations, in the order `get_engagement_violations_at` defines (ordinality keeps
 /// it explicit instead of relying on a set-returning function's output order).
-const VIOLATIONS_SQL: &str = "
-SELECT v.clock_id, v.client_id, v.contact_id, v.days_overdue,
-       v.priority_score::float8 AS priority_score, v.next_touch_due
-FROM public.get_engagement_violations_at($1, $2) WITH ORDINALITY AS v
-ORDER BY v.ordinality
-LIMIT $3";
+const VIOLATIONS_SQL: &str = crate::sql!("engagement/violations");
 
 /// Create the missing clock of every contact of `tenant`. Returns the clocks created.
 pub async fn ensure_clocks(c: &impl Sql, tenant: Uuid, now: DateTime<Utc>) -> Result<u64> {
@@ -114,13 +88,7 @@ pub async fn refresh_scores(c: &impl Sql, tenant: Uuid, now: DateTime<Utc>) -> R
 /// Clocks whose times are `infinity`/`-infinity` (possible in PostgreSQL, written by hand or
 /// by another application): no arithmetic works on them ("cannot subtract infinite
 /// timestamps"), so the tenant is refused with the clock named instead of failing mid-way.
-const INFINITE_CLOCKS_SQL: &str = "
-SELECT e.id, e.next_touch_due::text, e.last_touch_at::text
-FROM public.engagement_clocks e
-WHERE e.tenant_id = $1
-  AND (NOT isfinite(e.next_touch_due) OR NOT isfinite(coalesce(e.last_touch_at, e.next_touch_due)))
-ORDER BY e.id
-LIMIT 5";
+const INFINITE_CLOCKS_SQL: &str = crate::sql!("engagement/infinite_clocks");
 
 /// Refuse a tenant whose clocks hold times no arithmetic works on (see
 /// [`INFINITE_CLOCKS_SQL`]), naming them and how to fix them.

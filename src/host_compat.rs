@@ -127,9 +127,9 @@ struct Column {
     type_name: String,
 }
 
-const COLUMNS_SQL: &str = include_str!("sql/host_compat/columns.sql");
-const CHECKS_SQL: &str = include_str!("sql/host_compat/checks.sql");
-const FOREIGN_KEYS_SQL: &str = include_str!("sql/host_compat/foreign_keys.sql");
+const COLUMNS_SQL: &str = crate::sql!("host_compat/columns");
+const CHECKS_SQL: &str = crate::sql!("host_compat/checks");
+const FOREIGN_KEYS_SQL: &str = crate::sql!("host_compat/foreign_keys");
 
 async fn columns(c: &impl tokio_postgres::GenericClient, table: &str) -> Result<Vec<Column>> {
     Ok(c.query(COLUMNS_SQL, &[&table])
@@ -344,20 +344,16 @@ pub async fn inspect(client: &mut Client) -> Result<Vec<Finding>> {
     Ok(findings)
 }
 
-const TRIGGER_ARGS_SQL: &str = "SELECT t.tgargs FROM pg_catalog.pg_trigger t
-WHERE t.tgrelid = to_regclass($1) AND t.tgname = $2";
+const TRIGGER_ARGS_SQL: &str = crate::sql!("host_compat/trigger_args");
 
-const RUN_ID_TARGET_SQL: &str = include_str!("sql/host_compat/run_id_target.sql");
+const RUN_ID_TARGET_SQL: &str = crate::sql!("host_compat/run_id_target");
 
 /// Put the compatibility trigger on each host table that needs it (with the arguments its
 /// columns call for), and take it off a table that no longer does. Idempotent: a table
 /// whose trigger is already right is not touched (no lock taken).
 pub async fn install(c: &impl tokio_postgres::GenericClient) -> Result<()> {
     let function_exists: bool = c
-        .query_one(
-            "SELECT to_regprocedure('public.autopilot_host_row_defaults()') IS NOT NULL",
-            &[],
-        )
+        .query_one(crate::sql!("host_compat/defaults_function_exists"), &[])
         .await?
         .get(0);
     if !function_exists {

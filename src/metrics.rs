@@ -17,8 +17,7 @@ use chrono::{DateTime, Utc};
 
 use crate::Context;
 
-const OPEN_ALERTS: &str = "SELECT severity, count(*) FROM public.agent_alerts
-WHERE NOT acknowledged GROUP BY severity";
+const OPEN_ALERTS: &str = crate::sql!("metrics/open_alerts");
 
 const LAST_SUCCESS: &str = "autopilot_last_success_timestamp_seconds";
 pub const SEVERITIES: [&str; 3] = ["info", "warning", "critical"];

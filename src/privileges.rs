@@ -29,10 +29,10 @@ CREATE TABLE IF NOT EXISTS public.autopilot_migration_objects (
     PRIMARY KEY (kind, identity)
 )";
 
-const CLOSE_SQL: &str = include_str!("sql/privileges/close.sql");
-const SNAPSHOT_SQL: &str = include_str!("sql/privileges/snapshot.sql");
-const RECORD_NEW_SQL: &str = include_str!("sql/privileges/record_new.sql");
-const DEFAULT_ACL_SQL: &str = include_str!("sql/privileges/default_acl.sql");
+const CLOSE_SQL: &str = crate::sql!("privileges/close");
+const SNAPSHOT_SQL: &str = crate::sql!("privileges/snapshot");
+const RECORD_NEW_SQL: &str = crate::sql!("privileges/record_new");
+const DEFAULT_ACL_SQL: &str = crate::sql!("privileges/default_acl");
 
 /// Run the privilege-closing step (idempotent).
 pub async fn close(c: &impl GenericClient) -> Result<()> {

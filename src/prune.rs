@@ -100,15 +100,15 @@ const RULES: &[Rule] = &[
     rule!("agent_policy_violations", "t.created_at < $1"),
     Rule {
         table: "agent_lease_stats",
-        count: include_str!("sql/prune/lease_stats_count.sql"),
-        delete: include_str!("sql/prune/lease_stats_delete.sql"),
+        count: crate::sql!("prune/lease_stats_count"),
+        delete: crate::sql!("prune/lease_stats_delete"),
     },
 ];
 
 /// Partitions of the coming periods (the create-ahead horizon of each history table).
-const ENSURE_PARTITIONS: &str = include_str!("sql/prune/ensure_partitions.sql");
+const ENSURE_PARTITIONS: &str = crate::sql!("prune/ensure_partitions");
 /// Partitions wholly past the cutoff, dropped: per table, partitions and rows removed.
-const DROP_PARTITIONS: &str = include_str!("sql/prune/drop_partitions.sql");
+const DROP_PARTITIONS: &str = crate::sql!("prune/drop_partitions");
 /// The whole-partition drop runs right before this table's row rule: after the
 /// reflections of the runs it removes are gone, before the row delete of what remains.
 const DROP_PARTITIONS_BEFORE: &str = "agent_autonomous_runs";

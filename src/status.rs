@@ -20,7 +20,7 @@ use crate::Context;
 /// One row per reported tenant from `agent_tenant_health_at($2)`, the function behind the
 /// `agent_tenant_health` view, so status and a Grafana panel read the same figures; it
 /// takes the injected instant where the view takes now().
-const STATUS: &str = include_str!("sql/status/health.sql");
+const STATUS: &str = crate::sql!("status/health");
 
 #[derive(Debug, Serialize)]
 pub struct LastRun {

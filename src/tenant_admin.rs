@@ -27,7 +27,7 @@ use crate::error::AppError;
 pub use global::{agent_status, switch_agent};
 pub use tenants::{list_tenants, switch_tenants};
 
-const GLOBAL_READ: &str = include_str!("sql/tenant_admin/global_read.sql");
+const GLOBAL_READ: &str = crate::sql!("tenant_admin/global_read");
 /// The value of `AGENT_KILL_SWITCH` when it stops the agent (SPEC §1: anything but an
 /// explicit off value `0`, `false`, `off`, `no` or empty: it fails closed).
 pub fn env_kill_switch() -> Option<String> {

@@ -43,7 +43,7 @@ pub(super) async fn reconnect(
     loop {
         if !sh.db_gone.load(Ordering::SeqCst) {
             if let Ok(conn) = db::get(&sh.pool, &sh.ctx.db).await {
-                if conn.query_one("SELECT 1", &[]).await.is_ok() {
+                if conn.query_one(crate::sql!("db/ping"), &[]).await.is_ok() {
                     tracing::warn!(
                         "database connection back after {} ms",
                         since.elapsed().as_millis()

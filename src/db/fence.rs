@@ -31,7 +31,7 @@ impl Fence {
     async fn check(&self, client: &impl Sql) -> Result<()> {
         match client
             .execute(
-                "SELECT public.assert_tenant_lease($1, $2)",
+                crate::sql!("db/assert_lease"),
                 &[&self.tenant_id, &self.run_id],
             )
             .await
@@ -138,7 +138,7 @@ pub async fn require_tenants(client: &impl Sql, ids: &[Uuid]) -> Result<()> {
         return Ok(());
     }
     let rows = client
-        .query("SELECT id FROM public.tenants WHERE id = ANY($1)", &[&ids])
+        .query(crate::sql!("db/existing_tenants"), &[&ids])
         .await
         .context("looking up tenants")?;
     let found: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();

@@ -195,10 +195,7 @@ pub async fn connection_report(settings: &DbSettings) -> Result<ConnectionReport
     };
     let (client, task, target) = settings.open_target().await?;
     let rows = client
-        .simple_query(
-            "SELECT pg_catalog.current_setting('server_version'), pg_catalog.pg_is_in_recovery()::text,
-                    (SELECT ssl::text FROM pg_catalog.pg_stat_ssl WHERE pid = pg_catalog.pg_backend_pid())",
-        )
+        .simple_query(crate::sql!("db/connection_report"))
         .await
         .map_err(|e| settings.unavailable(&e));
     task.abort();

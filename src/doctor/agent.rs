@@ -10,12 +10,12 @@ use serde_json::{json, Value};
 use super::{Check, Status};
 use crate::db::Sql;
 
-const MIGRATIONS: &str = include_str!("../sql/doctor/migrations.sql");
-const TENANTS: &str = include_str!("../sql/doctor/tenants.sql");
-const LAST_RUNS: &str = include_str!("../sql/doctor/last_runs.sql");
-const STUCK: &str = include_str!("../sql/doctor/stuck.sql");
-const CLOCK: &str = include_str!("../sql/doctor/clock.sql");
-const LEDGER_EXISTS: &str = "SELECT to_regclass('public.autopilot_migrations') IS NOT NULL";
+const MIGRATIONS: &str = crate::sql!("doctor/migrations");
+const TENANTS: &str = crate::sql!("doctor/tenants");
+const LAST_RUNS: &str = crate::sql!("doctor/last_runs");
+const STUCK: &str = crate::sql!("doctor/stuck");
+const CLOCK: &str = crate::sql!("doctor/clock");
+const LEDGER_EXISTS: &str = crate::sql!("doctor/ledger_exists");
 
 /// Clock drift up to this is fine; leases and hourly windows are minutes long.
 pub const DRIFT_WARN_SECS: f64 = 2.0;

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::{Check, Status};
 use crate::db::{DbSettings, Sql, SslMode};
 
-const CONNECTION: &str = include_str!("../sql/doctor/connection.sql");
+const CONNECTION: &str = crate::sql!("doctor/connection");
 
 /// Where the settings point, from the configuration alone (never the password).
 pub(super) fn target_details(db: &DbSettings) -> Value {

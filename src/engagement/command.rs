@@ -11,9 +11,9 @@ use super::{check_clocks_finite, ensure_clocks, refresh_scores, tenant_report, T
 use crate::db::Sql;
 use crate::Context;
 
-const ALL_TENANTS_SQL: &str = "SELECT id, name FROM public.tenants ORDER BY id";
+const ALL_TENANTS_SQL: &str = crate::sql!("engagement/all_tenants");
 
-const SOME_TENANTS_SQL: &str = "SELECT id, name FROM public.tenants WHERE id = ANY($1) ORDER BY id";
+const SOME_TENANTS_SQL: &str = crate::sql!("engagement/some_tenants");
 
 /// The `check-engagement` JSON document.
 #[derive(Debug, Serialize)]

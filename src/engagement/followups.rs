@@ -22,56 +22,12 @@ use crate::db::Sql;
 /// The interval is capped at 100 years so an absurd setting cannot overflow the date. Both
 /// lookups are index probes (`kanban_cards_email_contact_idx`, `kanban_cards_email_to_idx`),
 /// so the plan stays a nested loop that stops at the limit.
-const OVERDUE_FOLLOWUPS_SQL: &str = "
-SELECT v.clock_id, v.contact_id, coalesce(ct.client_id, v.client_id) AS client_id,
-       nullif(btrim(ct.email), '') AS email, ct.first_name, ct.last_name, ct.title,
-       cl.company_name, v.days_overdue, v.priority_score::float8 AS priority_score
-FROM public.get_engagement_violations_at($1, $2) WITH ORDINALITY AS v
-JOIN public.contacts ct ON ct.id = v.contact_id AND ct.tenant_id = $1
-JOIN public.engagement_clocks ec ON ec.id = v.clock_id
-CROSS JOIN LATERAL (
-    SELECT $2::timestamptz - make_interval(days => least(greatest(ec.engagement_interval_days, 0), 36500)) AS since) w
-LEFT JOIN public.clients cl ON cl.id = coalesce(ct.client_id, v.client_id) AND cl.tenant_id = $1
-WHERE NOT EXISTS (
-        SELECT 1 FROM public.kanban_cards k
-        WHERE k.tenant_id = $1 AND k.type = 'send_email'
-          AND coalesce(k.contact_id, k.agent_target) = v.contact_id
-          AND (k.state IN ('suggested', 'in_review', 'approved', 'executing')
-               OR (k.state = 'blocked' AND k.blocked_code = 'delivery_unknown')
-               OR (k.state = 'done' AND k.executed_at > w.since)))
-  AND NOT EXISTS (
-        SELECT 1 FROM public.kanban_cards k
-        WHERE k.tenant_id = $1 AND k.type = 'send_email'
-          AND lower(btrim(k.action_payload->>'to')) = lower(nullif(btrim(ct.email), ''))
-          AND (k.state IN ('suggested', 'in_review', 'approved', 'executing')
-               OR (k.state = 'blocked' AND k.blocked_code = 'delivery_unknown')
-               OR (k.state = 'done' AND k.executed_at > w.since)))
-  AND NOT EXISTS (
-        SELECT 1 FROM public.email_suppressions s
-        WHERE s.tenant_id = $1
-          AND (s.contact_id = v.contact_id
-               OR lower(s.email) = lower(nullif(btrim(ct.email), ''))))
-  AND NOT EXISTS (
-        SELECT 1 FROM public.contact_email_holds h
-        WHERE h.tenant_id = $1 AND h.resumed_at IS NULL
-          AND (h.contact_id = v.contact_id OR lower(h.email) = lower(nullif(btrim(ct.email), ''))))
-ORDER BY v.ordinality
-LIMIT $3";
+const OVERDUE_FOLLOWUPS_SQL: &str = crate::sql!("engagement/overdue_followups");
 
 /// One `send_email` card per draft from parallel arrays. The conflict target is the partial
 /// unique index of open agent cards, so a contact that already has an open card (from an
 /// earlier cycle, or twice in this batch) gets no second one (defect 10).
-const INSERT_FOLLOWUP_CARDS_SQL: &str = "
-INSERT INTO public.kanban_cards
-    (tenant_id, run_id, client_id, contact_id, agent_target, type, title, description,
-     rationale, priority, state, action_payload)
-SELECT $1, $2, d.client_id, d.contact_id, d.contact_id, 'send_email', d.title, d.description,
-       d.rationale, d.priority, 'suggested', d.payload
-FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::jsonb[])
-     AS d(contact_id, client_id, title, description, rationale, priority, payload)
-ON CONFLICT (tenant_id, type, agent_target)
-    WHERE agent_target IS NOT NULL AND state IN ('suggested', 'in_review', 'approved', 'executing')
-DO NOTHING";
+const INSERT_FOLLOWUP_CARDS_SQL: &str = crate::sql!("engagement/insert_followup_cards");
 
 /// An overdue contact the agent may write to (or, without `email`, must name as a blocker).
 #[derive(Debug, Clone, PartialEq, Serialize)]

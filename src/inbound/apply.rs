@@ -11,12 +11,12 @@ use uuid::Uuid;
 use crate::db::{Begin, Fence, FencedTx, Sql};
 use crate::inbound::classify::{thread_subject, Inbound, Kind};
 
-const MATCH_BY_IDS: &str = include_str!("../sql/inbound/match_by_ids.sql");
-const MATCH_BY_SENDER: &str = include_str!("../sql/inbound/match_by_sender.sql");
-const INSERT_EVENT: &str = include_str!("../sql/inbound/insert_event.sql");
-const SUPPRESS: &str = include_str!("../sql/inbound/suppress.sql");
-const SOFT_BOUNCES: &str = include_str!("../sql/inbound/soft_bounces.sql");
-const HOLD: &str = include_str!("../sql/inbound/hold.sql");
+const MATCH_BY_IDS: &str = crate::sql!("inbound/match_by_ids");
+const MATCH_BY_SENDER: &str = crate::sql!("inbound/match_by_sender");
+const INSERT_EVENT: &str = crate::sql!("inbound/insert_event");
+const SUPPRESS: &str = crate::sql!("inbound/suppress");
+const SOFT_BOUNCES: &str = crate::sql!("inbound/soft_bounces");
+const HOLD: &str = crate::sql!("inbound/hold");
 
 /// Transient failures of one address within 30 days that suppress it.
 pub const SOFT_BOUNCE_LIMIT: i64 = 3;

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use crate::db::Sql;
 
-const RATES: &str = include_str!("../sql/inbound/rates.sql");
-const ALERT_INPUTS: &str = include_str!("../sql/inbound/alert_inputs.sql");
+const RATES: &str = crate::sql!("inbound/rates");
+const ALERT_INPUTS: &str = crate::sql!("inbound/alert_inputs");
 
 pub const BOUNCE_RATE_ALERT: &str = "email_bounce_rate";
 pub const COMPLAINT_RATE_ALERT: &str = "email_complaint_rate";

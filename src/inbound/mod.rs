@@ -30,9 +30,9 @@ use crate::error::AppError;
 use crate::Context;
 use apply::Outcome;
 
-const RESUME: &str = include_str!("../sql/inbound/resume.sql");
-const CONTACT_TENANT: &str = "SELECT tenant_id FROM public.contacts WHERE id = $1";
-const PROFILE_TENANT: &str = "SELECT tenant_id FROM public.profiles WHERE id = $1";
+const RESUME: &str = crate::sql!("inbound/resume");
+const CONTACT_TENANT: &str = crate::sql!("inbound/contact_tenant");
+const PROFILE_TENANT: &str = crate::sql!("inbound/profile_tenant");
 
 /// What one invocation of `ingest-mail` did (`--json`).
 #[derive(Debug, Default, Serialize)]

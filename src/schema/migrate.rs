@@ -56,14 +56,14 @@ pub async fn run(settings: &DbSettings, args: &MigrateOptions) -> Result<u8> {
         return list(&mut client, &embedded, args).await;
     }
     client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK_KEY])
+        .execute(crate::sql!("schema/advisory_lock"), &[&MIGRATE_LOCK_KEY])
         .await
         .context("taking the migrate advisory lock")?;
     let result = apply_pending(&mut client, &embedded, args.json).await;
     // The lock dies with the session anyway; unlocking explicitly lets a waiting migrate
     // go on before our connection is torn down.
     let _ = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK_KEY])
+        .execute(crate::sql!("schema/advisory_unlock"), &[&MIGRATE_LOCK_KEY])
         .await;
     result
 }

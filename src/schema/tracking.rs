@@ -17,16 +17,13 @@ CREATE TABLE IF NOT EXISTS public.autopilot_migrations (
     execution_ms bigint NOT NULL
 )";
 
-const TRACKING_TABLE_EXISTS: &str = "SELECT to_regclass('public.autopilot_migrations') IS NOT NULL";
+const TRACKING_TABLE_EXISTS: &str = crate::sql!("schema/tracking_table_exists");
 
-const SELECT_APPLIED: &str =
-    "SELECT version, name, checksum, applied_at FROM public.autopilot_migrations ORDER BY version";
+const SELECT_APPLIED: &str = crate::sql!("schema/select_applied");
 
-pub(super) const INSERT_APPLIED: &str =
-    "INSERT INTO public.autopilot_migrations (version, name, checksum, execution_ms)
-VALUES ($1, $2, $3, $4)";
+pub(super) const INSERT_APPLIED: &str = crate::sql!("schema/insert_applied");
 
-const APPLIED_VERSIONS: &str = "SELECT version FROM public.autopilot_migrations";
+const APPLIED_VERSIONS: &str = crate::sql!("schema/applied_versions");
 
 /// One row of `autopilot_migrations`.
 pub(super) struct AppliedRow {

@@ -11,7 +11,7 @@ use super::{
 use crate::db::{Begin, Commit, Sql};
 use crate::Context;
 
-const GLOBAL_WRITE: &str = include_str!("../sql/tenant_admin/global_write.sql");
+const GLOBAL_WRITE: &str = crate::sql!("tenant_admin/global_write");
 
 /// `autopilot agent status`.
 pub async fn agent_status(ctx: &Context, json: bool) -> Result<u8> {

@@ -11,9 +11,9 @@ use crate::db::{Begin, Commit, Sql};
 use crate::error::AppError;
 use crate::Context;
 
-const LIST: &str = include_str!("../sql/tenant_admin/list.sql");
-const LOCK_TENANTS: &str = include_str!("../sql/tenant_admin/lock_tenants.sql");
-const SWITCH_TENANTS: &str = include_str!("../sql/tenant_admin/switch_tenants.sql");
+const LIST: &str = crate::sql!("tenant_admin/list");
+const LOCK_TENANTS: &str = crate::sql!("tenant_admin/lock_tenants");
+const SWITCH_TENANTS: &str = crate::sql!("tenant_admin/switch_tenants");
 
 #[derive(Debug, Serialize)]
 struct LastChange {

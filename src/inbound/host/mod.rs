@@ -22,10 +22,10 @@ use crate::inbound::feedback;
 
 mod sources;
 
-const HOST_COLUMNS: &str = include_str!("../../sql/inbound/host_columns.sql");
-const CURSOR_GET: &str = include_str!("../../sql/inbound/cursor_get.sql");
-const CURSOR_SET: &str = include_str!("../../sql/inbound/cursor_set.sql");
-const HOST_CARD: &str = include_str!("../../sql/inbound/host_card.sql");
+const HOST_COLUMNS: &str = crate::sql!("inbound/host_columns");
+const CURSOR_GET: &str = crate::sql!("inbound/cursor_get");
+const CURSOR_SET: &str = crate::sql!("inbound/cursor_set");
+const HOST_CARD: &str = crate::sql!("inbound/host_card");
 
 /// Rows read per source and cycle; the rest wait for the next cycle.
 pub const BATCH: i64 = 500;

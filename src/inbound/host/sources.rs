@@ -21,7 +21,7 @@ use crate::db::{Begin, Fence, Sql};
 use crate::inbound::apply::{apply, Effect};
 use crate::inbound::classify::automatic_subject;
 
-const TENANT_ORGS: &str = include_str!("../../sql/inbound/tenant_orgs.sql");
+const TENANT_ORGS: &str = crate::sql!("inbound/tenant_orgs");
 
 /// One new host row, in the shape every source selects: id, address, when, contact and
 /// two source-specific texts.

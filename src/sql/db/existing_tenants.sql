@@ -1,0 +1,1 @@
+SELECT id FROM public.tenants WHERE id = ANY($1)

@@ -1,0 +1,1 @@
+SELECT public.refresh_engagement_scores($1, $2)

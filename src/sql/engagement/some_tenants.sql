@@ -1,0 +1,1 @@
+SELECT id, name FROM public.tenants WHERE id = ANY($1) ORDER BY id

@@ -1,0 +1,1 @@
+SELECT tenant_id FROM public.contacts WHERE id = $1

@@ -1,0 +1,1 @@
+SELECT tenant_id FROM public.profiles WHERE id = $1

@@ -1,0 +1,2 @@
+SELECT severity, count(*) FROM public.agent_alerts
+WHERE NOT acknowledged GROUP BY severity

@@ -1,0 +1,1 @@
+SELECT version FROM public.autopilot_migrations

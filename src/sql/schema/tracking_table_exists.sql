@@ -1,0 +1,1 @@
+SELECT to_regclass('public.autopilot_migrations') IS NOT NULL
