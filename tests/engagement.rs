@@ -687,8 +687,12 @@ async fn inserting_follow_up_cards_twice_leaves_one_open_card_per_contact() {
     let drafts = drafts_for(&c, t).await;
     assert_eq!(drafts.len(), 3);
 
-    let first = insert_followup_cards(&c, t, run, &drafts).await.unwrap();
-    let second = insert_followup_cards(&c, t, run, &drafts).await.unwrap();
+    let first = insert_followup_cards(&c, t, run, &drafts, chrono::Utc::now())
+        .await
+        .unwrap();
+    let second = insert_followup_cards(&c, t, run, &drafts, chrono::Utc::now())
+        .await
+        .unwrap();
 
     assert_eq!(first, 2, "one card per contact with an address");
     assert_eq!(second, 0, "the next cycle piles up nothing");
@@ -751,7 +755,12 @@ async fn inserting_follow_up_cards_twice_leaves_one_open_card_per_contact() {
     )
     .await
     .unwrap();
-    assert_eq!(insert_followup_cards(&c, t, run, &drafts).await.unwrap(), 1);
+    assert_eq!(
+        insert_followup_cards(&c, t, run, &drafts, chrono::Utc::now())
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -781,7 +790,7 @@ async fn eight_concurrent_inserts_of_the_same_drafts_leave_one_open_card_per_con
     let results = futures::future::join_all(
         clients
             .iter()
-            .map(|cl| insert_followup_cards(cl, t, run, &drafts)),
+            .map(|cl| insert_followup_cards(cl, t, run, &drafts, chrono::Utc::now())),
     )
     .await;
 

@@ -182,11 +182,14 @@ pub async fn promote_scheduled(
     .context("promoting scheduled cards")
 }
 
-/// A `create_task` card asking a person to review an order's exception.
+/// A card the agent suggests to a person: a follow-up e-mail draft (`send_email`, its
+/// target the contact) or a review task (`create_task`, its target the order).
 #[derive(Debug, Clone)]
-pub struct ReviewCard {
-    pub order_id: Uuid,
+pub struct NewCard {
+    /// What the card is about; one open agent card per type and target.
+    pub target: Uuid,
     pub client_id: Option<Uuid>,
+    pub contact_id: Option<Uuid>,
     pub title: String,
     pub description: String,
     pub rationale: String,
@@ -194,42 +197,43 @@ pub struct ReviewCard {
     pub payload: Value,
 }
 
-/// Insert review cards, one open card per order at most (the partial unique index of open
-/// agent cards); returns how many were new.
-pub async fn insert_review_cards(
+/// Insert suggested cards of one type; a target that already has an open agent card of
+/// that type gets none. Returns how many were new.
+pub async fn insert_suggested(
     tx: &impl Sql,
     tenant: Uuid,
     run_id: Uuid,
-    cards: &[ReviewCard],
+    card_type: &str,
+    cards: &[NewCard],
     now: DateTime<Utc>,
 ) -> Result<u64> {
     if cards.is_empty() {
         return Ok(0);
     }
-    let order_ids: Vec<Uuid> = cards.iter().map(|c| c.order_id).collect();
+    let col = |f: fn(&NewCard) -> String| cards.iter().map(f).collect::<Vec<String>>();
+    let targets: Vec<Uuid> = cards.iter().map(|c| c.target).collect();
     let client_ids: Vec<Option<Uuid>> = cards.iter().map(|c| c.client_id).collect();
-    let titles: Vec<&str> = cards.iter().map(|c| c.title.as_str()).collect();
-    let descriptions: Vec<&str> = cards.iter().map(|c| c.description.as_str()).collect();
-    let rationales: Vec<&str> = cards.iter().map(|c| c.rationale.as_str()).collect();
-    let priorities: Vec<&str> = cards.iter().map(|c| c.priority).collect();
+    let contact_ids: Vec<Option<Uuid>> = cards.iter().map(|c| c.contact_id).collect();
     let payloads: Vec<Value> = cards.iter().map(|c| c.payload.clone()).collect();
     tx.execute(
-        crate::sql!("cards/insert_review_cards"),
+        crate::sql!("cards/insert_suggested"),
         &[
             &tenant,
             &run_id,
+            &card_type,
             &now,
-            &order_ids,
+            &targets,
             &client_ids,
-            &titles,
-            &descriptions,
-            &rationales,
-            &priorities,
+            &contact_ids,
+            &col(|c| c.title.clone()),
+            &col(|c| c.description.clone()),
+            &col(|c| c.rationale.clone()),
+            &col(|c| c.priority.to_string()),
             &payloads,
         ],
     )
     .await
-    .context("inserting review cards")
+    .with_context(|| format!("inserting suggested {card_type} cards"))
 }
 
 /// Approved `send_email` cards to a contact (or its address) that replied: held

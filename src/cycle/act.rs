@@ -125,10 +125,11 @@ async fn write_cards(c: &mut impl Begin, cy: &mut Cycle, ok: &Approved) -> Resul
     }
     let (tenant, run_id, now) = (cy.tenant, cy.fence.run_id, cy.now);
     let tx = cy.fence.begin(c).await?;
-    let drafted = engagement::insert_followup_cards(&tx, tenant, run_id, &ok.drafts).await? as i32;
+    let drafted =
+        engagement::insert_followup_cards(&tx, tenant, run_id, &ok.drafts, now).await? as i32;
     let reviews = review_cards(&ok.reviews);
-    let reviewed =
-        crate::cards::insert_review_cards(&tx, tenant, run_id, &reviews, now).await? as i32;
+    let reviewed = crate::cards::insert_suggested(&tx, tenant, run_id, "create_task", &reviews, now)
+        .await? as i32;
     let promoted = crate::cards::promote_scheduled(&tx, tenant, &ok.promotes, now).await? as i32;
     tx.commit().await?;
     cy.m.cards_created += drafted + reviewed;
@@ -150,12 +151,13 @@ async fn write_cards(c: &mut impl Begin, cy: &mut Cycle, ok: &Approved) -> Resul
 }
 
 /// Review cards for order exceptions a person must look at (one open card per order).
-fn review_cards(targets: &[ReviewTarget]) -> Vec<crate::cards::ReviewCard> {
+fn review_cards(targets: &[ReviewTarget]) -> Vec<crate::cards::NewCard> {
     targets
         .iter()
-        .map(|t| crate::cards::ReviewCard {
-            order_id: t.order_id,
+        .map(|t| crate::cards::NewCard {
+            target: t.order_id,
             client_id: t.client_id,
+            contact_id: None,
             title: orders::review_card_title(t),
             description: t.message.clone(),
             rationale: format!(

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::cards::NewCard;
 use crate::db::Sql;
 
 /// Overdue contact clocks worth a follow-up: not already covered by another `send_email`
@@ -23,11 +24,6 @@ use crate::db::Sql;
 /// lookups are index probes (`kanban_cards_email_contact_idx`, `kanban_cards_email_to_idx`),
 /// so the plan stays a nested loop that stops at the limit.
 const OVERDUE_FOLLOWUPS_SQL: &str = crate::sql!("engagement/overdue_followups");
-
-/// One `send_email` card per draft from parallel arrays. The conflict target is the partial
-/// unique index of open agent cards, so a contact that already has an open card (from an
-/// earlier cycle, or twice in this batch) gets no second one (defect 10).
-const INSERT_FOLLOWUP_CARDS_SQL: &str = crate::sql!("engagement/insert_followup_cards");
 
 /// An overdue contact the agent may write to (or, without `email`, must name as a blocker).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -171,59 +167,42 @@ pub fn card_priority(score: f64) -> &'static str {
 
 /// Insert one suggested `send_email` card per draft (contacts without an address are
 /// skipped: a card needs a recipient). Returns the cards inserted; a contact that already
-/// has an open agent e-mail card gets none.
+/// has an open agent e-mail card (from an earlier cycle, or twice in this batch) gets none
+/// (defect 10).
 pub async fn insert_followup_cards(
     c: &impl Sql,
     tenant: Uuid,
     run_id: Uuid,
     drafts: &[(FollowUp, Draft)],
+    now: DateTime<Utc>,
 ) -> Result<u64> {
-    let mut contact_ids = Vec::with_capacity(drafts.len());
-    let mut client_ids: Vec<Option<Uuid>> = Vec::with_capacity(drafts.len());
-    let mut titles = Vec::with_capacity(drafts.len());
-    let mut descriptions = Vec::with_capacity(drafts.len());
-    let mut rationales = Vec::with_capacity(drafts.len());
-    let mut priorities = Vec::with_capacity(drafts.len());
-    let mut payloads = Vec::with_capacity(drafts.len());
-    for (f, d) in drafts {
-        let Some(to) = f.email.as_deref() else {
-            continue;
-        };
-        let name = f.display_name();
-        contact_ids.push(f.contact_id);
-        client_ids.push(f.client_id);
-        titles.push(card_title(f, &name));
-        descriptions.push(d.body.clone());
-        rationales.push(card_rationale(f, &name));
-        priorities.push(card_priority(f.priority_score).to_string());
-        payloads.push(serde_json::json!({
-            "to": to,
-            "subject": d.subject,
-            "body": d.body,
-            "contact_id": f.contact_id,
-            "clock_id": f.clock_id,
-            "days_overdue": f.days_overdue,
-        }));
-    }
-    if contact_ids.is_empty() {
-        return Ok(0);
-    }
-    c.execute(
-        INSERT_FOLLOWUP_CARDS_SQL,
-        &[
-            &tenant,
-            &run_id,
-            &contact_ids,
-            &client_ids,
-            &titles,
-            &descriptions,
-            &rationales,
-            &priorities,
-            &payloads,
-        ],
-    )
-    .await
-    .with_context(|| format!("inserting follow-up cards of tenant {tenant}"))
+    let cards: Vec<NewCard> = drafts
+        .iter()
+        .filter_map(|(f, d)| {
+            let to = f.email.as_deref()?;
+            let name = f.display_name();
+            Some(NewCard {
+                target: f.contact_id,
+                client_id: f.client_id,
+                contact_id: Some(f.contact_id),
+                title: card_title(f, &name),
+                description: d.body.clone(),
+                rationale: card_rationale(f, &name),
+                priority: card_priority(f.priority_score),
+                payload: serde_json::json!({
+                    "to": to,
+                    "subject": d.subject,
+                    "body": d.body,
+                    "contact_id": f.contact_id,
+                    "clock_id": f.clock_id,
+                    "days_overdue": f.days_overdue,
+                }),
+            })
+        })
+        .collect();
+    crate::cards::insert_suggested(c, tenant, run_id, "send_email", &cards, now)
+        .await
+        .with_context(|| format!("inserting follow-up cards of tenant {tenant}"))
 }
 
 fn card_title(f: &FollowUp, name: &str) -> String {
