@@ -6,28 +6,55 @@
 -- and skipped. NO KEY UPDATE is the lock the write-back's update takes anyway; it leaves
 -- the entry's key free for the foreign-key checks of exception rows that name it.
 --
+-- Only the entries are locked (the CTE); the order, its product and client are then looked
+-- up one by one through their keys (LATERAL … LIMIT 1 keeps each a per-entry index probe:
+-- as plain joins the planner hashed the whole orders table for every batch).
+--
 -- has_open says whether the order has unresolved findings (from an earlier validation or a
--- person): only those orders need their no-longer-applying findings resolved. The probe
--- names tenant_id and order_id, so it uses the uniqueness index whether it is (order_id,
--- code) or tenant-scoped (tenant_id, order_id, code).
-SELECT q.id AS queue_id,
-       o.id, o.tenant_id, o.client_id, o.product_id, o.status::text AS status,
-       o.fee_amount::numeric AS fee_amount, o.total_amount::numeric AS total_amount,
-       o.tech_fee::numeric AS tech_fee, o.payment_method::text AS payment_method,
+-- person): only those orders need their no-longer-applying findings resolved. It is a
+-- scalar subquery, so it stays a per-entry probe of the (tenant_id, order_id, code) index
+-- (an EXISTS was planned as a hash of every unresolved finding, rebuilt for every batch).
+WITH claimed AS (
+    SELECT q.id, q.tenant_id, q.order_id
+    FROM public.order_processing_queue q
+    WHERE q.tenant_id = ANY ($1::uuid[])
+      AND q.status = 'pending'
+    LIMIT $2
+    FOR NO KEY UPDATE OF q SKIP LOCKED
+)
+SELECT cl.id AS queue_id,
+       o.id, o.tenant_id, o.client_id, o.product_id, o.status,
+       o.fee_amount, o.total_amount, o.tech_fee, o.payment_method,
        o.property_address, o.property_city, o.property_state, o.property_zip,
        o.borrower_name, o.borrower_email, o.borrower_phone,
        o.property_contact_name, o.property_contact_phone,
-       p.id AS p_id, p.min_price::numeric AS min_price, p.max_price::numeric AS max_price,
-       c.id AS c_id, c.is_active AS c_active, c.credit_limit::numeric AS credit_limit,
-       c.balance::numeric AS balance,
-       EXISTS (SELECT 1 FROM public.order_processing_exceptions e
-               WHERE e.tenant_id = q.tenant_id AND e.order_id = q.order_id AND NOT e.resolved)
-           AS has_open
-FROM public.order_processing_queue q
-JOIN public.orders o ON o.tenant_id = q.tenant_id AND o.id = q.order_id
-LEFT JOIN public.products p ON p.tenant_id = o.tenant_id AND p.id = o.product_id
-LEFT JOIN public.clients c ON c.tenant_id = o.tenant_id AND c.id = o.client_id
-WHERE q.tenant_id = ANY ($1::uuid[])
-  AND q.status = 'pending'
-LIMIT $2
-FOR NO KEY UPDATE OF q SKIP LOCKED
+       p.id AS p_id, p.min_price, p.max_price,
+       c.id AS c_id, c.is_active AS c_active, c.credit_limit, c.balance,
+       (SELECT true FROM public.order_processing_exceptions e
+        WHERE e.tenant_id = cl.tenant_id AND e.order_id = cl.order_id AND NOT e.resolved
+        LIMIT 1) IS NOT NULL AS has_open
+FROM claimed cl
+CROSS JOIN LATERAL (
+    SELECT o.id, o.tenant_id, o.client_id, o.product_id, o.status::text AS status,
+           o.fee_amount::numeric AS fee_amount, o.total_amount::numeric AS total_amount,
+           o.tech_fee::numeric AS tech_fee, o.payment_method::text AS payment_method,
+           o.property_address, o.property_city, o.property_state, o.property_zip,
+           o.borrower_name, o.borrower_email, o.borrower_phone,
+           o.property_contact_name, o.property_contact_phone
+    FROM public.orders o
+    WHERE o.tenant_id = cl.tenant_id AND o.id = cl.order_id
+    LIMIT 1
+) o
+LEFT JOIN LATERAL (
+    SELECT p.id, p.min_price::numeric AS min_price, p.max_price::numeric AS max_price
+    FROM public.products p
+    WHERE p.tenant_id = o.tenant_id AND p.id = o.product_id
+    LIMIT 1
+) p ON true
+LEFT JOIN LATERAL (
+    SELECT c.id, c.is_active, c.credit_limit::numeric AS credit_limit,
+           c.balance::numeric AS balance
+    FROM public.clients c
+    WHERE c.tenant_id = o.tenant_id AND c.id = o.client_id
+    LIMIT 1
+) c ON true
