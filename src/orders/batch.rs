@@ -32,59 +32,54 @@ pub(super) struct Claimed {
 }
 
 impl Claimed {
-    /// A row of the claim statement (`claim_batch.sql`).
+    /// A row of the claim statement (`claim_batch.sql`), read by column position (the
+    /// statement's order): a lookup by name scans the row's 27 column names.
     pub fn from_row(r: &tokio_postgres::Row) -> Result<Claimed, tokio_postgres::Error> {
         Ok(Claimed {
-            queue_id: r.try_get("queue_id")?,
+            queue_id: r.try_get(0)?,
             order: order_of(r)?,
-            product: match r.try_get::<_, Option<Uuid>>("p_id")? {
+            product: match r.try_get::<_, Option<Uuid>>(19)? {
                 Some(id) => Some(Product {
                     id,
-                    min_price: r.try_get("min_price")?,
-                    max_price: r.try_get("max_price")?,
+                    min_price: r.try_get(20)?,
+                    max_price: r.try_get(21)?,
                 }),
                 None => None,
             },
-            client: match r.try_get::<_, Option<Uuid>>("c_id")? {
+            client: match r.try_get::<_, Option<Uuid>>(22)? {
                 Some(id) => Some(Client {
                     id,
-                    is_active: r.try_get::<_, Option<bool>>("c_active")?.unwrap_or(true),
-                    credit_limit: r
-                        .try_get::<_, Option<Decimal>>("credit_limit")?
-                        .unwrap_or_default(),
-                    balance: r
-                        .try_get::<_, Option<Decimal>>("balance")?
-                        .unwrap_or_default(),
+                    is_active: r.try_get::<_, Option<bool>>(23)?.unwrap_or(true),
+                    credit_limit: r.try_get::<_, Option<Decimal>>(24)?.unwrap_or_default(),
+                    balance: r.try_get::<_, Option<Decimal>>(25)?.unwrap_or_default(),
                 }),
                 None => None,
             },
-            has_open: r.try_get("has_open")?,
+            has_open: r.try_get(26)?,
         })
     }
 }
 
 fn order_of(r: &tokio_postgres::Row) -> Result<OrderRow, tokio_postgres::Error> {
     Ok(OrderRow {
-        id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        client_id: r.try_get("client_id")?,
-        product_id: r.try_get("product_id")?,
-        status: r
-            .try_get::<_, Option<String>>("status")?
-            .unwrap_or_default(),
-        fee_amount: r.try_get("fee_amount")?,
-        total_amount: r.try_get("total_amount")?,
-        tech_fee: r.try_get("tech_fee")?,
-        payment_method: r.try_get("payment_method")?,
-        property_address: r.try_get("property_address")?,
-        property_city: r.try_get("property_city")?,
-        property_state: r.try_get("property_state")?,
-        property_zip: r.try_get("property_zip")?,
-        borrower_name: r.try_get("borrower_name")?,
-        borrower_email: r.try_get("borrower_email")?,
-        borrower_phone: r.try_get("borrower_phone")?,
-        property_contact_name: r.try_get("property_contact_name")?,
-        property_contact_phone: r.try_get("property_contact_phone")?,
+        id: r.try_get(1)?,
+        tenant_id: r.try_get(2)?,
+        client_id: r.try_get(3)?,
+        product_id: r.try_get(4)?,
+        status: r.try_get::<_, Option<String>>(5)?.unwrap_or_default(),
+        fee_amount: r.try_get(6)?,
+        total_amount: r.try_get(7)?,
+        tech_fee: r.try_get(8)?,
+        payment_method: r.try_get(9)?,
+        property_address: r.try_get(10)?,
+        property_city: r.try_get(11)?,
+        property_state: r.try_get(12)?,
+        property_zip: r.try_get(13)?,
+        borrower_name: r.try_get(14)?,
+        borrower_email: r.try_get(15)?,
+        borrower_phone: r.try_get(16)?,
+        property_contact_name: r.try_get(17)?,
+        property_contact_phone: r.try_get(18)?,
     })
 }
 
