@@ -33,12 +33,14 @@ pub use rules::*;
 
 /// Default number of entries validated per batch (one transaction) by `process-orders`:
 /// measured on 2 cores at 100,000 entries over 1,000 tenants, 1,000 beat 250 and 500 (fewer
-/// statements) and 2,000 (fewer chunks to spread over the connections).
+/// statements) and 2,000 (fewer chunks to spread over the connections). Measured again
+/// once the claim probed per entry: 500, 1,000 and 2,000 within run-to-run noise.
 pub const DEFAULT_BATCH: u32 = 1000;
 
 /// Connections (and chunks drained at once) of the `process-orders` command: the work is
 /// bound by the server, and a few backends keep both of its cores busy while each waits on
-/// the client or on I/O (measured on 2 cores: 4 beat 2, 8 did not beat 4).
+/// the client or on I/O (measured on 2 cores: 4 beat 2, 8 did not beat 4; measured again
+/// once the claim probed per entry: 2, 3, 4 and 6 within run-to-run noise).
 const COMMAND_WORKERS: usize = 4;
 
 const TENANTS_WITH_WORK_SQL: &str = include_str!("../sql/orders/tenants_with_work.sql");
