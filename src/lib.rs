@@ -21,7 +21,6 @@ macro_rules! sql {
 
 pub mod alerts;
 pub mod cards;
-mod cli;
 pub mod commands;
 pub mod cycle;
 pub mod db;

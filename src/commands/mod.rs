@@ -192,7 +192,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Migrate(args) => migrate::run(&ctx, &args).await,
         Command::RunCycle(args) => run_cycle::run(&ctx, args).await,
         Command::CheckEngagement(args) => check_engagement::run(&ctx, args).await,
-        Command::ProcessOrders(args) => crate::orders::run(&ctx, &args).await,
+        Command::ProcessOrders(args) => process_orders::run(&ctx, args).await,
         Command::AckAlert(args) => ack_alert::run(&ctx, args).await,
         Command::Status(args) => status::run(&ctx, args).await,
         Command::Prune(args) => prune::run(&ctx, args).await,

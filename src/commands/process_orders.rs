@@ -1,7 +1,11 @@
-//! `autopilot process-orders`: its arguments. `orders` still takes this struct itself.
+//! `autopilot process-orders`: its arguments, handed to `orders`.
 
+use anyhow::Result;
 use clap::Args;
 use uuid::Uuid;
+
+use crate::orders::ProcessOptions;
+use crate::Context;
 
 #[derive(Debug, Args, Clone)]
 pub struct ProcessOrdersArgs {
@@ -14,4 +18,13 @@ pub struct ProcessOrdersArgs {
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
+}
+
+pub(super) async fn run(ctx: &Context, args: ProcessOrdersArgs) -> Result<u8> {
+    let options = ProcessOptions {
+        tenants: args.tenants,
+        batch: args.batch,
+        json: args.json,
+    };
+    crate::orders::run(ctx, &options).await
 }

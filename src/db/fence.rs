@@ -47,15 +47,6 @@ impl Fence {
     }
 }
 
-/// Check the fence when there is one (cycle writes) and do nothing otherwise (commands).
-/// Superseded by [`FencedTx::begin`]; kept for the orders module until it moves over.
-pub async fn check_fence(fence: Option<&Fence>, client: &impl Sql) -> Result<()> {
-    match fence {
-        Some(f) => f.check(client).await,
-        None => Ok(()),
-    }
-}
-
 /// A write transaction under a tenant's lease, or, with no fence, one of a command that
 /// holds no lease (`ack-alert`, `card`, `ingest-mail`), so the write code is the same.
 ///
@@ -83,6 +74,35 @@ impl<T: Sql + Commit> FencedTx<T> {
             tx,
             fence: fence.copied(),
         })
+    }
+
+    /// [`begin`](Self::begin) with the transaction's first statements sent in the same
+    /// round trip as the lease check (pipelined on the connection, each still run after the
+    /// one before, so a lost lease fails before they run): for hot loops such as the orders
+    /// batch.
+    pub async fn begin_with<'c, B, R>(
+        c: &'c mut B,
+        fence: Option<&Fence>,
+        first: impl AsyncFnOnce(&T) -> Result<R>,
+    ) -> Result<(FencedTx<T>, R)>
+    where
+        B: Begin<Tx<'c> = T>,
+    {
+        let tx = c.begin().await.context("opening a transaction")?;
+        let check = async {
+            match fence {
+                Some(f) => f.check(&tx).await,
+                None => Ok(()),
+            }
+        };
+        let (_, r) = futures::try_join!(check, first(&tx))?;
+        Ok((
+            FencedTx {
+                tx,
+                fence: fence.copied(),
+            },
+            r,
+        ))
     }
 
     pub async fn commit(self) -> Result<()> {

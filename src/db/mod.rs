@@ -27,8 +27,7 @@ mod tls;
 
 pub use errors::error_text;
 pub use fence::{
-    check_fence, is_lease_lost, is_lease_lost_err, require_tenants, Fence, FencedTx,
-    LEASE_LOST_SQLSTATE,
+    is_lease_lost, is_lease_lost_err, require_tenants, Fence, FencedTx, LEASE_LOST_SQLSTATE,
 };
 pub use pool::{
     behind_transaction_pooler, connection_report, get, probe_pooling, require_session_connection,
@@ -36,8 +35,3 @@ pub use pool::{
 };
 pub use settings::{DbSettings, PoolerSetting, RootCert, SessionAttrs, SslMode, Target};
 pub use statements::{Begin, Commit, Conn, Param, PgTyped, Sql, Statements, Tx};
-
-/// Transitional, for `orders`, `status` and `prune` until they call
-/// [`crate::schema::get_checked`] themselves: the schema check is no part of `db`.
-#[doc(hidden)]
-pub use crate::schema::get_checked;

@@ -19,7 +19,7 @@ use super::rules::{validate, AutoFix, Client, OrderRow, Product, ALL_CODES};
 use super::OrdersReport;
 use crate::db::Sql;
 
-const WRITE_BATCH_SQL: &str = include_str!("../sql/orders/write_batch.sql");
+const WRITE_BATCH_SQL: &str = crate::sql!("orders/write_batch");
 
 /// One claimed row: the entry, its order, product and client, and whether the order has
 /// open findings.

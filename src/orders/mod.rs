@@ -24,7 +24,6 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-use crate::cli::ProcessOrdersArgs;
 use crate::Context;
 
 pub use queue::{process_tenant, queue_missing, reset_stale_claims, STALE_CLAIM_SECS};
@@ -45,7 +44,7 @@ pub const DEFAULT_BATCH: u32 = 1000;
 /// (22.3k/19.6k/27.5k vs 18.9k/17.5k/19.0k entries/s), 6 in between.
 const COMMAND_WORKERS: usize = 8;
 
-const TENANTS_WITH_WORK_SQL: &str = include_str!("../sql/orders/tenants_with_work.sql");
+const TENANTS_WITH_WORK_SQL: &str = crate::sql!("orders/tenants_with_work");
 
 /// Counts of one run (per tenant or in total).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -173,11 +172,22 @@ async fn prepare(
 /// Tenants are grouped into chunks of about one batch of pending entries (most tenants
 /// have far fewer entries than a batch, and the cost of a batch is mostly per statement,
 /// not per entry), and the chunks are drained in parallel on their own connections.
-pub async fn run(ctx: &Context, args: &ProcessOrdersArgs) -> Result<u8> {
+/// What `autopilot process-orders` drains and how.
+#[derive(Debug, Clone)]
+pub struct ProcessOptions {
+    /// Only these tenants (each must exist); empty: every tenant with queued orders.
+    pub tenants: Vec<Uuid>,
+    /// Queue entries validated per batch (one transaction).
+    pub batch: u32,
+    /// One JSON document instead of text.
+    pub json: bool,
+}
+
+pub async fn run(ctx: &Context, args: &ProcessOptions) -> Result<u8> {
     let now = ctx.now();
     let workers = COMMAND_WORKERS;
     let pool = ctx.db.pool(workers)?;
-    let conn = crate::db::get_checked(&pool, &ctx.db).await?;
+    let conn = crate::schema::get_checked(&pool, &ctx.db).await?;
     let pending = prepare(&*conn, &args.tenants, now).await?;
     drop(conn);
     let chunks = chunk_tenants(&pending, i64::from(args.batch.max(1)));

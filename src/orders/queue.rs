@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::batch::{self, Claimed};
 use super::OrdersReport;
-use crate::db::{Begin, Commit, Fence, Sql};
+use crate::db::{Begin, Fence, FencedTx, Sql};
 
 /// A `processing` entry claimed longer ago than this is assumed abandoned (its runner
 /// crashed or hung) and is claimed again.
@@ -26,11 +26,11 @@ pub const STALE_CLAIM_SECS: i64 = 600;
 /// (validated on the new values); this many times in a row is an error.
 const MAX_BATCH_RETRIES: u32 = 3;
 
-const QUEUE_MISSING_SQL: &str = include_str!("../sql/orders/queue_missing.sql");
-const RESET_STALE_CLAIMS_SQL: &str = include_str!("../sql/orders/reset_stale_claims.sql");
-const CLAIM_BATCH_SQL: &str = include_str!("../sql/orders/claim_batch.sql");
-const ASYNC_COMMIT_SQL: &str = include_str!("../sql/orders/async_commit.sql");
-const RECORD_ERROR_SQL: &str = include_str!("../sql/orders/record_error.sql");
+const QUEUE_MISSING_SQL: &str = crate::sql!("orders/queue_missing");
+const RESET_STALE_CLAIMS_SQL: &str = crate::sql!("orders/reset_stale_claims");
+const CLAIM_BATCH_SQL: &str = crate::sql!("orders/claim_batch");
+const ASYNC_COMMIT_SQL: &str = crate::sql!("orders/async_commit");
+const RECORD_ERROR_SQL: &str = crate::sql!("orders/record_error");
 
 fn stale_before(now: DateTime<Utc>) -> DateTime<Utc> {
     now - chrono::Duration::seconds(STALE_CLAIM_SECS)
@@ -66,11 +66,7 @@ pub async fn process_tenant(
     fence: Option<&Fence>,
     now: DateTime<Utc>,
 ) -> Result<OrdersReport> {
-    let tx = client
-        .begin()
-        .await
-        .context("starting the queueing transaction")?;
-    crate::db::check_fence(fence, &tx).await?;
+    let tx = FencedTx::begin(client, fence).await?;
     queue_missing(&tx, &[tenant], now).await?;
     reset_stale_claims(&tx, &[tenant], now).await?;
     tx.commit()
@@ -168,25 +164,27 @@ async fn claim_and_write(
     now: DateTime<Utc>,
     ids: &mut Vec<Uuid>,
 ) -> Result<(Batch, BTreeMap<Uuid, OrdersReport>)> {
-    let tx = client
-        .begin()
-        .await
-        .context("starting the batch transaction")?;
-    // One round trip: the three statements are pipelined on the connection (each still
-    // runs after the previous one, and a lost lease fails the fence before the claim).
-    let (_, _, rows) = futures::try_join!(
-        crate::db::check_fence(fence, &tx),
-        async {
-            tx.execute(ASYNC_COMMIT_SQL, &[])
-                .await
-                .context("relaxing the batch's commit")
-        },
-        async {
-            tx.query(CLAIM_BATCH_SQL, &[&tenants, &limit])
+    // One round trip: the lease check, the relaxed commit and the claim are pipelined on
+    // the connection (each still runs after the previous one, and a lost lease fails the
+    // fence before the claim).
+    let (tx, (_, rows)) = FencedTx::begin_with(client, fence, async |tx| {
+        futures::try_join!(
+            async {
+                tx.execute(ASYNC_COMMIT_SQL, &[])
+                    .await
+                    .context("relaxing the batch's commit")
+            },
+            async {
+                tx.query(
+                    CLAIM_BATCH_SQL,
+                    &[&tenants as &dyn crate::db::Param, &limit],
+                )
                 .await
                 .context("claiming queued orders")
-        },
-    )?;
+            },
+        )
+    })
+    .await?;
     if rows.is_empty() {
         tx.commit().await.context("ending the empty batch")?;
         return Ok((Batch::Empty, BTreeMap::new()));

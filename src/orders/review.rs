@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::db::Sql;
 
-const REVIEW_TARGETS_SQL: &str = include_str!("../sql/orders/review_targets.sql");
+const REVIEW_TARGETS_SQL: &str = crate::sql!("orders/review_targets");
 
 /// An unresolved error/critical finding whose order has no open review card.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
