@@ -11,7 +11,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # Use the lock file when there is one (CI always has it).
 LOCKED := $(if $(wildcard Cargo.lock),--locked,)
-# Extra arguments for `cargo test`, e.g. make test TEST_ARGS='orders -- --nocapture'
+# Extra arguments for `cargo test`, e.g. make test TEST_ARGS='--test it orders:: -- --nocapture' (one integration binary, tests/it)
 TEST_ARGS ?=
 PG_EPHEMERAL := scripts/pg-ephemeral
 

@@ -5,7 +5,7 @@
 //! to the module that owns it.
 
 /// `sql!("module/name")`: the statement in `src/sql/module/name.sql`, compiled in. Every
-/// statement the binary runs lives in such a file (one statement each); tests/sql_files.rs
+/// statement the binary runs lives in such a file (one statement each); tests/it/sql_files.rs
 /// prepares them all against the migrated schema.
 #[macro_export]
 macro_rules! sql {

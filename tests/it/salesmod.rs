@@ -4,16 +4,14 @@
 //! suppressed), check-engagement and process-orders work on it; migrate refuses, before
 //! changing anything, a host whose tables would reject the agent's rows.
 
-mod common;
-#[path = "support/smtp.rs"]
-mod smtp;
+use crate::smtp;
 
-use common::*;
+use crate::common::*;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-const SUPABASE: &str = include_str!("fixtures/supabase.sql");
-const FIXTURE: &str = include_str!("fixtures/salesmod.sql");
+const SUPABASE: &str = include_str!("../fixtures/supabase.sql");
+const FIXTURE: &str = include_str!("../fixtures/salesmod.sql");
 
 struct Host {
     db: TestDb,

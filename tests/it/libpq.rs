@@ -3,14 +3,12 @@
 //! bounding the whole startup, host and port lists, target_session_attrs on a real
 //! primary and streaming standby, sslrootcert=system, and a refused login as exit 2.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use autopilot::db::DbSettings;
-use common::*;
 
 fn port() -> String {
     std::env::var("PGEPHEMERAL_PORT").expect("PGEPHEMERAL_PORT: run under scripts/pg-ephemeral")

@@ -1,9 +1,7 @@
 //! `autopilot ack-alert`: all or nothing, idempotent, bad input refused before any write,
 //! `--all` narrowed by type and severity.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tokio_postgres::Client;
 use uuid::Uuid;
 

@@ -3,11 +3,9 @@
 //! selects the same shard as the flag, and bad shard input is refused (exit 2) before
 //! anything is written.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use uuid::Uuid;
 
 /// The tenants a dry run of shard `i` of `n` would run (a dry run writes nothing).

@@ -5,10 +5,8 @@
 //! (1,000 tenants, a month of hourly runs) read by indexes, not sequential scans (except of
 //! the empty partitions created ahead, which cost nothing).
 
-mod common;
-
+use crate::common::*;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
-use common::*;
 use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 

@@ -2,9 +2,7 @@
 //! each phase at debug, one summary line per invocation, and in `--log-format json` every
 //! line (the fatal `error:` line included) is one JSON object.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Every stderr line as JSON (panics on a line that is not one JSON object).

@@ -9,15 +9,13 @@
 //!
 //! Cells: `-` refused (42501), `0` no row reached, `n` rows reached, `LEAK…` a leak.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use crate::common::*;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-const SUPABASE: &str = include_str!("fixtures/supabase.sql");
+const SUPABASE: &str = include_str!("../fixtures/supabase.sql");
 
 /// Host tables of SPEC §2: people of the tenant write them through the host application.
 const HOST_TABLES: &[&str] = &[

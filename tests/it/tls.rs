@@ -9,22 +9,20 @@
 //! What can be judged without the network (an invalid sslmode, a missing, unreadable or
 //! empty sslrootcert, verify-* without a root) is bad input: exit 2 before connecting.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 use std::str::FromStr;
 
+use crate::common::*;
 use autopilot::db::DbSettings;
-use common::*;
 
 /// The CA that signed the test server's certificate.
 fn ca() -> PathBuf {
     let path = std::env::var("PGEPHEMERAL_CA").unwrap_or_else(|_| {
         panic!(
             "PGEPHEMERAL_CA is not set, so the test server has no TLS: run the TLS tests under \
-             scripts/pg-ephemeral (e.g. `scripts/pg-ephemeral cargo test --test tls`, or `make \
+             scripts/pg-ephemeral (e.g. `scripts/pg-ephemeral cargo test --test it tls::`, or `make \
              test`), which starts PostgreSQL with a self-signed CA and exports its path"
         )
     });

@@ -2,10 +2,8 @@
 //! any pooler works); told the connection is direct or session-pooled
 //! (`AUTOPILOT_POOLER=session`) they prepare each statement once and reuse it.
 
-mod common;
-
+use crate::common::*;
 use autopilot::db::{DbSettings, Sql};
-use common::*;
 
 #[tokio::test]
 async fn a_pooled_connection_prepares_a_statement_once_and_reuses_it() {

@@ -2,12 +2,10 @@
 //! small exposition-format parser), its atomic replacement, the last success kept across
 //! failed cycles, and the kill switch.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use tokio_postgres::Client;
 use uuid::Uuid;
 

@@ -2,9 +2,7 @@
 //! nothing, running runs / leased runs / a tenant's latest run are kept, batches loop, and
 //! a malformed duration is refused before any write.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tokio_postgres::Client;
 use uuid::Uuid;

@@ -5,16 +5,14 @@
 //!
 //! Time is injected (`now` parameters, the hidden `--now` flag) instead of slept through.
 
-mod common;
-
 use std::collections::BTreeSet;
 
+use crate::common::*;
 use autopilot::engagement::{
     draft_followup, ensure_clocks, insert_followup_cards, overdue_followups, refresh_scores,
     tenant_report, Draft, FollowUp,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use common::*;
 use tokio_postgres::Client;
 use uuid::Uuid;
 

@@ -2,11 +2,9 @@
 //! listener; `--json`; exit 1 when a check fails, the connection's own exit code when the
 //! database cannot be used at all.
 
-mod common;
-#[path = "support/smtp.rs"]
-mod smtp;
+use crate::smtp;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use smtp::{Behaviour, SmtpServer};
 

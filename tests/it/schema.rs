@@ -2,9 +2,7 @@
 //! grants, indexes and that the hot queries use them) and the schema-level known defects
 //! of the original design (SPEC "Known defects" 1, 2, 7, 8, 15), against a real PostgreSQL.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;

@@ -8,12 +8,10 @@
 //! requeue|close` moves it. Before the final dot a failure is clean and the card is retried.
 //! Each test prints the counts it measured.
 
-mod common;
-#[path = "support/smtp.rs"]
-mod smtp;
+use crate::smtp;
 
+use crate::common::*;
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use common::*;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use smtp::{Behaviour, SmtpServer, Step};

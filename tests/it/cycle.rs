@@ -1,13 +1,11 @@
 //! `autopilot run-cycle`: kill switch, tenant selection, leases under racing runners,
 //! timeouts, signals, crashes, and the Plan → Act → React → Reflect effects.
 
-mod common;
-#[path = "support/smtp.rs"]
-mod smtp;
+use crate::smtp;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tokio_postgres::Client;
 use uuid::Uuid;

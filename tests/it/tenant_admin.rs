@@ -2,9 +2,7 @@
 //! switches an operator flips without SQL, with who and why recorded; bad input refused
 //! with exit 2 before anything changes; a bare `autopilot` is a usage error.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use uuid::Uuid;
 
 async fn enabled(c: &tokio_postgres::Client, t: Uuid) -> bool {

@@ -1,9 +1,7 @@
 //! `autopilot migrate`: applies in order, records checksums, is a no-op the second time,
 //! serializes concurrent runs, refuses drift, and never prints a password.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use predicates::prelude::*;
 
 #[tokio::test]

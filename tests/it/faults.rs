@@ -4,13 +4,11 @@
 //! a kill switch spelled unexpectedly, signals. Loops are bounded (a few seconds each) and
 //! every test prints what it counted besides asserting it.
 
-mod common;
-#[path = "support/smtp.rs"]
-mod smtp;
+use crate::smtp;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use tokio_postgres::Client;
 use uuid::Uuid;

@@ -2,11 +2,9 @@
 //! one statement per file. This test prepares each file against the migrated schema, so a
 //! renamed column or table fails here, not in production.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 fn sql_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -5,9 +5,7 @@
 //! the binary's time-ranged statements on the partitioned history tables read only the
 //! partitions their range needs.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tokio_postgres::Client;
 
 /// Tables migrate creates that are not distributed by tenant: Citus reference tables (a copy

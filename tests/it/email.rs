@@ -3,14 +3,12 @@
 //! never to a suppressed address, with failures classified, a circuit breaker, bounce
 //! suppression and recovery of cards left `executing`.
 
-mod common;
-#[path = "support/smtp.rs"]
-mod smtp;
+use crate::smtp;
 
+use crate::common::*;
 use autopilot::email::{send_approved, Mailer, MailerConfig, SendReport};
 use autopilot::settings::TenantSettings;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use common::*;
 use serde_json::{json, Value};
 use smtp::{Behaviour, SmtpServer};
 use tokio_postgres::Client;

@@ -1,12 +1,10 @@
 //! The policy engine (SPEC §5): each policy blocks what it should, in the documented order,
 //! and a block uses no quota.
 
-mod common;
-
+use crate::common::*;
 use autopilot::policy::{evaluate, record, Action, Quota, Violation};
 use autopilot::settings::TenantSettings;
 use chrono::Utc;
-use common::*;
 use serde_json::json;
 use tokio_postgres::Client;
 use uuid::Uuid;

@@ -4,12 +4,10 @@
 //! (SPEC §3, §4, §5, §7 and known defects 3, 4, 5, 6, 9, 12, 14, 15), including races
 //! between many real connections.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::*;
 use chrono::{DateTime, TimeZone, Utc};
-use common::*;
 use tokio::sync::Barrier;
 use tokio_postgres::Client;
 use uuid::Uuid;

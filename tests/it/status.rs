@@ -1,10 +1,8 @@
 //! `autopilot status` (the health check: exit codes, JSON shape, which tenants it reports)
 //! and the CLI niceties that need no database (completions, --version).
 
-mod common;
-
+use crate::common::*;
 use chrono::{DateTime, Duration, Utc};
-use common::*;
 use serde_json::Value;
 use tokio_postgres::Client;
 use uuid::Uuid;

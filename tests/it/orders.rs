@@ -5,11 +5,9 @@
 //! isolation, the command's output and exit codes, and the review targets the cycle turns
 //! into cards.
 
-mod common;
-
+use crate::common::*;
 use autopilot::orders::{self, process_tenant, review_targets, OrdersReport, STALE_CLAIM_SECS};
 use chrono::{DateTime, Duration, Utc};
-use common::*;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use tokio_postgres::Client;

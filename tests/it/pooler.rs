@@ -3,12 +3,10 @@
 //! `make test` does): every command but `migrate` works, two overlapping runners still run
 //! each tenant once, and `migrate` stops before changing anything, naming the direct port.
 
-mod common;
-#[path = "support/smtp.rs"]
-mod smtp;
+use crate::smtp;
 
+use crate::common::*;
 use autopilot::db::{DbSettings, Pooling, Statements};
-use common::*;
 use serde_json::Value;
 use tokio_postgres::Client;
 use uuid::Uuid;

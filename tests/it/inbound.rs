@@ -4,14 +4,12 @@
 //! (tests/fixtures/mail/, written from RFC 3464, 3834 and 5965), about the card
 //! 7d3c6f0e-… whose deterministic Message-ID each of them names.
 
-mod common;
-#[path = "support/smtp.rs"]
-mod smtp;
+use crate::smtp;
 
+use crate::common::*;
 use autopilot::email::{send_approved, Mailer, MailerConfig};
 use autopilot::settings::TenantSettings;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use common::*;
 use serde_json::{json, Value};
 use smtp::SmtpServer;
 use tokio_postgres::Client;
