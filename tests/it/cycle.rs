@@ -95,19 +95,13 @@ async fn assert_interrupted_and_released(c: &Client, t: Uuid) {
 
 /// Wait until an autopilot session of this database waits on a lock.
 async fn wait_until_blocked(c: &Client) {
-    for _ in 0..200 {
-        let n = count(
-            c,
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-               AND application_name = 'autopilot' AND wait_event_type = 'Lock'",
-        )
-        .await;
-        if n > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("autopilot never blocked on the test's lock");
+    wait_for_count(
+        c,
+        AUTOPILOT_LOCK_WAITS,
+        1,
+        "autopilot never blocked on the test's lock",
+    )
+    .await;
 }
 
 #[tokio::test]

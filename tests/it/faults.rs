@@ -291,23 +291,7 @@ async fn runs_per_tenant(c: &Client) -> String {
 
 /// Wait until `n` autopilot sessions of this database wait on a lock.
 async fn wait_for_lock_waiters(c: &Client, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let waiting = count(
-            c,
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-               AND application_name = 'autopilot' AND wait_event_type = 'Lock'",
-        )
-        .await;
-        if waiting >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {waiting} of {n} runners reached the barrier"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_count(c, AUTOPILOT_LOCK_WAITS, n, "runners waiting at the barrier").await;
 }
 
 #[tokio::test]
@@ -1054,21 +1038,13 @@ async fn a_database_that_stays_down_exits_75_marks_no_tenant_failed_and_the_next
 
 /// Wait until no autopilot session of this database is left on the server.
 async fn wait_for_no_autopilot_session(c: &Client) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count(
+    wait_for_count(
         c,
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-           AND application_name = 'autopilot'",
+        NO_AUTOPILOT_SESSION,
+        1,
+        "a killed runner's session lingers",
     )
-    .await
-        > 0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "a killed runner's session lingers"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    .await;
 }
 
 /// A small deterministic generator (the seed is printed, so a failure can be replayed).

@@ -4,11 +4,8 @@
 //! (SPEC §3, §4, §5, §7 and known defects 3, 4, 5, 6, 9, 12, 14, 15), including races
 //! between many real connections.
 
-use std::sync::Arc;
-
 use crate::common::*;
 use chrono::{DateTime, TimeZone, Utc};
-use tokio::sync::Barrier;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -453,21 +450,16 @@ async fn thirty_two_connections_racing_for_one_tenant_lease_yield_exactly_one_ru
     let c = db.client().await;
     let t = tenant(&c, "A", true).await;
     let n = 32;
-    let barrier = Arc::new(Barrier::new(n));
-    let mut racers = Vec::new();
-    for i in 0..n {
-        let (url, barrier) = (db.url.clone(), barrier.clone());
-        racers.push(tokio::spawn(async move {
-            let c = connect(&url).await;
-            barrier.wait().await;
-            acquire(&c, t, &format!("racer-{i}"), 60).await
-        }));
-    }
-    let winners: Vec<Uuid> = futures::future::join_all(racers)
-        .await
-        .into_iter()
-        .filter_map(|r| r.unwrap())
-        .collect();
+    let winners: Vec<Uuid> = race(
+        &db.url,
+        n,
+        async |_, _| {},
+        async move |i, c| acquire(c, t, &format!("racer-{i}"), 60).await,
+    )
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
     assert_eq!(winners.len(), 1, "{winners:?}");
     assert_eq!(
         count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
@@ -491,21 +483,16 @@ async fn sixteen_racers_on_an_expired_lease_take_it_over_exactly_once() {
     let t = tenant(&c, "A", true).await;
     let old = expired_lease(&c, t).await;
     let n = 16;
-    let barrier = Arc::new(Barrier::new(n));
-    let mut racers = Vec::new();
-    for i in 0..n {
-        let (url, barrier) = (db.url.clone(), barrier.clone());
-        racers.push(tokio::spawn(async move {
-            let c = connect(&url).await;
-            barrier.wait().await;
-            acquire(&c, t, &format!("racer-{i}"), 60).await
-        }));
-    }
-    let winners: Vec<Uuid> = futures::future::join_all(racers)
-        .await
-        .into_iter()
-        .filter_map(|r| r.unwrap())
-        .collect();
+    let winners: Vec<Uuid> = race(
+        &db.url,
+        n,
+        async |_, _| {},
+        async move |i, c| acquire(c, t, &format!("racer-{i}"), 60).await,
+    )
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
     assert_eq!(winners.len(), 1, "{winners:?}");
     assert_eq!(run_status(&c, old).await.0, "timeout");
     assert_eq!(
@@ -538,30 +525,25 @@ async fn twenty_connections_in_two_time_zones_racing_for_five_emails_get_exactly
     let t = tenant(&c, "A", true).await;
     not_at_an_hour_boundary(&c).await;
     let n = 20;
-    let barrier = Arc::new(Barrier::new(n));
-    let mut racers = Vec::new();
-    for i in 0..n {
-        let (url, barrier) = (db.url.clone(), barrier.clone());
-        racers.push(tokio::spawn(async move {
-            let c = connect(&url).await;
-            let zone = if i % 2 == 0 { "UTC" } else { "Asia/Kolkata" };
-            c.batch_execute(&format!("SET TimeZone = '{zone}'"))
-                .await
-                .unwrap();
-            barrier.wait().await;
-            c.query_one(
-                "SELECT check_and_increment_rate_limit($1, 'email_send', 5)",
-                &[&t],
-            )
+    let in_zone = async |i: usize, c: &Client| {
+        let zone = if i % 2 == 0 { "UTC" } else { "Asia/Kolkata" };
+        c.batch_execute(&format!("SET TimeZone = '{zone}'"))
             .await
-            .unwrap()
-            .get::<_, bool>(0)
-        }));
-    }
-    let granted = futures::future::join_all(racers)
+            .unwrap();
+    };
+    let take = async move |_, c: &Client| {
+        c.query_one(
+            "SELECT check_and_increment_rate_limit($1, 'email_send', 5)",
+            &[&t],
+        )
+        .await
+        .unwrap()
+        .get::<_, bool>(0)
+    };
+    let granted = race(&db.url, n, in_zone, take)
         .await
         .into_iter()
-        .filter(|r| *r.as_ref().unwrap())
+        .filter(|won| *won)
         .count();
     assert_eq!(granted, 5);
     let rows = c
@@ -1281,19 +1263,9 @@ async fn a_runner_does_not_rerun_a_tenant_another_runner_finished_after_it_start
 
 /// Wait until a session of this database waits on a lock.
 async fn wait_for_a_lock_wait(c: &Client) {
-    for _ in 0..400 {
-        let n = count(
-            c,
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-               AND wait_event_type = 'Lock'",
-        )
-        .await;
-        if n > 0 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("no session ever waited on a lock");
+    let sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                 AND wait_event_type = 'Lock'";
+    wait_for_count(c, sql, 1, "no session ever waited on a lock").await;
 }
 
 #[tokio::test]

@@ -619,36 +619,24 @@ async fn stale_processing_entry_is_reclaimed_and_a_fresh_one_is_not() {
 
 /// Wait until an autopilot session of this database waits on a lock.
 async fn wait_until_blocked(c: &Client) {
-    for _ in 0..400 {
-        let n = count(
-            c,
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-               AND application_name = 'autopilot' AND wait_event_type = 'Lock'",
-        )
-        .await;
-        if n > 0 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("autopilot never blocked on the test's lock");
+    wait_for_count(
+        c,
+        AUTOPILOT_LOCK_WAITS,
+        1,
+        "autopilot never blocked on the test's lock",
+    )
+    .await;
 }
 
 /// Wait until no autopilot session is left on this database.
 async fn wait_until_gone(c: &Client) {
-    for _ in 0..400 {
-        let n = count(
-            c,
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-               AND application_name = 'autopilot'",
-        )
-        .await;
-        if n == 0 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("the killed runner's session never ended");
+    wait_for_count(
+        c,
+        NO_AUTOPILOT_SESSION,
+        1,
+        "the killed runner's session never ended",
+    )
+    .await;
 }
 
 /// A transaction holding a lock on the exceptions table that blocks a batch's write (it

@@ -340,3 +340,51 @@ pub fn json_of(out: &std::process::Output) -> serde_json::Value {
 pub async fn count(c: &Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.unwrap().get(0)
 }
+
+/// The race helper: `n` racers, each on its own connection to `url`, set up by `prepare`
+/// (e.g. a session time zone), released together by a barrier, then each runs `act`.
+/// Returns every racer's result, in racer order. The racers are futures of this task: the
+/// race happens in the server, between `n` sessions whose statements arrive together.
+pub async fn race<T, P, A>(url: &str, n: usize, prepare: P, act: A) -> Vec<T>
+where
+    P: AsyncFn(usize, &Client),
+    A: AsyncFn(usize, &Client) -> T,
+{
+    let barrier = tokio::sync::Barrier::new(n);
+    let (barrier, prepare, act) = (&barrier, &prepare, &act);
+    let racers = (0..n).map(|i| async move {
+        let c = connect(url).await;
+        prepare(i, &c).await;
+        barrier.wait().await;
+        act(i, &c).await
+    });
+    futures::future::join_all(racers).await
+}
+
+/// Poll `count_sql` (a `SELECT count(*)`) until it returns at least `n`, or fail naming
+/// `what` after 60 s. For waiting on another session (a lock wait, a session gone), never
+/// on time passing.
+pub async fn wait_for_count(c: &Client, count_sql: &str, n: i64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let got = count(c, count_sql).await;
+        if got >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {got} of {n} after 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Sessions of the binary (`application_name = 'autopilot'`) on this test's database that
+/// wait on a lock.
+pub const AUTOPILOT_LOCK_WAITS: &str = "SELECT count(*) FROM pg_stat_activity
+    WHERE datname = current_database() AND application_name = 'autopilot'
+      AND wait_event_type = 'Lock'";
+
+/// Whether no session of the binary is left on this test's database (1 when none is).
+pub const NO_AUTOPILOT_SESSION: &str = "SELECT (count(*) = 0)::int8 FROM pg_stat_activity
+    WHERE datname = current_database() AND application_name = 'autopilot'";
