@@ -386,5 +386,5 @@ pub const AUTOPILOT_LOCK_WAITS: &str = "SELECT count(*) FROM pg_stat_activity
       AND wait_event_type = 'Lock'";
 
 /// Whether no session of the binary is left on this test's database (1 when none is).
-pub const NO_AUTOPILOT_SESSION: &str = "SELECT (count(*) = 0)::int8 FROM pg_stat_activity
+pub const NO_AUTOPILOT_SESSION: &str = "SELECT (count(*) = 0)::int::int8 FROM pg_stat_activity
     WHERE datname = current_database() AND application_name = 'autopilot'";
