@@ -24,7 +24,6 @@ pub mod cards;
 pub mod commands;
 pub mod cycle;
 pub mod db;
-pub mod deadline;
 pub mod doctor;
 pub mod email;
 pub mod engagement;

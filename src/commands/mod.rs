@@ -22,10 +22,11 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::db::deadline;
 use crate::db::DbSettings;
 use crate::error::Exit;
 use crate::logging::{LogFormat, LogOptions};
-use crate::{deadline, Context};
+use crate::Context;
 
 pub use ack_alert::AckAlertArgs;
 pub use agent::{AgentCommand, AgentStatusArgs};

@@ -300,11 +300,11 @@ async fn run_tenant_inner(
                             Ok(Ok(m)) => Ending::Done(m),
                             Ok(Err(e)) if db::is_lease_lost_err(&e) => Ending::Lost,
                             Ok(Err(e)) if is_db_lost(&e) => Ending::DbLost(e),
-                            Ok(Err(e)) if crate::deadline::is_timeout(&e) => Ending::TimedOut(
+                            Ok(Err(e)) if crate::db::deadline::is_timeout(&e) => Ending::TimedOut(
                                 format!(
                                     "a database wait passed its bound (lock_timeout {} s, statement_timeout {} s): {}",
-                                    crate::deadline::bounds().lock_timeout.as_secs_f64(),
-                                    crate::deadline::bounds().statement_timeout.as_secs_f64(),
+                                    crate::db::deadline::bounds().lock_timeout.as_secs_f64(),
+                                    crate::db::deadline::bounds().statement_timeout.as_secs_f64(),
                                     one_line(&format!("{e:#}"))
                                 ),
                             ),

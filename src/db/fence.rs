@@ -5,7 +5,8 @@ use anyhow::{Context, Result};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::statements::{Begin, Commit, Param, Sql};
+use super::params::Param;
+use super::statements::{Begin, Commit, Sql};
 use crate::error::AppError;
 use tokio_postgres::Error as PgError;
 

@@ -18,9 +18,12 @@
 
 mod connect;
 mod conninfo;
+pub mod deadline;
 mod errors;
 mod fence;
+mod params;
 mod pool;
+mod resolve;
 mod settings;
 mod statements;
 mod tls;
@@ -29,9 +32,10 @@ pub use errors::error_text;
 pub use fence::{
     is_lease_lost, is_lease_lost_err, require_tenants, Fence, FencedTx, LEASE_LOST_SQLSTATE,
 };
+pub use params::{Param, PgTyped};
 pub use pool::{
     behind_transaction_pooler, connection_report, get, probe_pooling, require_session_connection,
     statements_for, ConnectionReport, Object, PgManager, Pool, Pooling,
 };
 pub use settings::{DbSettings, PoolerSetting, RootCert, SessionAttrs, SslMode, Target};
-pub use statements::{Begin, Commit, Conn, Param, PgTyped, Sql, Statements, Tx};
+pub use statements::{Begin, Commit, Conn, Sql, Statements, Tx};

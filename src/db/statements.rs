@@ -1,115 +1,13 @@
-//! How SQL is sent: statement parameters with their PostgreSQL types ([`Param`],
-//! [`PgTyped`]), the [`Sql`] / [`Begin`] / [`Commit`] traits and their impls on plain and
-//! pooled connections ([`Conn`], [`Tx`]), prepared-and-cached or unnamed ([`Statements`]).
+//! How SQL is sent: the [`Sql`] / [`Begin`] / [`Commit`] traits and their impls on plain
+//! and pooled connections ([`Conn`], [`Tx`]), prepared-and-cached or unnamed
+//! ([`Statements`]); parameters carry their types (`params`).
 
 use std::future::Future;
 
+use super::params::Param;
 use anyhow::Result;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Error as PgError, Row};
-use uuid::Uuid;
-
-/// A statement parameter: a value tokio-postgres can encode, and the PostgreSQL type it is
-/// sent as. An unnamed statement (Parse, Bind, Execute in one round trip, nothing kept on
-/// the server) must name its parameters' types up front, as the server has not described
-/// them: the type here is the one the server inferred when the statement was prepared, so
-/// the same SQL means the same thing on both paths.
-pub trait Param: ToSql + Sync {
-    /// The PostgreSQL type this value is sent as.
-    fn param_type(&self) -> Type;
-    /// The value as tokio-postgres's parameter type.
-    fn as_sql(&self) -> &(dyn ToSql + Sync);
-}
-
-/// A Rust type with one PostgreSQL type (and its array type), for [`Param`] of the type
-/// itself, of `Option`s (NULL of that type) and of vectors and slices (arrays).
-pub trait PgTyped {
-    const TYPE: Type;
-    const ARRAY: Type;
-}
-
-macro_rules! pg_typed {
-    ($($t:ty => $ty:ident, $arr:ident;)*) => {$(
-        impl PgTyped for $t {
-            const TYPE: Type = Type::$ty;
-            const ARRAY: Type = Type::$arr;
-        }
-        impl Param for $t {
-            fn param_type(&self) -> Type {
-                Type::$ty
-            }
-            fn as_sql(&self) -> &(dyn ToSql + Sync) {
-                self
-            }
-        }
-    )*};
-}
-
-pg_typed! {
-    bool => BOOL, BOOL_ARRAY;
-    i16 => INT2, INT2_ARRAY;
-    i32 => INT4, INT4_ARRAY;
-    i64 => INT8, INT8_ARRAY;
-    f32 => FLOAT4, FLOAT4_ARRAY;
-    f64 => FLOAT8, FLOAT8_ARRAY;
-    String => TEXT, TEXT_ARRAY;
-    &str => TEXT, TEXT_ARRAY;
-    Uuid => UUID, UUID_ARRAY;
-    chrono::DateTime<chrono::Utc> => TIMESTAMPTZ, TIMESTAMPTZ_ARRAY;
-    chrono::NaiveDate => DATE, DATE_ARRAY;
-    serde_json::Value => JSONB, JSONB_ARRAY;
-    rust_decimal::Decimal => NUMERIC, NUMERIC_ARRAY;
-}
-
-impl<T: PgTyped> PgTyped for Option<T> {
-    const TYPE: Type = T::TYPE;
-    const ARRAY: Type = T::ARRAY;
-}
-
-impl<T: PgTyped + ToSql + Sync> Param for Option<T> {
-    fn param_type(&self) -> Type {
-        T::TYPE
-    }
-    fn as_sql(&self) -> &(dyn ToSql + Sync) {
-        self
-    }
-}
-
-impl<T: PgTyped + ToSql + Sync> Param for Vec<T> {
-    fn param_type(&self) -> Type {
-        T::ARRAY
-    }
-    fn as_sql(&self) -> &(dyn ToSql + Sync) {
-        self
-    }
-}
-
-impl<T: PgTyped + ToSql + Sync> Param for &[T] {
-    fn param_type(&self) -> Type {
-        T::ARRAY
-    }
-    fn as_sql(&self) -> &(dyn ToSql + Sync) {
-        self
-    }
-}
-
-impl<T: PgTyped + ToSql + Sync> Param for Option<Vec<T>> {
-    fn param_type(&self) -> Type {
-        T::ARRAY
-    }
-    fn as_sql(&self) -> &(dyn ToSql + Sync) {
-        self
-    }
-}
-
-impl<T: Param> Param for &T {
-    fn param_type(&self) -> Type {
-        (**self).param_type()
-    }
-    fn as_sql(&self) -> &(dyn ToSql + Sync) {
-        (**self).as_sql()
-    }
-}
 
 /// How a connection sends statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,27 +101,29 @@ macro_rules! unnamed_sql {
 }
 
 /// Outside a transaction every statement runs under the client-side statement bound of
-/// [`crate::deadline::bounded`]; inside one, `SET LOCAL` bounds it (see [`Begin`]).
+/// [`crate::db::deadline::bounded`]; inside one, `SET LOCAL` bounds it (see [`Begin`]).
 impl Sql for tokio_postgres::Client {
     async fn query(&self, sql: &str, params: &[&dyn Param]) -> Result<Vec<Row>, PgError> {
-        crate::deadline::bounded(self.cancel_token(), self.query_typed(sql, &typed(params))).await
+        crate::db::deadline::bounded(self.cancel_token(), self.query_typed(sql, &typed(params)))
+            .await
     }
     async fn query_one(&self, sql: &str, params: &[&dyn Param]) -> Result<Row, PgError> {
-        crate::deadline::bounded(
+        crate::db::deadline::bounded(
             self.cancel_token(),
             self.query_typed_one(sql, &typed(params)),
         )
         .await
     }
     async fn query_opt(&self, sql: &str, params: &[&dyn Param]) -> Result<Option<Row>, PgError> {
-        crate::deadline::bounded(
+        crate::db::deadline::bounded(
             self.cancel_token(),
             self.query_typed_opt(sql, &typed(params)),
         )
         .await
     }
     async fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, PgError> {
-        crate::deadline::bounded(self.cancel_token(), self.execute_typed(sql, &typed(params))).await
+        crate::db::deadline::bounded(self.cancel_token(), self.execute_typed(sql, &typed(params)))
+            .await
     }
 }
 unnamed_sql!(tokio_postgres::Transaction<'_>);
@@ -283,7 +183,8 @@ impl Conn {
         let tx = self.client.transaction().await?;
         // Every transaction starts with its bounds (SET LOCAL: pooler-safe, see
         // crate::deadline).
-        tx.batch_execute(&crate::deadline::set_local_sql()).await?;
+        tx.batch_execute(&crate::db::deadline::set_local_sql())
+            .await?;
         Ok(Tx { tx, statements })
     }
 }
@@ -422,19 +323,22 @@ impl Conn {
 }
 
 /// Outside a transaction every statement runs under the client-side statement bound of
-/// [`crate::deadline::bounded`].
+/// [`crate::db::deadline::bounded`].
 impl Sql for Conn {
     async fn query(&self, sql: &str, params: &[&dyn Param]) -> Result<Vec<Row>, PgError> {
-        crate::deadline::bounded(self.cancel_token(), self.unbounded().query(sql, params)).await
+        crate::db::deadline::bounded(self.cancel_token(), self.unbounded().query(sql, params)).await
     }
     async fn query_one(&self, sql: &str, params: &[&dyn Param]) -> Result<Row, PgError> {
-        crate::deadline::bounded(self.cancel_token(), self.unbounded().query_one(sql, params)).await
+        crate::db::deadline::bounded(self.cancel_token(), self.unbounded().query_one(sql, params))
+            .await
     }
     async fn query_opt(&self, sql: &str, params: &[&dyn Param]) -> Result<Option<Row>, PgError> {
-        crate::deadline::bounded(self.cancel_token(), self.unbounded().query_opt(sql, params)).await
+        crate::db::deadline::bounded(self.cancel_token(), self.unbounded().query_opt(sql, params))
+            .await
     }
     async fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, PgError> {
-        crate::deadline::bounded(self.cancel_token(), self.unbounded().execute(sql, params)).await
+        crate::db::deadline::bounded(self.cancel_token(), self.unbounded().execute(sql, params))
+            .await
     }
 }
 
@@ -443,7 +347,8 @@ impl Begin for tokio_postgres::Client {
     type Tx<'a> = tokio_postgres::Transaction<'a>;
     async fn begin(&mut self) -> Result<Self::Tx<'_>, PgError> {
         let tx = tokio_postgres::Client::transaction(self).await?;
-        tx.batch_execute(&crate::deadline::set_local_sql()).await?;
+        tx.batch_execute(&crate::db::deadline::set_local_sql())
+            .await?;
         Ok(tx)
     }
 }

@@ -52,6 +52,7 @@
 mod breaker;
 mod classify;
 mod config;
+mod html;
 mod mailer;
 mod message;
 mod send;
@@ -59,11 +60,9 @@ mod send;
 pub use breaker::{provider_failures_last_hour, PROVIDER};
 pub use classify::{classify_reply, ErrorType, SendFailure};
 pub use config::{MailerConfig, SmtpSecurity};
+pub use html::{html_to_text, looks_like_html};
 pub use mailer::Mailer;
-pub use message::{
-    build_message, html_to_text, list_id, list_unsubscribe, looks_like_html, message_id_for,
-    CardToSend,
-};
+pub use message::{build_message, list_id, list_unsubscribe, message_id_for, CardToSend};
 pub use send::{
     delivery_unknown_counts, send_approved, SendReport, DELIVERY_UNKNOWN, DELIVERY_UNKNOWN_ALERT,
     STUCK_AFTER_MINUTES,

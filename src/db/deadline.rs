@@ -66,7 +66,7 @@ fn seconds(var: &str, default: Duration) -> anyhow::Result<Duration> {
 
 /// Read the bounds from the environment (bad values are bad input, exit 2) and keep the TLS
 /// connector cancel requests use.
-pub fn init(db: &crate::db::DbSettings) -> anyhow::Result<()> {
+pub fn init(db: &super::DbSettings) -> anyhow::Result<()> {
     let b = Bounds {
         lock_timeout: seconds("AUTOPILOT_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)?,
         statement_timeout: seconds("AUTOPILOT_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT)?,
@@ -95,7 +95,7 @@ pub async fn cancel(token: &CancelToken) {
         None => token.cancel_query(tokio_postgres::NoTls).await,
     };
     if let Err(e) = sent {
-        tracing::warn!(error = %crate::db::error_text(&e), "sending a cancel request failed");
+        tracing::warn!(error = %super::error_text(&e), "sending a cancel request failed");
     }
 }
 
