@@ -912,19 +912,23 @@ async fn a_second_signal_stops_in_flight_tenants_without_waiting_for_the_grace()
     enable_agent_globally(&c).await;
     let t = tenant_with_overdue_contacts(&c, "Slow", 1, false).await;
     let tx = hold_cards_lock(&db).await;
-    let child = db
+    let mut child = db
         .tokio_cmd()
         .args(["run-cycle", "--json", "--grace", "60"])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     wait_until_blocked(&c).await;
+    let stderr = child.stderr.take().unwrap();
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-INT", &pid])
         .status()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The second signal once the first was taken (two signals sent back to back may be
+    // delivered as one).
+    let _log = wait_for_stderr_line(stderr, "signal received").await;
     std::process::Command::new("kill")
         .args(["-INT", &pid])
         .status()

@@ -444,37 +444,6 @@ async fn hold_lock(db: &TestDb, table: &str) -> Client {
     locker
 }
 
-/// Read the child's stderr until a line contains `needle`; returns the lines read, and
-/// keeps draining in the background so the child never blocks on a full pipe.
-async fn wait_for_stderr_line(
-    stderr: tokio::process::ChildStderr,
-    needle: &str,
-) -> tokio::task::JoinHandle<Vec<String>> {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let needle = needle.to_string();
-    let handle = tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        let mut seen = Vec::new();
-        let mut tx = Some(tx);
-        while let Ok(Some(line)) = lines.next_line().await {
-            let hit = line.contains(&needle);
-            seen.push(line);
-            if hit {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(());
-                }
-            }
-        }
-        seen
-    });
-    tokio::time::timeout(Duration::from_secs(60), rx)
-        .await
-        .expect("the expected log line never came")
-        .expect("stderr closed before the expected log line");
-    handle
-}
-
 fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill")
         .args([&format!("-{sig}"), &pid.to_string()])

@@ -388,3 +388,34 @@ pub const AUTOPILOT_LOCK_WAITS: &str = "SELECT count(*) FROM pg_stat_activity
 /// Whether no session of the binary is left on this test's database (1 when none is).
 pub const NO_AUTOPILOT_SESSION: &str = "SELECT (count(*) = 0)::int::int8 FROM pg_stat_activity
     WHERE datname = current_database() AND application_name = 'autopilot'";
+
+/// Read the child's stderr until a line contains `needle`; returns the lines read, and
+/// keeps draining in the background so the child never blocks on a full pipe.
+pub async fn wait_for_stderr_line(
+    stderr: tokio::process::ChildStderr,
+    needle: &str,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let needle = needle.to_string();
+    let handle = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = Vec::new();
+        let mut tx = Some(tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            let hit = line.contains(&needle);
+            seen.push(line);
+            if hit {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        seen
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(60), rx)
+        .await
+        .expect("the expected log line never came")
+        .expect("stderr closed before the expected log line");
+    handle
+}
