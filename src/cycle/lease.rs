@@ -140,33 +140,127 @@ pub(super) async fn run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
     r
 }
 
+/// The tenant's own time limit, never past the invocation's deadline.
+struct Limit {
+    at: Instant,
+    /// Whether the invocation's `--deadline` is what ends it (not `--tenant-timeout`).
+    invocation: bool,
+    deadline_secs: u64,
+    tenant_timeout_secs: u64,
+}
+
+impl Limit {
+    fn new(sh: &Shared<'_>, started: Instant) -> Limit {
+        let own = started + Duration::from_secs(sh.args.tenant_timeout);
+        Limit {
+            at: own.min(sh.deadline_at),
+            invocation: own >= sh.deadline_at,
+            deadline_secs: sh.args.deadline,
+            tenant_timeout_secs: sh.args.tenant_timeout,
+        }
+    }
+
+    fn reason(&self) -> String {
+        if self.invocation {
+            format!(
+                "the invocation's --deadline of {} s passed; in-flight query cancelled",
+                self.deadline_secs
+            )
+        } else {
+            format!(
+                "exceeded --tenant-timeout of {} s; in-flight query cancelled",
+                self.tenant_timeout_secs
+            )
+        }
+    }
+}
+
+/// What taking the lease gave: a run of this invocation, or the tenant's result without one.
+enum Acquired {
+    Run {
+        conn: db::Object,
+        run_id: Uuid,
+        cycle_number: i32,
+    },
+    Not(TenantResult),
+}
+
 async fn run_tenant_inner(
     sh: &Shared<'_>,
     t: &TenantRow,
     started: Instant,
 ) -> Result<TenantResult> {
+    let conn = pooled(sh).await?;
+    let limit = Limit::new(sh, started);
+    let (conn, run_id, cycle_number) = match acquire(sh, t, conn, &limit, started).await? {
+        Acquired::Run {
+            conn,
+            run_id,
+            cycle_number,
+        } => (conn, run_id, cycle_number),
+        Acquired::Not(r) => return Ok(r),
+    };
+    tracing::Span::current().record("run_id", tracing::field::display(run_id));
+    tracing::debug!(cycle_number, "lease taken");
+    let fence = Fence {
+        tenant_id: t.id,
+        run_id,
+    };
+    // The heartbeat wakes this when the lease is lost.
+    let lost = Arc::new(Notify::new());
+    if let Ok(mut l) = sh.leases.lock() {
+        l.insert(run_id, (t.id, lost.clone()));
+    }
+    let (conn, ending) = under_lease(sh, t, conn, fence, cycle_number, &limit, lost).await?;
+    if let Ok(mut l) = sh.leases.lock() {
+        l.remove(&run_id);
+    }
+    let (_conn, outcome) = release(sh, t, conn, run_id, &ending).await?;
+    let Some((status, reason)) = outcome else {
+        // The server lost the run in a crash (its commit was not yet durable, e.g.
+        // synchronous_commit = off): nothing of it survived; the next run does the work.
+        return Ok(result(
+            t,
+            started,
+            "skipped",
+            Some("the database lost this run in a crash; left for the next run".into()),
+        ));
+    };
+    Ok(TenantResult {
+        tenant_id: t.id,
+        name: t.name.clone(),
+        run_id: Some(run_id),
+        cycle_number: Some(cycle_number),
+        status,
+        reason,
+        duration_ms: started.elapsed().as_millis() as u64,
+        metrics: match ending {
+            Ending::Done(m) => m,
+            _ => CycleMetrics::default(),
+        },
+    })
+}
+
+/// A pooled connection, reconnecting within the retry window when the database is gone.
+async fn pooled(sh: &Shared<'_>) -> Result<db::Object> {
+    match db::get(&sh.pool, &sh.ctx.db).await {
+        Ok(c) => Ok(c),
+        Err(e) if is_db_lost(&e) => reconnect(sh, Instant::now(), &e).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// Take the tenant's lease for this invocation's hourly window (bounded by the tenant's
+/// limit: a lease row locked by someone else must not hang the runner).
+async fn acquire(
+    sh: &Shared<'_>,
+    t: &TenantRow,
+    mut conn: db::Object,
+    limit: &Limit,
+    started: Instant,
+) -> Result<Acquired> {
     let args = sh.args;
-    let mut conn = match db::get(&sh.pool, &sh.ctx.db).await {
-        Ok(c) => c,
-        Err(e) if is_db_lost(&e) => reconnect(sh, Instant::now(), &e).await?,
-        Err(e) => return Err(e),
-    };
     let lease_secs = args.lease as f64;
-    // The tenant's own limit, never past the invocation's deadline.
-    let tenant_deadline = (started + Duration::from_secs(args.tenant_timeout)).min(sh.deadline_at);
-    let timeout_reason = || {
-        if tenant_deadline == sh.deadline_at {
-            format!(
-                "the invocation's --deadline of {} s passed; in-flight query cancelled",
-                args.deadline
-            )
-        } else {
-            format!(
-                "exceeded --tenant-timeout of {} s; in-flight query cancelled",
-                args.tenant_timeout
-            )
-        }
-    };
     let trigger = args.trigger.as_str();
     let window = cadence_window(sh.ctx.now());
     let params: [&dyn db::Param; 6] = [
@@ -177,27 +271,19 @@ async fn run_tenant_inner(
         &window,
         &args.force,
     ];
-    // Taking the lease is bounded by the tenant timeout too: a lease row locked by someone
-    // else (a stuck session, an operator's open transaction) must not hang the runner.
     let run_id: Option<Uuid> = retry_db!(sh, conn, {
         let cancel = conn.cancel_token();
-        match tokio::time::timeout_at(tenant_deadline.into(), conn.query_one(ACQUIRE, &params))
-            .await
-        {
+        match tokio::time::timeout_at(limit.at.into(), conn.query_one(ACQUIRE, &params)).await {
             Ok(row) => row
                 .with_context(|| format!("acquiring lease for tenant {}", t.id))
                 .map(|r| Some(r.get::<_, Option<Uuid>>(0))),
             Err(_) => {
                 abandon(sh, cancel, conn).await;
-                return Ok(result(
-                    t,
-                    started,
-                    "timeout",
-                    Some(format!(
-                        "could not take the lease within the tenant's time limit ({}) (its row is locked by another session)",
-                        timeout_reason()
-                    )),
-                ));
+                let why = format!(
+                    "could not take the lease within the tenant's time limit ({}) (its row is locked by another session)",
+                    limit.reason()
+                );
+                return Ok(Acquired::Not(result(t, started, "timeout", Some(why))));
             }
         }
     })?
@@ -233,7 +319,7 @@ async fn run_tenant_inner(
             ),
             None => "lease held by another runner".to_string(),
         };
-        return Ok(result(t, started, "skipped", Some(reason)));
+        return Ok(Acquired::Not(result(t, started, "skipped", Some(reason))));
     };
     let cycle_number: i32 = retry_db!(
         sh,
@@ -243,22 +329,29 @@ async fn run_tenant_inner(
             .map_err(anyhow::Error::from)
     )?
     .get(0);
-    tracing::Span::current().record("run_id", tracing::field::display(run_id));
-    tracing::debug!(cycle_number, "lease taken");
-    let fence = Fence {
-        tenant_id: t.id,
+    Ok(Acquired::Run {
+        conn,
         run_id,
-    };
-    let lost = Arc::new(Notify::new());
-    if let Ok(mut l) = sh.leases.lock() {
-        l.insert(run_id, (t.id, lost.clone()));
-    }
-    let now = sh.ctx.now();
+        cycle_number,
+    })
+}
 
-    let ending = match t.settings.clone().and_then(|v| TenantSettings::parse(&v)) {
+/// The tenant's cycle under its lease; bad settings fail the run (with an alert) and the
+/// other tenants go on.
+async fn under_lease(
+    sh: &Shared<'_>,
+    t: &TenantRow,
+    mut conn: db::Object,
+    fence: Fence,
+    cycle_number: i32,
+    limit: &Limit,
+    lost: Arc<Notify>,
+) -> Result<(db::Object, Ending)> {
+    let now = sh.ctx.now();
+    let settings = match t.settings.clone().and_then(|v| TenantSettings::parse(&v)) {
+        Ok(settings) => settings,
         Err(e) => {
             let msg = e.to_string();
-            // Recorded as a failed run plus an alert; the other tenants go on.
             retry_db!(
                 sh,
                 conn,
@@ -274,78 +367,88 @@ async fn run_tenant_inner(
                 .await
                 .map(|_| ())
             )?;
-            Ending::Failed(msg)
-        }
-        Ok(settings) => {
-            // A lost connection re-runs the cycle on a new one, under the same run and
-            // lease: every step checks what exists (cards, clocks, sends already claimed),
-            // so what completed before the loss is not done twice.
-            let mut lost_since: Option<Instant> = None;
-            loop {
-                let cancel = conn.cancel_token();
-                let ending = {
-                    let work = tenant_cycle(&mut *conn, sh, t, fence, &settings, cycle_number, now);
-                    let mut stop = sh.stop.clone();
-                    let mut stop_now = sh.stop_now.clone();
-                    let grace = Duration::from_secs(args.grace);
-                    let interrupted = async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                        tokio::select! {
-                            _ = tokio::time::sleep(grace) => {},
-                            _ = stop_now.wait_for(|s| *s) => {},
-                        }
-                    };
-                    tokio::select! {
-                        r = tokio::time::timeout_at(tenant_deadline.into(), work) => match r {
-                            Ok(Ok(m)) => Ending::Done(m),
-                            Ok(Err(e)) if db::is_lease_lost_err(&e) => Ending::Lost,
-                            Ok(Err(e)) if is_db_lost(&e) => Ending::DbLost(e),
-                            Ok(Err(e)) if crate::db::deadline::is_timeout(&e) => Ending::TimedOut(
-                                format!(
-                                    "a database wait passed its bound (lock_timeout {} s, statement_timeout {} s): {}",
-                                    crate::db::deadline::bounds().lock_timeout.as_secs_f64(),
-                                    crate::db::deadline::bounds().statement_timeout.as_secs_f64(),
-                                    one_line(&format!("{e:#}"))
-                                ),
-                            ),
-                            Ok(Err(e)) => Ending::Failed(one_line(&format!("{e:#}"))),
-                            Err(_) => Ending::TimedOut(timeout_reason()),
-                        },
-                        _ = lost.notified() => Ending::Lost,
-                        _ = interrupted => Ending::Interrupted,
-                    }
-                };
-                match ending {
-                    Ending::Done(m) => break Ending::Done(m),
-                    Ending::DbLost(e) => {
-                        let since = *lost_since.get_or_insert_with(Instant::now);
-                        let _ = db::Object::take(conn);
-                        conn = reconnect(sh, since, &e).await?;
-                    }
-                    other => {
-                        abandon(sh, cancel, conn).await;
-                        conn = match db::get(&sh.pool, &sh.ctx.db).await {
-                            Ok(c) => c,
-                            Err(e) if is_db_lost(&e) => reconnect(sh, Instant::now(), &e).await?,
-                            Err(e) => return Err(e),
-                        };
-                        break other;
-                    }
-                }
-            }
+            return Ok((conn, Ending::Failed(msg)));
         }
     };
-    if let Ok(mut l) = sh.leases.lock() {
-        l.remove(&run_id);
+    // A lost connection re-runs the cycle on a new one, under the same run and lease: every
+    // step checks what exists (cards, clocks, sends already claimed), so what completed
+    // before the loss is not done twice.
+    let mut lost_since: Option<Instant> = None;
+    loop {
+        let cancel = conn.cancel_token();
+        let work = tenant_cycle(&mut *conn, sh, t, fence, &settings, cycle_number, now);
+        let ending = watch_cycle(sh, work, limit, &lost).await;
+        match ending {
+            Ending::Done(m) => return Ok((conn, Ending::Done(m))),
+            Ending::DbLost(e) => {
+                let since = *lost_since.get_or_insert_with(Instant::now);
+                let _ = db::Object::take(conn);
+                conn = reconnect(sh, since, &e).await?;
+            }
+            other => {
+                abandon(sh, cancel, conn).await;
+                return Ok((pooled(sh).await?, other));
+            }
+        }
     }
+}
 
-    let (status, error): (&str, Option<String>) = match &ending {
+/// Run the cycle until it ends, the tenant's limit passes, the lease is lost, or a signal
+/// interrupts it (after the grace, or at once on a second signal).
+async fn watch_cycle(
+    sh: &Shared<'_>,
+    work: impl std::future::Future<Output = Result<CycleMetrics>>,
+    limit: &Limit,
+    lost: &Notify,
+) -> Ending {
+    let mut stop = sh.stop.clone();
+    let mut stop_now = sh.stop_now.clone();
+    let grace = Duration::from_secs(sh.args.grace);
+    let interrupted = async move {
+        let _ = stop.wait_for(|s| *s).await;
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {},
+            _ = stop_now.wait_for(|s| *s) => {},
+        }
+    };
+    tokio::select! {
+        r = tokio::time::timeout_at(limit.at.into(), work) => match r {
+            Ok(Ok(m)) => Ending::Done(m),
+            Ok(Err(e)) if db::is_lease_lost_err(&e) => Ending::Lost,
+            Ok(Err(e)) if is_db_lost(&e) => Ending::DbLost(e),
+            Ok(Err(e)) if db::deadline::is_timeout(&e) => {
+                let b = db::deadline::bounds();
+                Ending::TimedOut(format!(
+                    "a database wait passed its bound (lock_timeout {} s, statement_timeout {} s): {}",
+                    b.lock_timeout.as_secs_f64(),
+                    b.statement_timeout.as_secs_f64(),
+                    one_line(&format!("{e:#}"))
+                ))
+            }
+            Ok(Err(e)) => Ending::Failed(one_line(&format!("{e:#}"))),
+            Err(_) => Ending::TimedOut(limit.reason()),
+        },
+        _ = lost.notified() => Ending::Lost,
+        _ = interrupted => Ending::Interrupted,
+    }
+}
+
+/// Release the lease with the run's outcome. Returns the status and reason the run row
+/// ends with (`None`: the server lost the run in a crash).
+async fn release(
+    sh: &Shared<'_>,
+    t: &TenantRow,
+    mut conn: db::Object,
+    run_id: Uuid,
+    ending: &Ending,
+) -> Result<(db::Object, Option<(&'static str, Option<String>)>)> {
+    let (status, error): (&'static str, Option<String>) = match ending {
         Ending::Done(_) => ("completed", None),
         Ending::Failed(m) => ("failed", Some(m.clone())),
         Ending::TimedOut(m) => ("timeout", Some(m.clone())),
         Ending::Interrupted => ("failed", Some("interrupted".to_string())),
         Ending::Lost => ("failed", Some("lease lost to another runner".to_string())),
-        Ending::DbLost(_) => unreachable!("a lost connection is retried above"),
+        Ending::DbLost(_) => unreachable!("a lost connection is retried in under_lease"),
     };
     // Releasing twice is harmless: a second call finds the lease gone and reports false,
     // and the run row then says what the first one recorded.
@@ -357,60 +460,36 @@ async fn run_tenant_inner(
             .with_context(|| format!("releasing lease for tenant {}", t.id))
     )?
     .get(0);
-    let (final_status, reason) = if released {
-        (status, error)
-    } else {
-        let row = retry_db!(
-            sh,
-            conn,
-            conn.query_opt(RUN_STATUS, &[&run_id])
-                .await
-                .map_err(anyhow::Error::from)
-        )?;
-        let Some(row) = row else {
-            // The server lost the run in a crash (its commit was not yet durable, e.g.
-            // synchronous_commit = off): nothing of it survived; the next run does the work.
-            return Ok(result(
-                t,
-                started,
-                "skipped",
-                Some("the database lost this run in a crash; left for the next run".into()),
-            ));
-        };
-        let s: String = row.get(0);
-        let recorded: Option<String> = row.get(1);
-        match s.as_str() {
-            // Our own release whose answer was lost with the connection.
-            "completed" => ("completed", None),
-            st if recorded.as_deref() == error.as_deref() && st == status => (status, error),
-            // Fenced out: the run row says what the taker decided (normally `timeout`).
-            "timeout" => (
-                "timeout",
-                Some("lease lost to another runner; nothing more was written".to_string()),
-            ),
-            _ => (
-                "failed",
-                Some("lease lost to another runner; nothing more was written".to_string()),
-            ),
+    if released {
+        // A run that ended otherwise than completed may push the failure rate over its
+        // threshold; the alert is best effort (the run is already recorded).
+        if status != "completed" {
+            if let Err(e) = alerts::evaluate_failure_rate(&*conn, t.id, sh.ctx.now()).await {
+                tracing::warn!(tenant = %t.id, error = %format!("{e:#}"), "evaluating the failure-rate alert");
+            }
         }
-    };
-    if released && final_status != "completed" {
-        if let Err(e) = alerts::evaluate_failure_rate(&*conn, t.id, sh.ctx.now()).await {
-            tracing::warn!(tenant = %t.id, error = %format!("{e:#}"), "evaluating the failure-rate alert");
-        }
+        return Ok((conn, Some((status, error))));
     }
-    let metrics = match ending {
-        Ending::Done(m) => m,
-        _ => CycleMetrics::default(),
+    let row = retry_db!(
+        sh,
+        conn,
+        conn.query_opt(RUN_STATUS, &[&run_id])
+            .await
+            .map_err(anyhow::Error::from)
+    )?;
+    let Some(row) = row else {
+        return Ok((conn, None));
     };
-    Ok(TenantResult {
-        tenant_id: t.id,
-        name: t.name.clone(),
-        run_id: Some(run_id),
-        cycle_number: Some(cycle_number),
-        status: final_status,
-        reason,
-        duration_ms: started.elapsed().as_millis() as u64,
-        metrics,
-    })
+    let s: String = row.get(0);
+    let recorded: Option<String> = row.get(1);
+    let fenced_out = Some("lease lost to another runner; nothing more was written".to_string());
+    let outcome = match s.as_str() {
+        // Our own release whose answer was lost with the connection.
+        "completed" => ("completed", None),
+        st if recorded.as_deref() == error.as_deref() && st == status => (status, error),
+        // Fenced out: the run row says what the taker decided (normally `timeout`).
+        "timeout" => ("timeout", fenced_out),
+        _ => ("failed", fenced_out),
+    };
+    Ok((conn, Some(outcome)))
 }
