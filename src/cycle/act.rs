@@ -6,8 +6,8 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::phases::Cycle;
 use super::plan::Planned;
+use super::state::Cycle;
 use super::{Shared, TenantRow};
 use crate::db::{Begin, Sql};
 use crate::email::{self, SendReport};

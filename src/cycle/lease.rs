@@ -1,27 +1,23 @@
-//! One tenant's lease lifecycle: the checks before it starts, acquiring the lease (bounded
-//! by the tenant's time limit, retried over a lost connection), running the phases under it
-//! with the timeout, deadline and signals, releasing it with the final status; and the
-//! heartbeat that renews every held lease.
+//! The tenant lease (SPEC section 3): acquiring it for the hourly window (bounded by the
+//! tenant's time limit, retried over a lost connection), releasing it with the run's final
+//! status, and the heartbeat that renews every lease this invocation holds. What runs under
+//! the lease is `tenant`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::phases::tenant_cycle;
-use super::report::{log_outcome, result, CycleMetrics, TenantResult};
+use super::report::{result, CycleMetrics, TenantResult};
 use super::retry::{abandon, is_db_lost, reconnect};
-use super::{cadence_window, one_line, Shared, TenantRow};
+use super::{cadence_window, Shared, TenantRow};
 use crate::alerts;
-use crate::db::{self, Fence};
+use crate::db;
 #[allow(unused_imports)]
 use crate::db::{Begin, Commit, Sql};
-use crate::settings::TenantSettings;
 
 /// `$5`: the cadence window (the UTC hour) this run belongs to; a tenant whose cycle
 /// completed in it is not run again, whatever runner ran it and whenever (`$6` = `--force`).
@@ -74,7 +70,7 @@ pub(super) async fn heartbeat_loop(sh: &Shared<'_>) {
     }
 }
 
-enum Ending {
+pub(super) enum Ending {
     Done(CycleMetrics),
     Failed(String),
     /// Stopped by a time limit (tenant timeout, invocation deadline, a bounded wait).
@@ -84,65 +80,9 @@ enum Ending {
     /// The connection was lost mid-cycle (retried, never final).
     DbLost(anyhow::Error),
 }
-
-pub(super) async fn run_tenant(sh: &Shared<'_>, t: &TenantRow) -> TenantResult {
-    let started = Instant::now();
-    if *sh.stop.borrow() {
-        return result(
-            t,
-            started,
-            "skipped",
-            Some("interrupted before start".into()),
-        );
-    }
-    if sh.db_gone.load(Ordering::SeqCst) {
-        return result(
-            t,
-            started,
-            "skipped",
-            Some("database unreachable: left for the next run".into()),
-        );
-    }
-    if Instant::now() >= sh.deadline_at {
-        return result(
-            t,
-            started,
-            "skipped",
-            Some(format!(
-                "the invocation's --deadline of {} s passed before this tenant started",
-                sh.args.deadline
-            )),
-        );
-    }
-    if let Some(why) = t.runnable {
-        return result(t, started, "skipped", Some(why.into()));
-    }
-    let r = match run_tenant_inner(sh, t, started).await {
-        Ok(r) => r,
-        // A database that went away and did not come back is not this tenant's failure:
-        // its run (if any) is left to the lease expiry and the next invocation.
-        Err(e) if is_db_lost(&e) => {
-            sh.db_gone.store(true, Ordering::SeqCst);
-            result(
-                t,
-                started,
-                "skipped",
-                Some("database unreachable: left for the next run".into()),
-            )
-        }
-        Err(e) => {
-            let msg = one_line(&format!("{e:#}"));
-            tracing::error!(tenant = %t.id, error = %msg, "tenant cycle failed");
-            result(t, started, "failed", Some(msg))
-        }
-    };
-    log_outcome(&r);
-    r
-}
-
 /// The tenant's own time limit, never past the invocation's deadline.
-struct Limit {
-    at: Instant,
+pub(super) struct Limit {
+    pub(super) at: Instant,
     /// Whether the invocation's `--deadline` is what ends it (not `--tenant-timeout`).
     invocation: bool,
     deadline_secs: u64,
@@ -150,7 +90,7 @@ struct Limit {
 }
 
 impl Limit {
-    fn new(sh: &Shared<'_>, started: Instant) -> Limit {
+    pub(super) fn new(sh: &Shared<'_>, started: Instant) -> Limit {
         let own = started + Duration::from_secs(sh.args.tenant_timeout);
         Limit {
             at: own.min(sh.deadline_at),
@@ -160,7 +100,7 @@ impl Limit {
         }
     }
 
-    fn reason(&self) -> String {
+    pub(super) fn reason(&self) -> String {
         if self.invocation {
             format!(
                 "the invocation's --deadline of {} s passed; in-flight query cancelled",
@@ -174,9 +114,8 @@ impl Limit {
         }
     }
 }
-
 /// What taking the lease gave: a run of this invocation, or the tenant's result without one.
-enum Acquired {
+pub(super) enum Acquired {
     Run {
         conn: db::Object,
         run_id: Uuid,
@@ -185,74 +124,9 @@ enum Acquired {
     Not(TenantResult),
 }
 
-async fn run_tenant_inner(
-    sh: &Shared<'_>,
-    t: &TenantRow,
-    started: Instant,
-) -> Result<TenantResult> {
-    let conn = pooled(sh).await?;
-    let limit = Limit::new(sh, started);
-    let (conn, run_id, cycle_number) = match acquire(sh, t, conn, &limit, started).await? {
-        Acquired::Run {
-            conn,
-            run_id,
-            cycle_number,
-        } => (conn, run_id, cycle_number),
-        Acquired::Not(r) => return Ok(r),
-    };
-    tracing::Span::current().record("run_id", tracing::field::display(run_id));
-    tracing::debug!(cycle_number, "lease taken");
-    let fence = Fence {
-        tenant_id: t.id,
-        run_id,
-    };
-    // The heartbeat wakes this when the lease is lost.
-    let lost = Arc::new(Notify::new());
-    if let Ok(mut l) = sh.leases.lock() {
-        l.insert(run_id, (t.id, lost.clone()));
-    }
-    let (conn, ending) = under_lease(sh, t, conn, fence, cycle_number, &limit, lost).await?;
-    if let Ok(mut l) = sh.leases.lock() {
-        l.remove(&run_id);
-    }
-    let (_conn, outcome) = release(sh, t, conn, run_id, &ending).await?;
-    let Some((status, reason)) = outcome else {
-        // The server lost the run in a crash (its commit was not yet durable, e.g.
-        // synchronous_commit = off): nothing of it survived; the next run does the work.
-        return Ok(result(
-            t,
-            started,
-            "skipped",
-            Some("the database lost this run in a crash; left for the next run".into()),
-        ));
-    };
-    Ok(TenantResult {
-        tenant_id: t.id,
-        name: t.name.clone(),
-        run_id: Some(run_id),
-        cycle_number: Some(cycle_number),
-        status,
-        reason,
-        duration_ms: started.elapsed().as_millis() as u64,
-        metrics: match ending {
-            Ending::Done(m) => m,
-            _ => CycleMetrics::default(),
-        },
-    })
-}
-
-/// A pooled connection, reconnecting within the retry window when the database is gone.
-async fn pooled(sh: &Shared<'_>) -> Result<db::Object> {
-    match db::get(&sh.pool, &sh.ctx.db).await {
-        Ok(c) => Ok(c),
-        Err(e) if is_db_lost(&e) => reconnect(sh, Instant::now(), &e).await,
-        Err(e) => Err(e),
-    }
-}
-
 /// Take the tenant's lease for this invocation's hourly window (bounded by the tenant's
 /// limit: a lease row locked by someone else must not hang the runner).
-async fn acquire(
+pub(super) async fn acquire(
     sh: &Shared<'_>,
     t: &TenantRow,
     mut conn: db::Object,
@@ -336,106 +210,9 @@ async fn acquire(
     })
 }
 
-/// The tenant's cycle under its lease; bad settings fail the run (with an alert) and the
-/// other tenants go on.
-async fn under_lease(
-    sh: &Shared<'_>,
-    t: &TenantRow,
-    mut conn: db::Object,
-    fence: Fence,
-    cycle_number: i32,
-    limit: &Limit,
-    lost: Arc<Notify>,
-) -> Result<(db::Object, Ending)> {
-    let now = sh.ctx.now();
-    let settings = match t.settings.clone().and_then(|v| TenantSettings::parse(&v)) {
-        Ok(settings) => settings,
-        Err(e) => {
-            let msg = e.to_string();
-            retry_db!(
-                sh,
-                conn,
-                alerts::raise(
-                    &*conn,
-                    t.id,
-                    alerts::INVALID_SETTINGS,
-                    "critical",
-                    &format!("agent not run: {msg}"),
-                    json!({"key": e.key, "problem": e.problem}),
-                    now,
-                )
-                .await
-                .map(|_| ())
-            )?;
-            return Ok((conn, Ending::Failed(msg)));
-        }
-    };
-    // A lost connection re-runs the cycle on a new one, under the same run and lease: every
-    // step checks what exists (cards, clocks, sends already claimed), so what completed
-    // before the loss is not done twice.
-    let mut lost_since: Option<Instant> = None;
-    loop {
-        let cancel = conn.cancel_token();
-        let work = tenant_cycle(&mut *conn, sh, t, fence, &settings, cycle_number, now);
-        let ending = watch_cycle(sh, work, limit, &lost).await;
-        match ending {
-            Ending::Done(m) => return Ok((conn, Ending::Done(m))),
-            Ending::DbLost(e) => {
-                let since = *lost_since.get_or_insert_with(Instant::now);
-                let _ = db::Object::take(conn);
-                conn = reconnect(sh, since, &e).await?;
-            }
-            other => {
-                abandon(sh, cancel, conn).await;
-                return Ok((pooled(sh).await?, other));
-            }
-        }
-    }
-}
-
-/// Run the cycle until it ends, the tenant's limit passes, the lease is lost, or a signal
-/// interrupts it (after the grace, or at once on a second signal).
-async fn watch_cycle(
-    sh: &Shared<'_>,
-    work: impl std::future::Future<Output = Result<CycleMetrics>>,
-    limit: &Limit,
-    lost: &Notify,
-) -> Ending {
-    let mut stop = sh.stop.clone();
-    let mut stop_now = sh.stop_now.clone();
-    let grace = Duration::from_secs(sh.args.grace);
-    let interrupted = async move {
-        let _ = stop.wait_for(|s| *s).await;
-        tokio::select! {
-            _ = tokio::time::sleep(grace) => {},
-            _ = stop_now.wait_for(|s| *s) => {},
-        }
-    };
-    tokio::select! {
-        r = tokio::time::timeout_at(limit.at.into(), work) => match r {
-            Ok(Ok(m)) => Ending::Done(m),
-            Ok(Err(e)) if db::is_lease_lost_err(&e) => Ending::Lost,
-            Ok(Err(e)) if is_db_lost(&e) => Ending::DbLost(e),
-            Ok(Err(e)) if db::deadline::is_timeout(&e) => {
-                let b = db::deadline::bounds();
-                Ending::TimedOut(format!(
-                    "a database wait passed its bound (lock_timeout {} s, statement_timeout {} s): {}",
-                    b.lock_timeout.as_secs_f64(),
-                    b.statement_timeout.as_secs_f64(),
-                    one_line(&format!("{e:#}"))
-                ))
-            }
-            Ok(Err(e)) => Ending::Failed(one_line(&format!("{e:#}"))),
-            Err(_) => Ending::TimedOut(limit.reason()),
-        },
-        _ = lost.notified() => Ending::Lost,
-        _ = interrupted => Ending::Interrupted,
-    }
-}
-
 /// Release the lease with the run's outcome. Returns the status and reason the run row
 /// ends with (`None`: the server lost the run in a crash).
-async fn release(
+pub(super) async fn release(
     sh: &Shared<'_>,
     t: &TenantRow,
     mut conn: db::Object,

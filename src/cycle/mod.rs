@@ -44,14 +44,17 @@ mod react;
 mod reflect;
 mod report;
 mod signals;
+mod state;
+mod tenant;
 
 pub use options::{CycleOptions, Trigger};
 pub use report::{CycleMetrics, CycleReport, TenantResult};
 
 use dry_run::dry_run_tenant;
-use lease::{heartbeat_loop, run_tenant};
+use lease::heartbeat_loop;
 use report::{print_report, write_metrics};
 use signals::Signals;
+use tenant::run_tenant;
 
 /// Enabled tenants (or the listed ones), those not run for the longest time first so that
 /// `--max-tenants` rotates through an installation. $3/$4: this runner's shard count and

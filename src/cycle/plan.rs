@@ -124,7 +124,7 @@ pub(super) async fn collect_plan(
 /// go to the cycle. Returns the actions and how many clocks were created.
 pub(super) async fn run(
     c: &mut impl crate::db::Begin,
-    cy: &mut super::phases::Cycle,
+    cy: &mut super::state::Cycle,
     settings: &TenantSettings,
 ) -> Result<(Vec<Planned>, u64)> {
     let tx = cy.fence.begin(c).await?;

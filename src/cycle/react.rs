@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use super::phases::Cycle;
+use super::state::Cycle;
 use crate::db::Begin;
 use crate::{email, orders};
 

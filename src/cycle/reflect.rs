@@ -5,8 +5,8 @@
 use anyhow::{Context as _, Result};
 use serde_json::{json, Value};
 
-use super::phases::Cycle;
 use super::react::Reacted;
+use super::state::Cycle;
 use crate::alerts;
 use crate::db::{Begin, Sql};
 use crate::email::SendReport;
