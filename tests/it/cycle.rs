@@ -714,7 +714,8 @@ async fn a_lease_stolen_mid_cycle_stops_the_runner_and_it_writes_nothing_more() 
     assert_eq!(
         row.get::<_, String>(0),
         "timeout",
-        "the taker closes the old run"
+        "the taker closes the old run: {}",
+        String::from_utf8_lossy(&out.stdout)
     );
     assert_eq!(row.get::<_, String>(1), "failed");
     // Nothing of the first run after the steal: no cards, no reflection, lease untouched.
