@@ -20,6 +20,8 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tokio_postgres::Client;
 
+mod checks;
+
 /// Name of the trigger [`install`] manages.
 pub const TRIGGER: &str = "autopilot_host_row_defaults";
 
@@ -153,23 +155,6 @@ fn quote_ident(v: &str) -> String {
     format!("\"{}\"", v.replace('"', "\"\""))
 }
 
-/// Every combination of the given columns' agent values.
-fn combinations(lists: &[(&str, &[&str])]) -> Vec<Vec<(String, String)>> {
-    let mut out: Vec<Vec<(String, String)>> = vec![Vec::new()];
-    for (col, values) in lists {
-        let mut next = Vec::new();
-        for combo in &out {
-            for v in values.iter() {
-                let mut c = combo.clone();
-                c.push((col.to_string(), v.to_string()));
-                next.push(c);
-            }
-        }
-        out = next;
-    }
-    out
-}
-
 /// The findings for the host tables the agent writes, read from the catalog without
 /// changing anything (the CHECK probes run on temporary tables in a rolled-back
 /// transaction). Empty when every such table is missing (migrate creates them) or fits.
@@ -184,164 +169,99 @@ pub async fn inspect(client: &mut Client) -> Result<Vec<Finding>> {
         .iter()
         .any(|c| c.name == "owner_id");
     let mut findings = Vec::new();
-    let mut probe = 0;
+    let mut probes = checks::Probes::default();
     for t in HOST_TABLES {
         let cols = columns(&tx, t.name).await?;
         if cols.is_empty() {
             continue;
         }
-        let fillable = |name: &str| -> bool {
-            if name == "org_id" {
-                return tenants_have_owner;
-            }
-            (t.writes.contains(&name) && !t.may_be_null.contains(&name))
-                || t.trigger_fills.contains(&name)
-        };
-        for c in &cols {
-            if c.not_null && !c.has_default && !fillable(&c.name) {
-                let problem = if c.name == "org_id" {
-                    "NOT NULL without a default: autopilot fills a legacy org_id with the tenant's owner, but tenants has no owner_id column".to_string()
-                } else {
-                    "NOT NULL without a default, and autopilot does not fill it".to_string()
-                };
-                findings.push(Finding {
-                    table: t.name.to_string(),
-                    column: Some(c.name.clone()),
-                    constraint: None,
-                    problem,
-                });
-            }
-        }
-
-        // Foreign keys on columns the agent (or the trigger) fills.
-        for r in tx
-            .query(FOREIGN_KEYS_SQL, &[&t.name])
-            .await
-            .with_context(|| format!("reading the foreign keys of {}", t.name))?
-        {
-            let name: String = r.get(0);
-            let fk_cols: Vec<String> = r.get(1);
-            let target: String = r.get(2);
-            // A composite key (tenant_id, x) is about x.
-            let key_cols: Vec<&String> = if fk_cols.len() > 1 {
-                fk_cols.iter().filter(|c| *c != "tenant_id").collect()
-            } else {
-                fk_cols.iter().collect()
-            };
-            for col in key_cols {
-                let Some((_, expected)) = EXPECTED_REFERENCES.iter().find(|(c, _)| c == col) else {
-                    if t.writes.contains(&col.as_str()) {
-                        findings.push(Finding {
-                            table: t.name.to_string(),
-                            column: Some(col.clone()),
-                            constraint: Some(name.clone()),
-                            problem: format!(
-                                "foreign key {name} references {target}, where autopilot's values are not"
-                            ),
-                        });
-                    }
-                    continue;
-                };
-                // A host run_id referencing its own runs table is handled by the trigger
-                // (the agent's run id moves to agent_run_id).
-                if target != *expected && !(col.as_str() == "run_id" && t.name == "kanban_cards") {
-                    findings.push(Finding {
-                        table: t.name.to_string(),
-                        column: Some(col.clone()),
-                        constraint: Some(name.clone()),
-                        problem: format!(
-                            "foreign key {name} references {target}; autopilot writes ids of {expected} there"
-                        ),
-                    });
-                }
-            }
-        }
-
-        // CHECK constraints over columns whose every agent value is known.
-        for r in tx
-            .query(CHECKS_SQL, &[&t.name])
-            .await
-            .with_context(|| format!("reading the CHECK constraints of {}", t.name))?
-        {
-            let name: String = r.get(0);
-            let def: String = r.get(1);
-            let check_cols: Vec<String> = r.get(2);
-            if check_cols.is_empty()
-                || !check_cols
-                    .iter()
-                    .all(|c| t.values.iter().any(|(v, _)| v == c))
-            {
-                continue;
-            }
-            let lists: Vec<(&str, &[&str])> = t
-                .values
-                .iter()
-                .filter(|(c, _)| check_cols.iter().any(|x| x == c))
-                .map(|(c, v)| (*c, *v))
-                .collect();
-            probe += 1;
-            let probe_table = format!("pg_temp.autopilot_probe_{probe}");
-            let defs: Vec<String> = check_cols
-                .iter()
-                .map(|c| {
-                    let ty = cols
-                        .iter()
-                        .find(|x| &x.name == c)
-                        .map(|x| x.type_name.clone())
-                        .unwrap_or_else(|| "text".into());
-                    format!("{} {ty}", quote_ident(c))
-                })
-                .collect();
-            let def = def.trim_end_matches(" NOT VALID");
-            tx.batch_execute(&format!(
-                "CREATE TEMP TABLE {probe_table} ({}); ALTER TABLE {probe_table} ADD CONSTRAINT {} {def}",
-                defs.join(", "),
-                quote_ident(&name)
-            ))
-            .await
-            .with_context(|| format!("probing CHECK {name} of {}", t.name))?;
-            let mut rejected: Vec<String> = Vec::new();
-            for combo in combinations(&lists) {
-                let names: Vec<String> = combo.iter().map(|(c, _)| quote_ident(c)).collect();
-                let vals: Vec<String> = combo.iter().map(|(_, v)| quote_literal(v)).collect();
-                let sp = tx.savepoint("probe").await?;
-                let res = sp
-                    .batch_execute(&format!(
-                        "INSERT INTO {probe_table} ({}) VALUES ({})",
-                        names.join(", "),
-                        vals.join(", ")
-                    ))
-                    .await;
-                sp.rollback().await?;
-                if res.is_err() {
-                    rejected.push(
-                        combo
-                            .iter()
-                            .map(|(c, v)| format!("{c} = '{v}'"))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    );
-                }
-            }
-            if !rejected.is_empty() {
-                findings.push(Finding {
-                    table: t.name.to_string(),
-                    column: if check_cols.len() == 1 {
-                        Some(check_cols[0].clone())
-                    } else {
-                        None
-                    },
-                    constraint: Some(name.clone()),
-                    problem: format!(
-                        "CHECK {name} rejects what autopilot writes: {}",
-                        rejected.join("; ")
-                    ),
-                });
-            }
-        }
+        findings.extend(not_null_findings(t, &cols, tenants_have_owner));
+        findings.extend(foreign_key_findings(&tx, t).await?);
+        findings.extend(probes.check_findings(&mut tx, t, &cols).await?);
     }
     tx.rollback().await.context("ending the host inspection")?;
     Ok(findings)
+}
+
+/// NOT NULL columns without a default that neither the agent nor the trigger fills.
+fn not_null_findings(t: &HostTable, cols: &[Column], tenants_have_owner: bool) -> Vec<Finding> {
+    let fillable = |name: &str| -> bool {
+        if name == "org_id" {
+            return tenants_have_owner;
+        }
+        (t.writes.contains(&name) && !t.may_be_null.contains(&name))
+            || t.trigger_fills.contains(&name)
+    };
+    cols.iter()
+        .filter(|c| c.not_null && !c.has_default && !fillable(&c.name))
+        .map(|c| {
+            let problem = if c.name == "org_id" {
+                "NOT NULL without a default: autopilot fills a legacy org_id with the tenant's owner, but tenants has no owner_id column".to_string()
+            } else {
+                "NOT NULL without a default, and autopilot does not fill it".to_string()
+            };
+            Finding {
+                table: t.name.to_string(),
+                column: Some(c.name.clone()),
+                constraint: None,
+                problem,
+            }
+        })
+        .collect()
+}
+
+/// Foreign keys on columns the agent (or the trigger) fills.
+async fn foreign_key_findings(
+    c: &impl tokio_postgres::GenericClient,
+    t: &HostTable,
+) -> Result<Vec<Finding>> {
+    let mut findings = Vec::new();
+    for r in c
+        .query(FOREIGN_KEYS_SQL, &[&t.name])
+        .await
+        .with_context(|| format!("reading the foreign keys of {}", t.name))?
+    {
+        let name: String = r.get(0);
+        let fk_cols: Vec<String> = r.get(1);
+        let target: String = r.get(2);
+        // A composite key (tenant_id, x) is about x.
+        let key_cols: Vec<&String> = if fk_cols.len() > 1 {
+            fk_cols.iter().filter(|c| *c != "tenant_id").collect()
+        } else {
+            fk_cols.iter().collect()
+        };
+        findings.extend(
+            key_cols
+                .into_iter()
+                .filter_map(|col| foreign_key_finding(t, &name, col, &target)),
+        );
+    }
+    Ok(findings)
+}
+
+/// What is wrong with foreign key `name` on `col` pointing at `target`, if anything.
+fn foreign_key_finding(t: &HostTable, name: &str, col: &str, target: &str) -> Option<Finding> {
+    let finding = |problem: String| Finding {
+        table: t.name.to_string(),
+        column: Some(col.to_string()),
+        constraint: Some(name.to_string()),
+        problem,
+    };
+    let Some((_, expected)) = EXPECTED_REFERENCES.iter().find(|(c, _)| *c == col) else {
+        return t.writes.contains(&col).then(|| {
+            finding(format!(
+                "foreign key {name} references {target}, where autopilot's values are not"
+            ))
+        });
+    };
+    // A host run_id referencing its own runs table is handled by the trigger
+    // (the agent's run id moves to agent_run_id).
+    if target != *expected && !(col == "run_id" && t.name == "kanban_cards") {
+        return Some(finding(format!(
+            "foreign key {name} references {target}; autopilot writes ids of {expected} there"
+        )));
+    }
+    None
 }
 
 const TRIGGER_ARGS_SQL: &str = crate::sql!("host_compat/trigger_args");
@@ -415,16 +335,4 @@ pub async fn install(c: &impl tokio_postgres::GenericClient) -> Result<()> {
             .with_context(|| format!("installing the host compatibility trigger on {}", t.name))?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn combinations_cover_every_pairing() {
-        let c = combinations(&[("a", &["1", "2"]), ("b", &["x", "y", "z"])]);
-        assert_eq!(c.len(), 6);
-        assert!(c.contains(&vec![("a".into(), "2".into()), ("b".into(), "z".into())]));
-    }
 }

@@ -187,115 +187,163 @@ pub async fn evaluate(
     action: &Action,
     now: DateTime<Utc>,
 ) -> Result<Option<Block>> {
-    let kind = action.action_type.as_str();
-
-    if is_human_task(kind) {
-        let j = action.justification;
-        if !(j.client_requested || j.compliance_deadline_due || j.escalates_order_exception) {
-            return Ok(Some(Block {
-                violation: Violation::HumanTaskNoRequest,
-                reason: format!(
-                    "{kind} is a human task: allowed only when the client asked, a compliance deadline is due, or it escalates an error/critical order exception"
-                ),
-            }));
-        }
+    if let Some(b) = human_task_block(action) {
+        return Ok(Some(b));
     }
-
-    if kind == "research" {
-        let busy: bool = c
-            .query_one(HAS_ENGAGEMENT_VIOLATIONS, &[&tenant, &now])
-            .await
-            .context("checking engagement violations")?
-            .get(0);
-        if busy {
-            return Ok(Some(Block {
-                violation: Violation::ResearchBeforeExhaustion,
-                reason: "research waits until the tenant has no overdue engagement clocks".into(),
-            }));
-        }
+    if let Some(b) = research_block(c, tenant, action, now).await? {
+        return Ok(Some(b));
     }
-
-    if action.quota == Some(Quota::EmailSend) {
-        if let Some(row) = c
-            .query_opt(SENDING_PAUSED, &[&tenant])
-            .await
-            .context("checking the sending pause")?
-        {
-            let why: String = row.get(0);
-            return Ok(Some(Block {
-                violation: Violation::RateLimit,
-                reason: format!("e-mail sending paused until the alert is acknowledged: {why}"),
-            }));
-        }
+    if let Some(b) = sending_paused_block(c, tenant, action).await? {
+        return Ok(Some(b));
     }
-
-    if let Some(q) = action.quota {
-        let used: i32 = c
-            .query_one(QUOTA_USED, &[&tenant, &q.action_type(), &now])
-            .await
-            .context("reading the hourly quota")?
-            .get(0);
-        let limit = q.limit(settings);
-        if used >= limit {
-            return Ok(Some(rate_limited(q, limit)));
-        }
+    if let Some(b) = quota_used_block(c, tenant, settings, action, now).await? {
+        return Ok(Some(b));
     }
-
     if let Some(phrase) = names_destructive_operation(&action.payload) {
         return Ok(Some(Block {
             violation: Violation::SensitiveAction,
             reason: format!("payload names a destructive operation ({phrase})"),
         }));
     }
-
-    if action.recipient_email.is_some() || action.recipient_contact.is_some() {
-        let email = action.recipient_email.clone().unwrap_or_default();
-        match c
-            .query_one(IS_SUPPRESSED, &[&tenant, &email, &action.recipient_contact])
-            .await
-        {
-            Ok(row) => {
-                if row.get::<_, bool>(0) {
-                    return Ok(Some(Block {
-                        violation: Violation::Suppression,
-                        reason: format!(
-                            "{} is suppressed (unsubscribed, bounced, complained, or replied and waits for a person)",
-                            redact_addr(&email)
-                        ),
-                    }));
-                }
-            }
-            Err(e) => {
-                return Ok(Some(Block {
-                    violation: Violation::Suppression,
-                    reason: format!(
-                        "suppression list could not be checked, send blocked (fail closed): {}",
-                        crate::db::error_text(&e)
-                    ),
-                }))
-            }
-        }
+    if let Some(b) = suppression_block(c, tenant, action).await {
+        return Ok(Some(b));
     }
-
+    let kind = action.action_type.as_str();
     if !settings.allows(kind) {
         return Ok(Some(Block {
             violation: Violation::ActionNotAllowed,
             reason: format!("action type {kind} is not in allowed_action_types"),
         }));
     }
+    take_quota(c, tenant, settings, action, now).await
+}
 
-    if let Some(q) = action.quota {
-        let limit = q.limit(settings);
-        let took: bool = c
-            .query_one(TAKE_QUOTA, &[&tenant, &q.action_type(), &limit, &now])
-            .await
-            .context("taking the hourly quota")?
-            .get(0);
-        if !took {
-            return Ok(Some(rate_limited(q, limit)));
-        }
+/// A human task needs a reason: the client asked, a deadline, or an order exception.
+fn human_task_block(action: &Action) -> Option<Block> {
+    let kind = action.action_type.as_str();
+    let j = action.justification;
+    if !is_human_task(kind)
+        || j.client_requested
+        || j.compliance_deadline_due
+        || j.escalates_order_exception
+    {
+        return None;
     }
-    Ok(None)
+    Some(Block {
+        violation: Violation::HumanTaskNoRequest,
+        reason: format!(
+            "{kind} is a human task: allowed only when the client asked, a compliance deadline is due, or it escalates an error/critical order exception"
+        ),
+    })
+}
+
+/// Research waits while any engagement clock of the tenant is overdue.
+async fn research_block(
+    c: &impl Sql,
+    tenant: Uuid,
+    action: &Action,
+    now: DateTime<Utc>,
+) -> Result<Option<Block>> {
+    if action.action_type != "research" {
+        return Ok(None);
+    }
+    let busy: bool = c
+        .query_one(HAS_ENGAGEMENT_VIOLATIONS, &[&tenant, &now])
+        .await
+        .context("checking engagement violations")?
+        .get(0);
+    Ok(busy.then(|| Block {
+        violation: Violation::ResearchBeforeExhaustion,
+        reason: "research waits until the tenant has no overdue engagement clocks".into(),
+    }))
+}
+
+/// An e-mail waits while sending is paused by an unacknowledged alert.
+async fn sending_paused_block(
+    c: &impl Sql,
+    tenant: Uuid,
+    action: &Action,
+) -> Result<Option<Block>> {
+    if action.quota != Some(Quota::EmailSend) {
+        return Ok(None);
+    }
+    Ok(c.query_opt(SENDING_PAUSED, &[&tenant])
+        .await
+        .context("checking the sending pause")?
+        .map(|row| {
+            let why: String = row.get(0);
+            Block {
+                violation: Violation::RateLimit,
+                reason: format!("e-mail sending paused until the alert is acknowledged: {why}"),
+            }
+        }))
+}
+
+/// The hourly quota is already used up (read only; [`take_quota`] takes the unit).
+async fn quota_used_block(
+    c: &impl Sql,
+    tenant: Uuid,
+    settings: &TenantSettings,
+    action: &Action,
+    now: DateTime<Utc>,
+) -> Result<Option<Block>> {
+    let Some(q) = action.quota else {
+        return Ok(None);
+    };
+    let used: i32 = c
+        .query_one(QUOTA_USED, &[&tenant, &q.action_type(), &now])
+        .await
+        .context("reading the hourly quota")?
+        .get(0);
+    let limit = q.limit(settings);
+    Ok((used >= limit).then(|| rate_limited(q, limit)))
+}
+
+/// A suppressed recipient blocks the action; so does a failed check (fail closed).
+async fn suppression_block(c: &impl Sql, tenant: Uuid, action: &Action) -> Option<Block> {
+    if action.recipient_email.is_none() && action.recipient_contact.is_none() {
+        return None;
+    }
+    let email = action.recipient_email.clone().unwrap_or_default();
+    match c
+        .query_one(IS_SUPPRESSED, &[&tenant, &email, &action.recipient_contact])
+        .await
+    {
+        Ok(row) => row.get::<_, bool>(0).then(|| Block {
+            violation: Violation::Suppression,
+            reason: format!(
+                "{} is suppressed (unsubscribed, bounced, complained, or replied and waits for a person)",
+                redact_addr(&email)
+            ),
+        }),
+        Err(e) => Some(Block {
+            violation: Violation::Suppression,
+            reason: format!(
+                "suppression list could not be checked, send blocked (fail closed): {}",
+                crate::db::error_text(&e)
+            ),
+        }),
+    }
+}
+
+/// Take one unit of the action's hourly quota, if it has one.
+async fn take_quota(
+    c: &impl Sql,
+    tenant: Uuid,
+    settings: &TenantSettings,
+    action: &Action,
+    now: DateTime<Utc>,
+) -> Result<Option<Block>> {
+    let Some(q) = action.quota else {
+        return Ok(None);
+    };
+    let limit = q.limit(settings);
+    let took: bool = c
+        .query_one(TAKE_QUOTA, &[&tenant, &q.action_type(), &limit, &now])
+        .await
+        .context("taking the hourly quota")?
+        .get(0);
+    Ok((!took).then(|| rate_limited(q, limit)))
 }
 
 fn rate_limited(q: Quota, limit: i32) -> Block {

@@ -101,6 +101,60 @@ fn string_setting(
     }
 }
 
+/// `allowed_action_types`: None (all allowed) or a list of known action types.
+fn action_types_setting(
+    obj: &serde_json::Map<String, Value>,
+) -> Result<Option<Vec<String>>, SettingsError> {
+    const KEY: &str = "allowed_action_types";
+    let items = match obj.get(KEY) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(bad(
+                KEY,
+                format!("expected an array, got {}", type_name(other)),
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let s = item
+            .as_str()
+            .ok_or_else(|| bad(KEY, format!("expected strings, got {}", type_name(item))))?;
+        if !ACTION_TYPES.contains(&s) {
+            return Err(bad(
+                KEY,
+                format!(
+                    "unknown action type '{s}' (known: {})",
+                    ACTION_TYPES.join(", ")
+                ),
+            ));
+        }
+        out.push(s.to_string());
+    }
+    Ok(Some(out))
+}
+
+/// `unsubscribe_url` (https only) and `unsubscribe_mailto` (an address, `mailto:` dropped).
+fn unsubscribe_settings(
+    obj: &serde_json::Map<String, Value>,
+) -> Result<(Option<String>, Option<String>), SettingsError> {
+    let unsubscribe_url = string_setting(obj, "unsubscribe_url")?;
+    if let Some(u) = &unsubscribe_url {
+        if !u.starts_with("https://") || u.len() <= "https://".len() {
+            return Err(bad("unsubscribe_url", "must be an https:// URL"));
+        }
+    }
+    let unsubscribe_mailto = string_setting(obj, "unsubscribe_mailto")?
+        .map(|m| m.trim_start_matches("mailto:").to_string());
+    if let Some(m) = &unsubscribe_mailto {
+        if !m.contains('@') {
+            return Err(bad("unsubscribe_mailto", "must be an e-mail address"));
+        }
+    }
+    Ok((unsubscribe_url, unsubscribe_mailto))
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -126,71 +180,27 @@ impl TenantSettings {
             }
         };
         let d = TenantSettings::default();
-        let allowed_action_types = match obj.get("allowed_action_types") {
-            None | Some(Value::Null) => None,
-            Some(Value::Array(items)) => {
-                let mut out = Vec::new();
-                for item in items {
-                    let s = item.as_str().ok_or_else(|| {
-                        bad(
-                            "allowed_action_types",
-                            format!("expected strings, got {}", type_name(item)),
-                        )
-                    })?;
-                    if !ACTION_TYPES.contains(&s) {
-                        return Err(bad(
-                            "allowed_action_types",
-                            format!(
-                                "unknown action type '{s}' (known: {})",
-                                ACTION_TYPES.join(", ")
-                            ),
-                        ));
-                    }
-                    out.push(s.to_string());
-                }
-                Some(out)
-            }
-            Some(other) => {
-                return Err(bad(
-                    "allowed_action_types",
-                    format!("expected an array, got {}", type_name(other)),
-                ))
-            }
-        };
-        let unsubscribe_url = string_setting(obj, "unsubscribe_url")?;
-        if let Some(u) = &unsubscribe_url {
-            if !u.starts_with("https://") || u.len() <= "https://".len() {
-                return Err(bad("unsubscribe_url", "must be an https:// URL"));
-            }
-        }
-        let unsubscribe_mailto = string_setting(obj, "unsubscribe_mailto")?
-            .map(|m| m.trim_start_matches("mailto:").to_string());
-        if let Some(m) = &unsubscribe_mailto {
-            if !m.contains('@') {
-                return Err(bad("unsubscribe_mailto", "must be an e-mail address"));
-            }
-        }
+        let allowed_action_types = action_types_setting(obj)?;
+        let (unsubscribe_url, unsubscribe_mailto) = unsubscribe_settings(obj)?;
+        let int =
+            |key: &str, default: i32, bounds: (i64, i64)| int_setting(obj, key, default, bounds);
         Ok(TenantSettings {
-            max_emails_per_hour: int_setting(
-                obj,
+            max_emails_per_hour: int(
                 "max_emails_per_hour",
                 d.max_emails_per_hour,
                 (0, MAX_EMAILS_PER_HOUR),
             )?,
-            max_actions_per_cycle: int_setting(
-                obj,
+            max_actions_per_cycle: int(
                 "max_actions_per_cycle",
                 d.max_actions_per_cycle,
                 (0, MAX_ACTIONS_PER_CYCLE),
             )?,
-            max_research_per_hour: int_setting(
-                obj,
+            max_research_per_hour: int(
                 "max_research_per_hour",
                 d.max_research_per_hour,
                 (0, MAX_RESEARCH_PER_HOUR),
             )?,
-            engagement_interval_days: int_setting(
-                obj,
+            engagement_interval_days: int(
                 "engagement_interval_days",
                 d.engagement_interval_days,
                 (1, MAX_ENGAGEMENT_INTERVAL_DAYS),

@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use super::{Check, Status};
-use crate::email::{ErrorType, Mailer, MailerConfig, SmtpSecurity};
+use crate::email::{ErrorType, Mailer, MailerConfig, SendFailure, SmtpSecurity};
 use crate::error::redact;
 
 fn security_text(s: SmtpSecurity) -> &'static str {
@@ -18,44 +18,12 @@ fn security_text(s: SmtpSecurity) -> &'static str {
     }
 }
 
+const NAME: &str = "smtp";
+
 pub async fn check() -> Check {
-    const NAME: &str = "smtp";
-    let cfg = match MailerConfig::from_env() {
-        Err(e) => {
-            return Check::new(
-                NAME,
-                Status::Fail,
-                redact(&format!("{e:#}")),
-                Some("fix SMTP_URL / EMAIL_FROM / SMTP_TIMEOUT_SECS (see docs/configuration.md)"),
-                json!({"configured": false}),
-            )
-        }
-        Ok(None) => {
-            let url = std::env::var("SMTP_URL").is_ok_and(|v| !v.trim().is_empty());
-            let from = std::env::var("EMAIL_FROM").is_ok_and(|v| !v.trim().is_empty());
-            let (summary, hint) = match (url, from) {
-                (true, false) => (
-                    "SMTP_URL is set but EMAIL_FROM is not: e-mail sending is off",
-                    "set EMAIL_FROM to the sender address",
-                ),
-                (false, true) => (
-                    "EMAIL_FROM is set but SMTP_URL is not: e-mail sending is off",
-                    "set SMTP_URL, e.g. smtp://user:pass@relay:587?tls=starttls",
-                ),
-                _ => (
-                    "not configured (SMTP_URL, EMAIL_FROM): approved e-mail cards wait",
-                    "set SMTP_URL and EMAIL_FROM to let the agent send approved e-mails",
-                ),
-            };
-            return Check::new(
-                NAME,
-                Status::Warn,
-                summary.to_string(),
-                Some(hint),
-                json!({"configured": false}),
-            );
-        }
-        Ok(Some(cfg)) => cfg,
+    let cfg = match configured() {
+        Ok(cfg) => cfg,
+        Err(check) => return check,
     };
     let target = format!("{}:{}", cfg.host, cfg.port);
     let details = json!({
@@ -95,26 +63,7 @@ pub async fn check() -> Check {
             None,
             details,
         ),
-        Ok(Err(e)) => {
-            let kind = e.error_type;
-            let hint = match kind {
-                ErrorType::Auth => "the relay refused the credentials: fix the user and password in SMTP_URL",
-                ErrorType::Timeout => "no answer in time: check host, port, firewall, or raise SMTP_TIMEOUT_SECS",
-                ErrorType::Connection => "cannot reach or secure the connection: check host, port and TLS mode (smtp:// plaintext, ?tls=starttls, smtps:// implicit TLS) and that the relay's certificate is trusted (SMTP_CA_FILE)",
-                _ => "the relay refused the session: see its reply",
-            };
-            Check::new(
-                NAME,
-                Status::Fail,
-                format!(
-                    "{target} ({security}): {} error: {}",
-                    kind.as_str(),
-                    redact(&e.message)
-                ),
-                Some(hint),
-                details,
-            )
-        }
+        Ok(Err(e)) => refused(&format!("{target} ({security})"), e, details),
         Err(_) => Check::new(
             NAME,
             Status::Fail,
@@ -123,4 +72,64 @@ pub async fn check() -> Check {
             details,
         ),
     }
+}
+
+/// The configuration to probe, or the check's verdict when there is none to probe.
+fn configured() -> Result<MailerConfig, Check> {
+    match MailerConfig::from_env() {
+        Err(e) => Err(Check::new(
+            NAME,
+            Status::Fail,
+            redact(&format!("{e:#}")),
+            Some("fix SMTP_URL / EMAIL_FROM / SMTP_TIMEOUT_SECS (see docs/configuration.md)"),
+            json!({"configured": false}),
+        )),
+        Ok(None) => Err(not_configured()),
+        Ok(Some(cfg)) => Ok(cfg),
+    }
+}
+
+/// Sending is off: say which of the two variables is missing.
+fn not_configured() -> Check {
+    let url = std::env::var("SMTP_URL").is_ok_and(|v| !v.trim().is_empty());
+    let from = std::env::var("EMAIL_FROM").is_ok_and(|v| !v.trim().is_empty());
+    let (summary, hint) = match (url, from) {
+        (true, false) => (
+            "SMTP_URL is set but EMAIL_FROM is not: e-mail sending is off",
+            "set EMAIL_FROM to the sender address",
+        ),
+        (false, true) => (
+            "EMAIL_FROM is set but SMTP_URL is not: e-mail sending is off",
+            "set SMTP_URL, e.g. smtp://user:pass@relay:587?tls=starttls",
+        ),
+        _ => (
+            "not configured (SMTP_URL, EMAIL_FROM): approved e-mail cards wait",
+            "set SMTP_URL and EMAIL_FROM to let the agent send approved e-mails",
+        ),
+    };
+    Check::new(
+        NAME,
+        Status::Warn,
+        summary.to_string(),
+        Some(hint),
+        json!({"configured": false}),
+    )
+}
+
+/// The relay answered but the session failed: a hint by the kind of failure.
+fn refused(target: &str, e: SendFailure, details: serde_json::Value) -> Check {
+    let kind = e.error_type;
+    let hint = match kind {
+        ErrorType::Auth => "the relay refused the credentials: fix the user and password in SMTP_URL",
+        ErrorType::Timeout => "no answer in time: check host, port, firewall, or raise SMTP_TIMEOUT_SECS",
+        ErrorType::Connection => "cannot reach or secure the connection: check host, port and TLS mode (smtp:// plaintext, ?tls=starttls, smtps:// implicit TLS) and that the relay's certificate is trusted (SMTP_CA_FILE)",
+        _ => "the relay refused the session: see its reply",
+    };
+    Check::new(
+        NAME,
+        Status::Fail,
+        format!("{target}: {} error: {}", kind.as_str(), redact(&e.message)),
+        Some(hint),
+        details,
+    )
 }

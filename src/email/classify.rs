@@ -85,6 +85,89 @@ pub fn classify_reply(code: u16, text: &str) -> ErrorType {
     ErrorType::Other
 }
 
+/// Where a conversation failed, for [`SendFailure::from_smtp`]'s texts; `unknown` is the
+/// warning appended when the message may have been delivered.
+struct Where<'a> {
+    host: &'a str,
+    port: u16,
+    stage: Stage,
+    unknown: &'static str,
+}
+
+/// Error type, reply code, reply text and the message saying what failed.
+type Classified = (ErrorType, Option<u16>, Option<String>, String);
+
+impl Where<'_> {
+    fn reply(&self, code: u16, text: String) -> Classified {
+        let Where { host, port, .. } = self;
+        let error_type = if self.stage == Stage::Auth && code >= 500 {
+            ErrorType::Auth
+        } else {
+            classify_reply(code, &text)
+        };
+        let reply = if text.is_empty() {
+            code.to_string()
+        } else {
+            format!("{code} {text}")
+        };
+        let message = format!("{host}:{port} replied {reply} {}", self.stage.describe());
+        (error_type, Some(code), Some(text), message)
+    }
+
+    fn closed(&self) -> String {
+        let Where { host, port, .. } = self;
+        format!(
+            "{host}:{port} closed the connection {} without answering{}",
+            self.stage.describe(),
+            self.unknown
+        )
+    }
+
+    fn io(&self, error: &std::io::Error) -> Classified {
+        let Where { host, port, .. } = self;
+        let error_type = if error.kind() == std::io::ErrorKind::TimedOut {
+            ErrorType::Timeout
+        } else {
+            ErrorType::Connection
+        };
+        let message = if self.stage == Stage::Connect {
+            format!("connecting to {host}:{port} failed: {error}")
+        } else {
+            format!(
+                "network error with {host}:{port} {}: {error}{}",
+                self.stage.describe(),
+                self.unknown
+            )
+        };
+        (error_type, None, None, message)
+    }
+
+    fn protocol(&self, detail: &str) -> Classified {
+        let Where { host, port, .. } = self;
+        let error_type = match self.stage {
+            Stage::Auth => ErrorType::Auth,
+            Stage::StartTls | Stage::Tls => ErrorType::Connection,
+            _ => ErrorType::Other,
+        };
+        let message = format!(
+            "{host}:{port} {}: {detail}{}",
+            self.stage.describe(),
+            self.unknown
+        );
+        (error_type, None, None, message)
+    }
+
+    fn timed_out(&self, after: std::time::Duration) -> String {
+        let Where { host, port, .. } = self;
+        format!(
+            "no answer from {host}:{port} within {} s {}{}",
+            after.as_secs_f64(),
+            self.stage.describe(),
+            self.unknown
+        )
+    }
+}
+
 impl SendFailure {
     /// A failure before any conversation (the message could not be built).
     pub(super) fn local(message: String) -> SendFailure {
@@ -100,88 +183,37 @@ impl SendFailure {
 
     /// Classify a failed conversation. Each text says once what failed, where, and why.
     pub fn from_smtp(f: smtp::Failure, host: &str, port: u16) -> SendFailure {
-        let stage = f.stage();
         let ambiguous = f.after_final_dot();
-        let unknown = if ambiguous {
-            "; the message may have been delivered"
-        } else {
-            ""
+        let at = Where {
+            host,
+            port,
+            stage: f.stage(),
+            unknown: if ambiguous {
+                "; the message may have been delivered"
+            } else {
+                ""
+            },
         };
         let (error_type, smtp_code, reply_text, message) = match f {
-            smtp::Failure::Reply { code, text, .. } => {
-                let error_type = if stage == Stage::Auth && code >= 500 {
-                    ErrorType::Auth
-                } else {
-                    classify_reply(code, &text)
-                };
-                let reply = if text.is_empty() {
-                    code.to_string()
-                } else {
-                    format!("{code} {text}")
-                };
-                let message = format!("{host}:{port} replied {reply} {}", stage.describe());
-                (error_type, Some(code), Some(text), message)
-            }
-            smtp::Failure::Closed { .. } => (
-                ErrorType::Connection,
-                None,
-                None,
-                format!(
-                    "{host}:{port} closed the connection {} without answering{unknown}",
-                    stage.describe()
-                ),
-            ),
-            smtp::Failure::Io { error, .. } => {
-                let error_type = if error.kind() == std::io::ErrorKind::TimedOut {
-                    ErrorType::Timeout
-                } else {
-                    ErrorType::Connection
-                };
-                let message = if stage == Stage::Connect {
-                    format!("connecting to {host}:{port} failed: {error}")
-                } else {
-                    format!(
-                        "network error with {host}:{port} {}: {error}{unknown}",
-                        stage.describe()
-                    )
-                };
-                (error_type, None, None, message)
-            }
+            smtp::Failure::Reply { code, text, .. } => at.reply(code, text),
+            smtp::Failure::Closed { .. } => (ErrorType::Connection, None, None, at.closed()),
+            smtp::Failure::Io { error, .. } => at.io(&error),
             smtp::Failure::Tls { error, .. } => (
                 ErrorType::Connection,
                 None,
                 None,
                 format!("TLS handshake with {host}:{port} failed: {error}"),
             ),
-            smtp::Failure::Protocol { detail, .. } => {
-                let error_type = match stage {
-                    Stage::Auth => ErrorType::Auth,
-                    Stage::StartTls | Stage::Tls => ErrorType::Connection,
-                    _ => ErrorType::Other,
-                };
-                (
-                    error_type,
-                    None,
-                    None,
-                    format!("{host}:{port} {}: {detail}{unknown}", stage.describe()),
-                )
+            smtp::Failure::Protocol { detail, .. } => at.protocol(&detail),
+            smtp::Failure::Timeout { after, .. } => {
+                (ErrorType::Timeout, None, None, at.timed_out(after))
             }
-            smtp::Failure::Timeout { after, .. } => (
-                ErrorType::Timeout,
-                None,
-                None,
-                format!(
-                    "no answer from {host}:{port} within {} s {}{unknown}",
-                    after.as_secs_f64(),
-                    stage.describe()
-                ),
-            ),
         };
         SendFailure {
             error_type,
             smtp_code,
             message: redact(&message),
-            stage: Some(stage),
+            stage: Some(at.stage),
             reply_text: reply_text.map(|t| redact(&t)),
             ambiguous,
         }

@@ -78,76 +78,17 @@ impl MailerConfig {
 
     /// As [`MailerConfig::from_env`], reading variables through `var`.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<MailerConfig>> {
-        let url = nonempty(var("SMTP_URL"));
-        let from = nonempty(var("EMAIL_FROM"));
-        let (url, from) = match (url, from) {
-            (Some(u), Some(f)) => (u, f),
-            (Some(u), None) => {
-                // Parsed only to register its password for redaction.
-                let _ = parse_smtp_url(&u);
-                tracing::warn!("SMTP_URL is set but EMAIL_FROM is not: e-mail sending is off");
-                return Ok(None);
-            }
-            (None, Some(_)) => {
-                tracing::warn!("EMAIL_FROM is set but SMTP_URL is not: e-mail sending is off");
-                return Ok(None);
-            }
-            (None, None) => return Ok(None),
+        let Some((url, from)) = url_and_from(&var) else {
+            return Ok(None);
         };
         let parsed = parse_smtp_url(&url)?;
         let from: Mailbox = from.parse().map_err(|e| {
             AppError::usage(format!("invalid EMAIL_FROM: not an e-mail address ({e})"))
         })?;
-        let timeout = match nonempty(var("SMTP_TIMEOUT_SECS")) {
-            None => Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
-            Some(t) => {
-                let secs: f64 = t
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
-                    .ok_or_else(|| {
-                        AppError::usage(format!(
-                            "invalid SMTP_TIMEOUT_SECS '{t}': expected seconds between 0 and 3600"
-                        ))
-                    })?;
-                Duration::from_secs_f64(secs)
-            }
-        };
-        let helo_name = match nonempty(var("SMTP_HELO_NAME")) {
-            Some(name) => {
-                if !valid_helo_name(&name) {
-                    return Err(AppError::usage(format!(
-                        "invalid SMTP_HELO_NAME '{name}': expected a fully qualified domain name or an address literal like [192.0.2.1]"
-                    )));
-                }
-                name
-            }
-            None => {
-                let domain = from.email.domain().to_string();
-                if !valid_helo_name(&domain) {
-                    return Err(AppError::usage(format!(
-                        "the domain of EMAIL_FROM ('{domain}') cannot be the EHLO name: set SMTP_HELO_NAME"
-                    )));
-                }
-                domain
-            }
-        };
-        let file = |key: &str| -> Result<Option<PathBuf>> {
-            match nonempty(var(key)) {
-                None => Ok(None),
-                Some(p) => {
-                    let path = PathBuf::from(&p);
-                    if !path.is_file() {
-                        return Err(AppError::usage(format!(
-                            "{key} '{p}' is not a readable file"
-                        )));
-                    }
-                    Ok(Some(path))
-                }
-            }
-        };
-        let ca_file = file("SMTP_CA_FILE")?;
-        let ssl_cert_file = file("SSL_CERT_FILE")?;
+        let timeout = timeout_var(&var)?;
+        let helo_name = helo_name_var(&var, &from)?;
+        let ca_file = file_var(&var, "SMTP_CA_FILE")?;
+        let ssl_cert_file = file_var(&var, "SSL_CERT_FILE")?;
         Ok(Some(MailerConfig {
             security: parsed.security,
             host: parsed.host,
@@ -166,6 +107,74 @@ impl MailerConfig {
     pub fn from_domain(&self) -> &str {
         self.from.email.domain()
     }
+}
+
+/// `SMTP_URL` and `EMAIL_FROM`; None (sending off) unless both are set.
+fn url_and_from(var: &impl Fn(&str) -> Option<String>) -> Option<(String, String)> {
+    match (nonempty(var("SMTP_URL")), nonempty(var("EMAIL_FROM"))) {
+        (Some(u), Some(f)) => Some((u, f)),
+        (Some(u), None) => {
+            // Parsed only to register its password for redaction.
+            let _ = parse_smtp_url(&u);
+            tracing::warn!("SMTP_URL is set but EMAIL_FROM is not: e-mail sending is off");
+            None
+        }
+        (None, Some(_)) => {
+            tracing::warn!("EMAIL_FROM is set but SMTP_URL is not: e-mail sending is off");
+            None
+        }
+        (None, None) => None,
+    }
+}
+
+/// `SMTP_TIMEOUT_SECS`: seconds in (0, 3600], 30 when unset.
+fn timeout_var(var: &impl Fn(&str) -> Option<String>) -> Result<Duration> {
+    let Some(t) = nonempty(var("SMTP_TIMEOUT_SECS")) else {
+        return Ok(Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS));
+    };
+    let secs: f64 = t
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
+        .ok_or_else(|| {
+            AppError::usage(format!(
+                "invalid SMTP_TIMEOUT_SECS '{t}': expected seconds between 0 and 3600"
+            ))
+        })?;
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `SMTP_HELO_NAME`, or the domain of `EMAIL_FROM`; either must be a valid EHLO name.
+fn helo_name_var(var: &impl Fn(&str) -> Option<String>, from: &Mailbox) -> Result<String> {
+    if let Some(name) = nonempty(var("SMTP_HELO_NAME")) {
+        if !valid_helo_name(&name) {
+            return Err(AppError::usage(format!(
+                "invalid SMTP_HELO_NAME '{name}': expected a fully qualified domain name or an address literal like [192.0.2.1]"
+            )));
+        }
+        return Ok(name);
+    }
+    let domain = from.email.domain().to_string();
+    if !valid_helo_name(&domain) {
+        return Err(AppError::usage(format!(
+            "the domain of EMAIL_FROM ('{domain}') cannot be the EHLO name: set SMTP_HELO_NAME"
+        )));
+    }
+    Ok(domain)
+}
+
+/// A variable naming a file that must exist when set.
+fn file_var(var: &impl Fn(&str) -> Option<String>, key: &str) -> Result<Option<PathBuf>> {
+    let Some(p) = nonempty(var(key)) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(&p);
+    if !path.is_file() {
+        return Err(AppError::usage(format!(
+            "{key} '{p}' is not a readable file"
+        )));
+    }
+    Ok(Some(path))
 }
 
 /// A domain (letters, digits, hyphens, at least one dot) or an address literal.
@@ -202,9 +211,12 @@ fn decode(s: &str) -> String {
         .to_string()
 }
 
+fn bad(problem: &str) -> anyhow::Error {
+    AppError::usage(format!("invalid SMTP_URL: {problem}"))
+}
+
 /// Parse `SMTP_URL`. Error messages never repeat the URL (it may hold the password).
 fn parse_smtp_url(url: &str) -> Result<ParsedUrl> {
-    let bad = |problem: &str| AppError::usage(format!("invalid SMTP_URL: {problem}"));
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| bad("expected smtp://[user:pass@]host[:port] or smtps://…"))?;
@@ -217,23 +229,53 @@ fn parse_smtp_url(url: &str) -> Result<ParsedUrl> {
         Some((u, h)) => (Some(u), h),
         None => (None, authority),
     };
-    let (username, password) = match userinfo {
-        None => (None, None),
-        Some(u) => {
-            let (user, pass) = match u.split_once(':') {
-                Some((user, pass)) => (decode(user), Some(decode(pass))),
-                None => (decode(u), None),
-            };
-            if let Some(p) = &pass {
-                register_secret(p);
-                register_secret(u.split_once(':').map(|(_, p)| p).unwrap_or(""));
-            }
-            (
-                Some(user).filter(|u| !u.is_empty()),
-                pass.filter(|p| !p.is_empty()),
-            )
-        }
+    // Before anything can fail on the rest: the password is registered for redaction.
+    let (username, password) = userinfo.map(credentials).unwrap_or((None, None));
+    let security = security(scheme, query)?;
+    let (host, port) = host_port(hostport)?;
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| bad(&format!("invalid port '{p}'")))?,
+        None => match security {
+            SmtpSecurity::None | SmtpSecurity::Opportunistic => 25,
+            SmtpSecurity::StartTls => 587,
+            SmtpSecurity::Tls => 465,
+        },
     };
+    Ok(ParsedUrl {
+        security,
+        host,
+        port,
+        username,
+        password,
+    })
+}
+
+/// User and password from `user[:pass]` (percent-decoded; empty ones are None), the
+/// password registered for redaction both raw and decoded.
+fn credentials(u: &str) -> (Option<String>, Option<String>) {
+    let (user, pass) = match u.split_once(':') {
+        Some((user, pass)) => (decode(user), Some(decode(pass))),
+        None => (decode(u), None),
+    };
+    if let Some(p) = &pass {
+        register_secret(p);
+        register_secret(u.split_once(':').map(|(_, p)| p).unwrap_or(""));
+    }
+    (
+        Some(user).filter(|u| !u.is_empty()),
+        pass.filter(|p| !p.is_empty()),
+    )
+}
+
+/// The security from the scheme and the `tls=` parameter (the only one known).
+fn security(scheme: &str, query: Option<&str>) -> Result<SmtpSecurity> {
     let mut security = match scheme.to_ascii_lowercase().as_str() {
         "smtp" => SmtpSecurity::None,
         "smtps" => SmtpSecurity::Tls,
@@ -257,38 +299,20 @@ fn parse_smtp_url(url: &str) -> Result<ParsedUrl> {
             (k, _) => return Err(bad(&format!("unknown parameter '{k}' (known: tls)"))),
         }
     }
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+    Ok(security)
+}
+
+/// Host and the port text, if any; an IPv6 host is written `[addr]`.
+fn host_port(hostport: &str) -> Result<(String, Option<&str>)> {
+    if let Some(v6) = hostport.strip_prefix('[') {
         let (h, after) = v6
             .split_once(']')
             .ok_or_else(|| bad("unterminated [IPv6] host"))?;
-        (h.to_string(), after.strip_prefix(':'))
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (hostport.to_string(), None),
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("no host"));
+        return Ok((h.to_string(), after.strip_prefix(':')));
     }
-    let port = match port {
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| bad(&format!("invalid port '{p}'")))?,
-        None => match security {
-            SmtpSecurity::None | SmtpSecurity::Opportunistic => 25,
-            SmtpSecurity::StartTls => 587,
-            SmtpSecurity::Tls => 465,
-        },
-    };
-    Ok(ParsedUrl {
-        security,
-        host,
-        port,
-        username,
-        password,
+    Ok(match hostport.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), Some(p)),
+        None => (hostport.to_string(), None),
     })
 }
 

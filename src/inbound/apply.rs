@@ -11,12 +11,11 @@ use uuid::Uuid;
 use crate::db::{Begin, Fence, FencedTx, Sql};
 use crate::inbound::classify::{thread_subject, Inbound, Kind};
 
+mod effects;
+
 const MATCH_BY_IDS: &str = crate::sql!("inbound/match_by_ids");
 const MATCH_BY_SENDER: &str = crate::sql!("inbound/match_by_sender");
 const INSERT_EVENT: &str = crate::sql!("inbound/insert_event");
-const SUPPRESS: &str = crate::sql!("inbound/suppress");
-const SOFT_BOUNCES: &str = crate::sql!("inbound/soft_bounces");
-const HOLD: &str = crate::sql!("inbound/hold");
 
 /// Transient failures of one address within 30 days that suppress it.
 pub const SOFT_BOUNCE_LIMIT: i64 = 3;
@@ -240,140 +239,53 @@ pub async fn apply(
         status: effect.status(),
         ..Outcome::default()
     };
-    let tenant = card.tenant_id;
+    let msg = effects::Received {
+        source,
+        key,
+        details: &details,
+        now,
+    };
     let tx = FencedTx::begin(c, fence).await?;
-    let event: Option<Uuid> = tx
-        .query_opt(
-            INSERT_EVENT,
-            &[
-                &tenant,
-                &source,
-                &key,
-                &effect.kind(),
-                &card.id,
-                &card.contact_id,
-                &card.email,
-                &out.status,
-                &details,
-                &now,
-            ],
-        )
-        .await
-        .context("recording the inbound message")?
-        .map(|r| r.get(0));
-    let Some(event) = event else {
+    let Some(event) = record_event(&tx, card, effect, &out.status, &msg).await? else {
         tx.rollback().await.ok();
         out.result = "duplicate".into();
         out.reason = "already ingested: nothing changed".into();
         return Ok(out);
     };
-    let email = card.email.clone().unwrap_or_default();
-    match effect {
-        Effect::Bounce { status } => {
-            if !email.is_empty() {
-                out.suppressed = tx
-                    .execute(SUPPRESS, &[&tenant, &None::<Uuid>, &email, &"bounce", &now])
-                    .await
-                    .context("suppressing a bounced address")?
-                    > 0;
-            }
-            out.reason = format!("permanent failure {status}: address suppressed (bounce)");
-        }
-        Effect::SoftBounce { status } => {
-            let n: i64 = tx
-                .query_one(SOFT_BOUNCES, &[&tenant, &email, &now])
-                .await
-                .context("counting transient failures")?
-                .get(0);
-            if n >= SOFT_BOUNCE_LIMIT && !email.is_empty() {
-                out.suppressed = tx
-                    .execute(SUPPRESS, &[&tenant, &None::<Uuid>, &email, &"bounce", &now])
-                    .await
-                    .context("suppressing an address after transient failures")?
-                    > 0;
-                out.reason = format!(
-                    "transient failure {status}, {n} within 30 days: address suppressed (bounce)"
-                );
-            } else {
-                out.reason = format!(
-                    "transient failure {status}: {n} of {SOFT_BOUNCE_LIMIT} within 30 days before the address is suppressed"
-                );
-            }
-        }
-        Effect::Complaint { feedback_type } => {
-            if !email.is_empty() {
-                out.suppressed = tx
-                    .execute(
-                        SUPPRESS,
-                        &[&tenant, &card.contact_id, &email, &"complaint", &now],
-                    )
-                    .await
-                    .context("suppressing a complaining address")?
-                    > 0;
-            }
-            out.reason = format!(
-                "complaint (feedback type {feedback_type}): address suppressed (complaint)"
-            );
-        }
-        Effect::AutoReply { reason } => {
-            out.reason = format!("automatic answer ({reason}): not a reply, nothing changed");
-        }
-        Effect::Reply => {
-            if !email.is_empty() {
-                tx.query_opt(HOLD, &[&tenant, &card.contact_id, &email, &now, &event])
-                    .await
-                    .context("holding automatic e-mail to the contact")?;
-                let why = "held: the contact replied; a person answers (resume with `autopilot contact resume`)";
-                out.held_cards =
-                    crate::cards::hold_for_reply(&tx, tenant, card.contact_id, &email, why, now)
-                        .await?;
-            }
-            let subject = details
-                .get("subject")
-                .and_then(Value::as_str)
-                .unwrap_or("(no subject)")
-                .to_string();
-            let from = details
-                .get("from")
-                .and_then(Value::as_str)
-                .unwrap_or(email.as_str())
-                .to_string();
-            let title = format!("Reply from {from}: {subject}");
-            let description = format!(
-                "{from} answered the agent's e-mail \"{}\". Automatic e-mail to this contact is paused until a person resumes it.",
-                card.subject.as_deref().unwrap_or("")
-            );
-            let payload = json!({
-                "reply": {"from": from, "subject": subject, "message_key": key,
-                          "source": source, "received_at": now},
-                "in_reply_to_card": card.id,
-                "contact_id": card.contact_id,
-                "email": email,
-            });
-            let task = crate::cards::ReplyTask {
-                tenant,
-                client_id: card.client_id,
-                contact_id: card.contact_id,
-                title: &title,
-                description: &description,
-                rationale: "the contact replied: a person should answer",
-                payload: &payload,
-            };
-            out.task_card_id = crate::cards::insert_reply_task(&tx, &task, now).await?;
-            // The reply is engagement: the contact's clock restarts.
-            crate::engagement::touch_by_email(&tx, tenant, card.client_id, card.contact_id, now)
-                .await?;
-            out.reason = format!(
-                "reply: automatic e-mail to {} stops until a person resumes it; {} approved card(s) held",
-                if email.is_empty() { "the contact" } else { email.as_str() },
-                out.held_cards.len()
-            );
-        }
-    }
+    effects::apply_effect(&tx, card, effect, &msg, event, &mut out).await?;
     tx.commit()
         .await
         .context("committing the inbound message")?;
     Ok(out)
+}
+
+/// The new event row's id; None when this message was already recorded.
+async fn record_event(
+    tx: &impl Sql,
+    card: &CardRef,
+    effect: &Effect,
+    status: &Option<String>,
+    msg: &effects::Received<'_>,
+) -> Result<Option<Uuid>> {
+    Ok(tx
+        .query_opt(
+            INSERT_EVENT,
+            &[
+                &card.tenant_id,
+                &msg.source,
+                &msg.key,
+                &effect.kind(),
+                &card.id,
+                &card.contact_id,
+                &card.email,
+                status,
+                msg.details,
+                &msg.now,
+            ],
+        )
+        .await
+        .context("recording the inbound message")?
+        .map(|r| r.get(0)))
 }
 
 /// Match, decide and apply one parsed message.
