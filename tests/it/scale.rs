@@ -7,6 +7,7 @@
 
 use crate::common::*;
 use tokio_postgres::Client;
+use uuid::Uuid;
 
 /// Tables migrate creates that are not distributed by tenant: Citus reference tables (a copy
 /// on every node) or coordinator-only bookkeeping, each with the reason.
@@ -277,4 +278,114 @@ async fn time_ranged_statements_read_only_the_partitions_of_their_range() {
             "{plan}"
         );
     }
+}
+
+#[tokio::test]
+async fn migrate_turns_existing_history_into_partitions_without_losing_a_row() {
+    // A database migrated up to the release before partitioning, with history in it.
+    let db = TestDb::empty().await;
+    let c = db.client().await;
+    c.batch_execute(
+        "CREATE TABLE public.autopilot_migrations (version bigint PRIMARY KEY, name text NOT NULL,
+           checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),
+           execution_ms bigint NOT NULL)",
+    )
+    .await
+    .unwrap();
+    for (name, sql) in autopilot::schema::MIGRATIONS
+        .iter()
+        .take_while(|(name, _)| !name.starts_with("20261203160100"))
+    {
+        c.batch_execute(&format!("BEGIN; {sql}; COMMIT;"))
+            .await
+            .unwrap_or_else(|e| panic!("applying {name}: {e:?}"));
+        let version: i64 = name.split('_').next().unwrap().parse().unwrap();
+        c.execute(
+            "INSERT INTO autopilot_migrations (version, name, checksum, execution_ms) VALUES ($1, $2, $3, 0)",
+            &[&version, &name.trim_end_matches(".sql"), &autopilot::schema::checksum(sql)],
+        )
+        .await
+        .unwrap();
+    }
+    let t = tenant(&c, "History", true).await;
+    let runs: Vec<Uuid> = c
+        .query(
+            "INSERT INTO agent_autonomous_runs (tenant_id, cycle_number, status, started_at, completed_at)
+             SELECT $1, n, 'completed', now() - make_interval(days => 95 - n * 45),
+                    now() - make_interval(days => 95 - n * 45) + interval '1 minute'
+             FROM generate_series(1, 2) n
+             RETURNING id",
+            &[&t],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    c.execute(
+        "INSERT INTO agent_hourly_reflections (tenant_id, run_id, summary) VALUES ($1, $2, 'old')",
+        &[&t, &runs[0]],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "INSERT INTO email_provider_failures (tenant_id, error_type, created_at)
+         SELECT $1, 'timeout', now() - make_interval(days => d) FROM unnest(ARRAY[1, 9, 20]) d",
+        &[&t],
+    )
+    .await
+    .unwrap();
+
+    db.cmd().arg("migrate").assert().success();
+
+    let kind = |table: &'static str| {
+        let c = &c;
+        async move {
+            c.query_one(
+                "SELECT relkind::text FROM pg_class WHERE oid = $1::text::regclass",
+                &[&table],
+            )
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+        }
+    };
+    assert_eq!(kind("public.agent_autonomous_runs").await, "p");
+    assert_eq!(kind("public.email_provider_failures").await, "p");
+    let spread = |table: &str| format!("SELECT count(DISTINCT tableoid) FROM public.{table}");
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
+        2
+    );
+    assert_eq!(
+        count(&c, &spread("agent_autonomous_runs")).await,
+        2,
+        "two months"
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM email_provider_failures").await,
+        3
+    );
+    assert_eq!(
+        count(&c, &spread("email_provider_failures")).await,
+        3,
+        "three weeks"
+    );
+    // The reflection still names its run, and a reference to no run is still refused.
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM agent_hourly_reflections h JOIN agent_autonomous_runs r
+               ON r.id = h.run_id AND r.tenant_id = h.tenant_id"
+        )
+        .await,
+        1
+    );
+    let dangling = c
+        .execute(
+            "INSERT INTO agent_hourly_reflections (tenant_id, run_id, summary) VALUES ($1, $2, 'x')",
+            &[&t, &Uuid::new_v4()],
+        )
+        .await;
+    assert!(dangling.is_err(), "a reflection of no run was accepted");
 }
