@@ -10,36 +10,6 @@ use serde_json::Value;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-/// A tenant with the agent enabled, one client and `overdue` contacts whose clocks are
-/// 10 days overdue (one of them without an e-mail address when `with_blank` is set).
-async fn tenant_with_overdue_contacts(
-    c: &Client,
-    name: &str,
-    overdue: usize,
-    with_blank: bool,
-) -> Uuid {
-    let t = tenant(c, name, true).await;
-    let cl = client_row(c, t, &format!("{name} Lending")).await;
-    for i in 0..overdue {
-        let email = format!(
-            "contact{i}@{}.example",
-            name.to_lowercase().replace(' ', "")
-        );
-        contact(c, t, cl, Some(&email), Some("Loan Officer"), i == 0).await;
-    }
-    if with_blank {
-        contact(c, t, cl, None, Some("Processor"), false).await;
-    }
-    c.execute(
-        "INSERT INTO engagement_clocks (tenant_id, client_id, contact_id, next_touch_due)
-         SELECT tenant_id, client_id, id, now() - interval '10 days' FROM contacts WHERE tenant_id = $1",
-        &[&t],
-    )
-    .await
-    .unwrap();
-    t
-}
-
 /// Row counts of every table the cycle may write.
 async fn table_counts(c: &Client) -> Vec<(String, i64)> {
     let mut out = Vec::new();
@@ -720,23 +690,21 @@ async fn a_lease_stolen_mid_cycle_stops_the_runner_and_it_writes_nothing_more() 
     assert_eq!(row.get::<_, String>(1), "failed");
     // Nothing of the first run after the steal: no cards, no reflection, lease untouched.
     assert_eq!(
-        c.query_one(
+        count_where(
+            &c,
             "SELECT count(*) FROM kanban_cards WHERE run_id = $1",
             &[&first]
         )
-        .await
-        .unwrap()
-        .get::<_, i64>(0),
+        .await,
         0
     );
     assert_eq!(
-        c.query_one(
+        count_where(
+            &c,
             "SELECT count(*) FROM agent_hourly_reflections WHERE run_id = $1",
             &[&first]
         )
-        .await
-        .unwrap()
-        .get::<_, i64>(0),
+        .await,
         0
     );
     let holder: Uuid = c

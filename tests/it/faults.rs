@@ -13,28 +13,6 @@ use serde_json::{json, Value};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-/// A tenant with the agent enabled, one client and `overdue` contacts whose clocks are
-/// 10 days overdue.
-async fn tenant_with_overdue_contacts(c: &Client, name: &str, overdue: usize) -> Uuid {
-    let t = tenant(c, name, true).await;
-    let cl = client_row(c, t, &format!("{name} Lending")).await;
-    for i in 0..overdue {
-        let email = format!(
-            "contact{i}@{}.example",
-            name.to_lowercase().replace(' ', "")
-        );
-        contact(c, t, cl, Some(&email), Some("Loan Officer"), i == 0).await;
-    }
-    c.execute(
-        "INSERT INTO engagement_clocks (tenant_id, client_id, contact_id, next_touch_due)
-         SELECT tenant_id, client_id, id, now() - interval '10 days' FROM contacts WHERE tenant_id = $1",
-        &[&t],
-    )
-    .await
-    .unwrap();
-    t
-}
-
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -67,7 +45,7 @@ async fn kill_switch_values_other_than_an_explicit_off_stop_the_agent() {
     let db = TestDb::new().await;
     let c = db.client().await;
     enable_agent_globally(&c).await;
-    tenant_with_overdue_contacts(&c, "Acme", 1).await;
+    tenant_with_overdue_contacts(&c, "Acme", 1, false).await;
     let mut stopped = 0;
     for value in ["yes", "on", "1", " true", "TRUE", "enabled"] {
         let out = db
@@ -116,8 +94,8 @@ async fn settings_nested_deeper_than_the_json_limit_fail_only_that_tenant_withou
     let db = TestDb::new().await;
     let c = db.client().await;
     enable_agent_globally(&c).await;
-    let good = tenant_with_overdue_contacts(&c, "Good", 1).await;
-    let bad = tenant_with_overdue_contacts(&c, "Deep", 1).await;
+    let good = tenant_with_overdue_contacts(&c, "Good", 1, false).await;
+    let bad = tenant_with_overdue_contacts(&c, "Deep", 1, false).await;
     c.execute(
         "UPDATE tenants SET agent_settings = jsonb_build_object('extra', $2::jsonb) WHERE id = $1",
         &[&bad, &nested_json(200)],
@@ -141,13 +119,7 @@ async fn settings_nested_deeper_than_the_json_limit_fail_only_that_tenant_withou
     assert_eq!(row.get::<_, String>(0), "failed");
     assert!(row.get::<_, String>(1).contains("invalid agent_settings"));
     assert_eq!(
-        c.query_one(
-            "SELECT count(*) FROM agent_alerts WHERE tenant_id = $1 AND alert_type = 'invalid_agent_settings'",
-            &[&bad]
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0),
+        count_where(&c, "SELECT count(*) FROM agent_alerts WHERE tenant_id = $1 AND alert_type = 'invalid_agent_settings'", &[&bad]).await,
         1
     );
 }
@@ -157,8 +129,8 @@ async fn an_out_of_bounds_interval_is_refused_before_anything_is_sent_and_others
     let db = TestDb::new().await;
     let c = db.client().await;
     enable_agent_globally(&c).await;
-    let good = tenant_with_overdue_contacts(&c, "Good", 1).await;
-    let bad = tenant_with_overdue_contacts(&c, "Huge", 1).await;
+    let good = tenant_with_overdue_contacts(&c, "Good", 1, false).await;
+    let bad = tenant_with_overdue_contacts(&c, "Huge", 1, false).await;
     c.execute(
         "UPDATE tenants SET agent_settings = '{\"engagement_interval_days\": 2147483647}' WHERE id = $1",
         &[&bad],
@@ -192,23 +164,21 @@ async fn an_out_of_bounds_interval_is_refused_before_anything_is_sent_and_others
     assert_eq!(run_statuses(&c, good).await, vec!["completed"]);
     // Nothing was done for the bad tenant: the card is untouched, no card drafted.
     assert_eq!(
-        c.query_one(
+        count_where(
+            &c,
             "SELECT count(*) FROM kanban_cards WHERE tenant_id = $1 AND state = 'approved'",
             &[&bad]
         )
-        .await
-        .unwrap()
-        .get::<_, i64>(0),
+        .await,
         1
     );
     assert_eq!(
-        c.query_one(
+        count_where(
+            &c,
             "SELECT count(*) FROM kanban_cards WHERE tenant_id = $1",
             &[&bad]
         )
-        .await
-        .unwrap()
-        .get::<_, i64>(0),
+        .await,
         1
     );
 }
@@ -218,9 +188,9 @@ async fn a_clock_at_infinity_fails_only_its_tenant_in_check_engagement_and_run_c
     let db = TestDb::new().await;
     let c = db.client().await;
     enable_agent_globally(&c).await;
-    let good = tenant_with_overdue_contacts(&c, "Good", 2).await;
-    let bad = tenant_with_overdue_contacts(&c, "Infinite", 2).await;
-    let bad2 = tenant_with_overdue_contacts(&c, "Plusinf", 1).await;
+    let good = tenant_with_overdue_contacts(&c, "Good", 2, false).await;
+    let bad = tenant_with_overdue_contacts(&c, "Infinite", 2, false).await;
+    let bad2 = tenant_with_overdue_contacts(&c, "Plusinf", 1, false).await;
     c.execute(
         "UPDATE engagement_clocks SET next_touch_due = '-infinity'
           WHERE id = (SELECT id FROM engagement_clocks WHERE tenant_id = $1 LIMIT 1)",
@@ -301,7 +271,7 @@ async fn sixteen_runners_released_together_run_each_tenant_exactly_once() {
     enable_agent_globally(&c).await;
     let tenants = 24;
     for i in 0..tenants {
-        tenant_with_overdue_contacts(&c, &format!("T{i}"), 1).await;
+        tenant_with_overdue_contacts(&c, &format!("T{i}"), 1, false).await;
     }
     // The barrier: every runner blocks on its first read of system_config (the kill switch)
     // until the test lets them all go at once.
@@ -361,7 +331,7 @@ async fn runners_staggered_across_the_hour_run_each_tenant_once_per_hour_and_for
     enable_agent_globally(&c).await;
     let tenants = 12;
     for i in 0..tenants {
-        tenant_with_overdue_contacts(&c, &format!("S{i}"), 1).await;
+        tenant_with_overdue_contacts(&c, &format!("S{i}"), 1, false).await;
     }
     let hour = chrono::Utc::now()
         .date_naive()
@@ -486,7 +456,7 @@ async fn sigterm_when_every_in_flight_tenant_completes_within_the_grace_exits_0(
     let db = TestDb::new().await;
     let c = db.client().await;
     enable_agent_globally(&c).await;
-    let t = tenant_with_overdue_contacts(&c, "Graceful", 1).await;
+    let t = tenant_with_overdue_contacts(&c, "Graceful", 1, false).await;
     let lock = hold_lock(&db, "kanban_cards").await;
     let (child, _pid, log) = sigterm_while_in_flight(&db, &c, "120").await;
     // The tenant was in flight when the signal came; it may now finish within the grace.
@@ -511,7 +481,7 @@ async fn a_second_signal_right_after_the_first_ends_the_grace_at_once() {
     let db = TestDb::new().await;
     let c = db.client().await;
     enable_agent_globally(&c).await;
-    let t = tenant_with_overdue_contacts(&c, "Impatient", 1).await;
+    let t = tenant_with_overdue_contacts(&c, "Impatient", 1, false).await;
     let lock = hold_lock(&db, "kanban_cards").await;
     let (child, pid, log) = sigterm_while_in_flight(&db, &c, "600").await;
     signal(pid, "INT");
@@ -550,7 +520,7 @@ async fn a_session_holding_an_exclusive_lock_makes_every_command_end_with_a_clea
     let db = TestDb::new().await;
     let c = db.client().await;
     enable_agent_globally(&c).await;
-    let t = tenant_with_overdue_contacts(&c, "Locked", 1).await;
+    let t = tenant_with_overdue_contacts(&c, "Locked", 1, false).await;
     let cl = client_row(&c, t, "Orders Inc").await;
     // A new order is queued for processing (by the host's trigger).
     order(&c, t, cl).await;
@@ -640,7 +610,7 @@ async fn the_invocation_deadline_stops_a_blocked_tenant_as_timeout_and_starts_no
     let c = db.client().await;
     enable_agent_globally(&c).await;
     for i in 0..3 {
-        tenant_with_overdue_contacts(&c, &format!("D{i}"), 1).await;
+        tenant_with_overdue_contacts(&c, &format!("D{i}"), 1, false).await;
     }
     let lock = hold_lock(&db, "kanban_cards").await;
     let started = Instant::now();
@@ -871,7 +841,7 @@ async fn restart_mid_cycle(mode: &str) {
     enable_agent_globally(&c).await;
     let tenants = 12;
     for i in 0..tenants {
-        tenant_with_overdue_contacts(&c, &format!("R{i}"), 1).await;
+        tenant_with_overdue_contacts(&c, &format!("R{i}"), 1, false).await;
     }
     // Every in-flight tenant waits on this lock when the server goes down.
     let locker = connect(&server.url).await;
@@ -929,7 +899,7 @@ async fn a_database_that_stays_down_exits_75_marks_no_tenant_failed_and_the_next
     enable_agent_globally(&c).await;
     let tenants = 8;
     for i in 0..tenants {
-        tenant_with_overdue_contacts(&c, &format!("Down{i}"), 1).await;
+        tenant_with_overdue_contacts(&c, &format!("Down{i}"), 1, false).await;
     }
     let locker = connect(&server.url).await;
     locker
@@ -1036,7 +1006,7 @@ async fn sigkill_at_random_points_leaves_nothing_stuck_after_one_lease_and_sends
     let server = smtp::SmtpServer::start().await;
     let mut tenants = Vec::new();
     for i in 0..4 {
-        tenants.push(tenant_with_overdue_contacts(&c, &format!("K{i}"), 2).await);
+        tenants.push(tenant_with_overdue_contacts(&c, &format!("K{i}"), 2, false).await);
     }
     let seed = std::env::var("FAULTS_SEED")
         .ok()

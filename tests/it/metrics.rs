@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::common::*;
-use tokio_postgres::Client;
-use uuid::Uuid;
 
 /// `name{labels}` → value, parsed strictly: every line is a `# HELP`/`# TYPE` comment or
 /// `name{k="v",…} value` with a float value; every sample's family has HELP and TYPE.
@@ -101,31 +99,6 @@ fn dir_entries(dir: &Path) -> Vec<String> {
     names
 }
 
-/// A tenant with `n` contacts with e-mail addresses whose clocks are 10 days overdue.
-async fn tenant_with_overdue_contacts(c: &Client, name: &str, n: usize) -> Uuid {
-    let t = tenant(c, name, true).await;
-    let cl = client_row(c, t, &format!("{name} Lending")).await;
-    for i in 0..n {
-        contact(
-            c,
-            t,
-            cl,
-            Some(&format!("p{i}@{}.example", name.to_lowercase())),
-            None,
-            false,
-        )
-        .await;
-    }
-    c.execute(
-        "INSERT INTO engagement_clocks (tenant_id, client_id, contact_id, next_touch_due)
-         SELECT tenant_id, client_id, id, now() - interval '10 days' FROM contacts WHERE tenant_id = $1",
-        &[&t],
-    )
-    .await
-    .unwrap();
-    t
-}
-
 const T1: &str = "2030-01-01T10:00:00Z";
 const T1_SECS: f64 = 1_893_492_000.0;
 const T2: &str = "2030-01-01T11:00:00Z";
@@ -136,7 +109,7 @@ async fn run_cycle_writes_a_parseable_metrics_file_with_this_cycles_figures() {
     let db = TestDb::new().await;
     let c = db.client().await;
     enable_agent_globally(&c).await;
-    let t = tenant_with_overdue_contacts(&c, "Acme", 3).await;
+    let t = tenant_with_overdue_contacts(&c, "Acme", 3, false).await;
     let _idle = tenant(&c, "Idle", true).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("autopilot.prom");

@@ -49,24 +49,6 @@ async fn run(cmd: &mut tokio::process::Command) -> std::process::Output {
     out
 }
 
-/// A tenant with the agent enabled and `n` contacts whose clocks are 10 days overdue.
-async fn tenant_with_overdue_contacts(c: &Client, name: &str, n: usize) -> Uuid {
-    let t = tenant(c, name, true).await;
-    let cl = client_row(c, t, &format!("{name} Lending")).await;
-    for i in 0..n {
-        let email = format!("c{i}@{}.example", name.to_lowercase());
-        contact(c, t, cl, Some(&email), Some("Loan Officer"), i == 0).await;
-    }
-    c.execute(
-        "INSERT INTO engagement_clocks (tenant_id, client_id, contact_id, next_touch_due)
-         SELECT tenant_id, client_id, id, now() - interval '10 days' FROM contacts WHERE tenant_id = $1",
-        &[&t],
-    )
-    .await
-    .unwrap();
-    t
-}
-
 async fn assert_nothing_left_running(c: &Client) {
     assert_eq!(
         count(
@@ -89,7 +71,7 @@ async fn every_agent_command_works_through_a_transaction_pooler() {
     let db = TestDb::new().await;
     let c = db.client().await;
     enable_agent_globally(&c).await;
-    let t = tenant_with_overdue_contacts(&c, "Acme", 2).await;
+    let t = tenant_with_overdue_contacts(&c, "Acme", 2, false).await;
     let cl: Uuid = c
         .query_one("SELECT id FROM clients WHERE tenant_id = $1", &[&t])
         .await
@@ -179,7 +161,7 @@ async fn two_overlapping_runners_through_a_transaction_pooler_run_each_tenant_ex
     enable_agent_globally(&c).await;
     const TENANTS: i64 = 12;
     for i in 0..TENANTS {
-        tenant_with_overdue_contacts(&c, &format!("T{i}"), 2).await;
+        tenant_with_overdue_contacts(&c, &format!("T{i}"), 2, false).await;
     }
     let mut a = pooled_cmd(&db);
     a.args(["run-cycle", "--json", "--concurrency", "4"]);

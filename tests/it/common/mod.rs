@@ -341,6 +341,15 @@ pub async fn count(c: &Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.unwrap().get(0)
 }
 
+/// [`count`] with parameters.
+pub async fn count_where(
+    c: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> i64 {
+    c.query_one(sql, params).await.unwrap().get(0)
+}
+
 /// The race helper: `n` racers, each on its own connection to `url`, set up by `prepare`
 /// (e.g. a session time zone), released together by a barrier, then each runs `act`.
 /// Returns every racer's result, in racer order. The racers are futures of this task: the
@@ -418,4 +427,35 @@ pub async fn wait_for_stderr_line(
         .expect("the expected log line never came")
         .expect("stderr closed before the expected log line");
     handle
+}
+
+/// A tenant with the agent enabled, one client and `overdue` contacts
+/// (`contact{i}@<name>.example`, the first one primary) whose clocks are 10 days overdue;
+/// with `blank`, one more overdue contact without an e-mail address.
+pub async fn tenant_with_overdue_contacts(
+    c: &Client,
+    name: &str,
+    overdue: usize,
+    blank: bool,
+) -> Uuid {
+    let t = tenant(c, name, true).await;
+    let cl = client_row(c, t, &format!("{name} Lending")).await;
+    for i in 0..overdue {
+        let email = format!(
+            "contact{i}@{}.example",
+            name.to_lowercase().replace(' ', "")
+        );
+        contact(c, t, cl, Some(&email), Some("Loan Officer"), i == 0).await;
+    }
+    if blank {
+        contact(c, t, cl, None, Some("Processor"), false).await;
+    }
+    c.execute(
+        "INSERT INTO engagement_clocks (tenant_id, client_id, contact_id, next_touch_due)
+         SELECT tenant_id, client_id, id, now() - interval '10 days' FROM contacts WHERE tenant_id = $1",
+        &[&t],
+    )
+    .await
+    .unwrap();
+    t
 }
