@@ -743,10 +743,7 @@ async fn sigterm_during_a_slow_tenant_marks_it_interrupted_releases_and_exits_1(
         .unwrap();
     wait_until_blocked(&c).await;
     let pid = child.id().unwrap();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    signal(pid, "TERM");
     let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
         .unwrap()
@@ -890,18 +887,12 @@ async fn a_second_signal_stops_in_flight_tenants_without_waiting_for_the_grace()
         .unwrap();
     wait_until_blocked(&c).await;
     let stderr = child.stderr.take().unwrap();
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
+    let pid = child.id().unwrap();
+    signal(pid, "INT");
     // The second signal once the first was taken (two signals sent back to back may be
     // delivered as one).
     let _log = wait_for_stderr_line(stderr, "signal received").await;
-    std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
+    signal(pid, "INT");
     // Far less than the 60 s grace.
     let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
         .await

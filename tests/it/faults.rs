@@ -414,15 +414,6 @@ async fn hold_lock(db: &TestDb, table: &str) -> Client {
     locker
 }
 
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
 /// Start `run-cycle --grace GRACE`, wait until its tenant is blocked on the held lock (in
 /// flight), send SIGTERM and wait for the runner to say it received it.
 #[cfg(unix)]

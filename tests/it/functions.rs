@@ -461,18 +461,7 @@ async fn thirty_two_connections_racing_for_one_tenant_lease_yield_exactly_one_ru
     .flatten()
     .collect();
     assert_eq!(winners.len(), 1, "{winners:?}");
-    assert_eq!(
-        count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
-        1
-    );
-    assert_eq!(
-        count(
-            &c,
-            "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'running'"
-        )
-        .await,
-        1
-    );
+    assert_eq!(runs_by_status(&c).await, statuses(&[("running", 1)]));
     assert_eq!(lease_holder(&c, t).await, Some(winners[0]));
 }
 
@@ -496,24 +485,8 @@ async fn sixteen_racers_on_an_expired_lease_take_it_over_exactly_once() {
     assert_eq!(winners.len(), 1, "{winners:?}");
     assert_eq!(run_status(&c, old).await.0, "timeout");
     assert_eq!(
-        count(&c, "SELECT count(*) FROM agent_autonomous_runs").await,
-        2
-    );
-    assert_eq!(
-        count(
-            &c,
-            "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'timeout'"
-        )
-        .await,
-        1
-    );
-    assert_eq!(
-        count(
-            &c,
-            "SELECT count(*) FROM agent_autonomous_runs WHERE status = 'running'"
-        )
-        .await,
-        1
+        runs_by_status(&c).await,
+        statuses(&[("running", 1), ("timeout", 1)])
     );
     assert_eq!(lease_holder(&c, t).await, Some(winners[0]));
 }

@@ -459,3 +459,31 @@ pub async fn tenant_with_overdue_contacts(
     .unwrap();
     t
 }
+
+/// How many runs of this database are in each status.
+pub async fn runs_by_status(c: &Client) -> std::collections::BTreeMap<String, i64> {
+    c.query(
+        "SELECT status, count(*) FROM agent_autonomous_runs GROUP BY status",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// A status → count map for comparing with [`runs_by_status`].
+pub fn statuses(pairs: &[(&str, i64)]) -> std::collections::BTreeMap<String, i64> {
+    pairs.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+}
+
+/// Send `sig` (e.g. `TERM`, `INT`) to the process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
